@@ -1,0 +1,409 @@
+//! The SQL engine: a DataFusion session per connection over the Eddy catalog, with the
+//! statements DataFusion would run in memory (DDL) routed to storage, and statements that
+//! would reach the server's file system refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use eddy_storage::{Db, TableDef};
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+use crate::catalog::{DATABASE, EddySchema, SCHEMA};
+use crate::ddl;
+use crate::error::{QueryError, Result};
+use crate::functions::TimeBucket;
+
+/// The PostgreSQL version Eddy reports to clients.
+pub const PG_SERVER_VERSION: &str = "16.6";
+
+/// Shared state of the SQL engine; one per server.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    db: Db,
+    catalog: Arc<dyn CatalogProvider>,
+}
+
+/// A parsed, planned statement, ready to run (possibly many times with parameters).
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A DataFusion plan (queries, INSERT, EXPLAIN, ...); may hold `$n` placeholders.
+    Plan(LogicalPlan),
+    /// `CREATE TABLE`.
+    CreateTable {
+        /// The definition.
+        def: TableDef,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+    },
+    /// `DROP TABLE`.
+    DropTable {
+        /// Tables to drop.
+        names: Vec<String>,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// A session statement accepted without effect on data (BEGIN, COMMIT, SET ...).
+    Accept(&'static str),
+    /// `SHOW name` of a PostgreSQL setting.
+    Show {
+        /// Setting name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// What running a statement produced.
+pub enum Output {
+    /// Rows.
+    Rows {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The rows, as they are computed.
+        stream: SendableRecordBatchStream,
+    },
+    /// A command completion tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command(String),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Command(t) => write!(f, "Command({t})"),
+        }
+    }
+}
+
+impl QueryEngine {
+    /// An engine over a storage engine.
+    pub fn new(db: Db) -> Self {
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let _ = catalog.register_schema(SCHEMA, Arc::new(EddySchema::new(db.clone())));
+        Self { db, catalog }
+    }
+
+    /// The storage engine.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A new session (one per client connection): its own settings, shared tables.
+    pub fn session(&self) -> QuerySession {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(DATABASE, self.catalog.clone());
+        ctx.register_udf(TimeBucket::udf());
+        QuerySession {
+            engine: self.clone(),
+            ctx,
+            vars: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// One client's session.
+pub struct QuerySession {
+    engine: QueryEngine,
+    ctx: SessionContext,
+    vars: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for QuerySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySession").finish_non_exhaustive()
+    }
+}
+
+/// Splits SQL text into statements with the PostgreSQL dialect.
+pub fn parse(sql: &str) -> Result<Vec<DfStatement>> {
+    let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+        .map_err(QueryError::from)?;
+    Ok(stmts.into_iter().collect())
+}
+
+impl QuerySession {
+    /// The DataFusion context of this session.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans one parsed statement.
+    pub async fn prepare(&self, stmt: DfStatement) -> Result<Prepared> {
+        let sql_stmt = match stmt {
+            DfStatement::CreateExternalTable(_) => {
+                return Err(QueryError::new(
+                    "42501",
+                    "CREATE EXTERNAL TABLE is disabled: SQL clients may not read the server's file system",
+                ));
+            }
+            DfStatement::CopyTo(_) => {
+                return Err(QueryError::new(
+                    "42501",
+                    "COPY ... TO a file is disabled: SQL clients may not write the server's file system",
+                ));
+            }
+            DfStatement::Statement(s) => s,
+            other => return self.plan(other).await,
+        };
+        match *sql_stmt {
+            SqlStatement::CreateTable(ct) => {
+                if ct.external {
+                    return Err(QueryError::new(
+                        "42501",
+                        "CREATE EXTERNAL TABLE is disabled: SQL clients may not read the server's file system",
+                    ));
+                }
+                Ok(Prepared::CreateTable {
+                    if_not_exists: ct.if_not_exists,
+                    def: ddl::table_def(&ct)?,
+                })
+            }
+            SqlStatement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => Ok(Prepared::DropTable {
+                names: names.iter().map(ddl::table_name).collect::<Result<_>>()?,
+                if_exists,
+            }),
+            SqlStatement::StartTransaction { .. } => Ok(Prepared::Accept("BEGIN")),
+            SqlStatement::Commit { .. } => Ok(Prepared::Accept("COMMIT")),
+            SqlStatement::Rollback { .. } => Ok(Prepared::Accept("ROLLBACK")),
+            SqlStatement::Savepoint { .. } => Ok(Prepared::Accept("SAVEPOINT")),
+            SqlStatement::ReleaseSavepoint { .. } => Ok(Prepared::Accept("RELEASE")),
+            SqlStatement::Discard { .. } => Ok(Prepared::Accept("DISCARD ALL")),
+            SqlStatement::Copy { .. } => Err(QueryError::unsupported(
+                "COPY is not supported yet; write with INSERT or line protocol over HTTP",
+            )),
+            SqlStatement::CreateView(_) => Err(QueryError::unsupported(
+                "CREATE VIEW is not supported yet",
+            )),
+            SqlStatement::Set(set) => {
+                let text = set.to_string();
+                if text.to_lowercase().starts_with("set datafusion.") {
+                    return self
+                        .plan(DfStatement::Statement(Box::new(SqlStatement::Set(set))))
+                        .await;
+                }
+                if let Some((name, value)) = parse_set(&text) {
+                    self.vars.lock().insert(name, value);
+                }
+                Ok(Prepared::Accept("SET"))
+            }
+            SqlStatement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(ddl::ident_name)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if let Some(value) = self.setting(&name) {
+                    return Ok(Prepared::Show { name, value });
+                }
+                self.plan(DfStatement::Statement(Box::new(SqlStatement::ShowVariable {
+                    variable,
+                })))
+                .await
+            }
+            other => self.plan(DfStatement::Statement(Box::new(other))).await,
+        }
+    }
+
+    /// The value of a PostgreSQL setting clients ask for, if Eddy knows it.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.vars.lock().get(name) {
+            return Some(v.clone());
+        }
+        Some(
+            match name {
+                "server_version" => PG_SERVER_VERSION,
+                "server_version_num" => "160006",
+                "timezone" | "time zone" => "UTC",
+                "client_encoding" | "server_encoding" => "UTF8",
+                "datestyle" => "ISO, MDY",
+                "intervalstyle" => "postgres",
+                "integer_datetimes" => "on",
+                "standard_conforming_strings" => "on",
+                "search_path" => "public",
+                "transaction isolation level" | "transaction_isolation" => "read committed",
+                "is_superuser" => "on",
+                "max_identifier_length" => "63",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    }
+
+    async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
+        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        check_plan(&plan)?;
+        Ok(Prepared::Plan(plan))
+    }
+
+    /// Runs a prepared statement with parameter values for its placeholders.
+    pub async fn execute(&self, prepared: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+        match prepared {
+            Prepared::Plan(plan) => {
+                let plan = match params {
+                    Some(p) => plan.clone().with_param_values(p)?,
+                    None => plan.clone(),
+                };
+                let is_insert = matches!(
+                    &plan,
+                    LogicalPlan::Dml(DmlStatement {
+                        op: WriteOp::Insert(_),
+                        ..
+                    })
+                );
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                if is_insert {
+                    let batches = df.collect().await?;
+                    let n = inserted_rows(&batches);
+                    return Ok(Output::Command(format!("INSERT 0 {n}")));
+                }
+                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?;
+                Ok(Output::Rows { schema, stream })
+            }
+            Prepared::CreateTable { def, if_not_exists } => {
+                self.engine
+                    .db
+                    .catalog()
+                    .create_table(def.clone(), *if_not_exists)?;
+                Ok(Output::Command("CREATE TABLE".into()))
+            }
+            Prepared::DropTable { names, if_exists } => {
+                for n in names {
+                    match self.engine.db.drop_table(n) {
+                        Ok(()) => {}
+                        Err(eddy_storage::StorageError::TableNotFound(_)) if *if_exists => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Output::Command("DROP TABLE".into()))
+            }
+            Prepared::Accept(tag) => Ok(Output::Command((*tag).to_string())),
+            Prepared::Show { name, value } => {
+                let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        value.as_str(),
+                    ]))],
+                )
+                .map_err(|e| QueryError::new("XX000", e.to_string()))?;
+                let stream = Box::pin(RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    futures::stream::iter(vec![Ok(batch)]),
+                ));
+                Ok(Output::Rows { schema, stream })
+            }
+        }
+    }
+
+    /// Parses, plans and runs every statement of `sql` in order (the simple query protocol).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for stmt in parse(sql)? {
+            let p = self.prepare(stmt).await?;
+            out.push(self.execute(&p, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `sql` and collects all rows of its last statement (for tests and tools).
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for o in self.sql(sql).await? {
+            last = match o {
+                Output::Rows { mut stream, .. } => {
+                    let mut v = Vec::new();
+                    while let Some(b) = stream.next().await {
+                        v.push(b?);
+                    }
+                    v
+                }
+                Output::Command(_) => Vec::new(),
+            };
+        }
+        Ok(last)
+    }
+}
+
+/// Refuses plans that DataFusion would run against memory or the file system instead of Eddy.
+fn check_plan(plan: &LogicalPlan) -> Result<()> {
+    match plan {
+        LogicalPlan::Ddl(ddl) => Err(QueryError::unsupported(format!(
+            "{} is not supported",
+            ddl.name()
+        ))),
+        LogicalPlan::Copy(_) => Err(QueryError::new(
+            "42501",
+            "COPY ... TO a file is disabled: SQL clients may not write the server's file system",
+        )),
+        LogicalPlan::Dml(d) if !matches!(d.op, WriteOp::Insert(_)) => Err(QueryError::unsupported(
+            format!("{} is not supported on table \"{}\"", d.op, d.table_name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn inserted_rows(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.columns().first())
+        .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .sum()
+}
+
+/// `SET name = value` / `SET name TO value` as (lower-case name, value without quotes).
+fn parse_set(text: &str) -> Option<(String, String)> {
+    let rest = text.trim().strip_prefix("SET ").or_else(|| text.trim().strip_prefix("set "))?;
+    let rest = rest
+        .trim_start()
+        .strip_prefix("SESSION ")
+        .or_else(|| rest.trim_start().strip_prefix("LOCAL "))
+        .unwrap_or(rest);
+    let (name, value) = if let Some((n, v)) = rest.split_once('=') {
+        (n, v)
+    } else if let Some((n, v)) = rest.split_once(" TO ") {
+        (n, v)
+    } else {
+        return None;
+    };
+    let value = value.trim().trim_matches('\'').trim_matches('"').to_string();
+    let name = name.trim().to_lowercase();
+    if name.is_empty() || value.is_empty() && name.contains(' ') {
+        return None;
+    }
+    Some((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn set_statements_parse() {
+        assert_eq!(parse_set("SET extra_float_digits = 3"), Some(("extra_float_digits".into(), "3".into())));
+        assert_eq!(parse_set("SET application_name TO 'psql'"), Some(("application_name".into(), "psql".into())));
+    }
+}

@@ -1,0 +1,262 @@
+//! The table provider over an Eddy table: prunes segments by time, scans Parquet segments with
+//! DataFusion's reader and memory with a memory source, and takes `INSERT` through the write path.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::{TableProvider, memory::MemorySourceConfig};
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use eddy_storage::{Db, TableSchema};
+use futures::StreamExt;
+
+/// An Eddy table as DataFusion sees it.
+#[derive(Debug)]
+pub struct EddyTable {
+    db: Db,
+    schema: Arc<TableSchema>,
+}
+
+impl EddyTable {
+    /// A provider for the table as its schema is now.
+    pub fn new(db: Db, schema: Arc<TableSchema>) -> Self {
+        Self { db, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for EddyTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.arrow_schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune segments and row groups, but rows are still checked above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(snapshot) = self.db.snapshot(self.schema.name()) else {
+            return Err(DataFusionError::Plan(format!(
+                "table '{}' not found",
+                self.schema.name()
+            )));
+        };
+        // The snapshot's schema may have grown since planning; scan with the planned one.
+        let schema = self.schema.arrow_schema().clone();
+        let (lo, hi) = time_range(filters, self.schema.time_column());
+        let plan = tokio::task::spawn_blocking(move || snapshot.read_plan(lo, hi))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batches = plan
+            .batches
+            .iter()
+            .map(|b| eddy_storage::dedup::conform(b, &schema))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !plan.files.is_empty() {
+            let target = state.config().target_partitions().max(1);
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plan.files.len())];
+            for (i, f) in plan.files.iter().enumerate() {
+                let path = f.path.to_string_lossy();
+                let file = PartitionedFile::new(path.trim_start_matches('/'), f.meta.bytes);
+                let n = groups.len();
+                groups[i % n].push(file);
+            }
+            let source = Arc::new(ParquetSource::new(schema.clone()));
+            let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        if !batches.is_empty() {
+            let mem = MemorySourceConfig::try_new(&[batches], schema.clone(), projection.cloned())?
+                .with_limit(limit);
+            inputs.push(DataSourceExec::from_data_source(mem));
+        }
+        Ok(match inputs.len() {
+            0 => {
+                let projected = match projection {
+                    Some(p) => Arc::new(schema.project(p)?),
+                    None => schema,
+                };
+                Arc::new(EmptyExec::new(projected))
+            }
+            1 => inputs.remove(0),
+            _ => UnionExec::try_new(inputs)?,
+        })
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} is not supported on table \"{}\"; use INSERT INTO (rows with an existing key are merged field by field)",
+                self.schema.name()
+            )));
+        }
+        let sink = Arc::new(EddySink {
+            db: self.db.clone(),
+            schema: self.schema.clone(),
+        });
+        Ok(Arc::new(DataSinkExec::new(input, sink, None)))
+    }
+}
+
+/// Writes the rows of an `INSERT` through the storage write path.
+#[derive(Debug)]
+struct EddySink {
+    db: Db,
+    schema: Arc<TableSchema>,
+}
+
+impl DisplayAs for EddySink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "EddySink: table={}", self.schema.name())
+    }
+}
+
+#[async_trait]
+impl DataSink for EddySink {
+    fn schema(&self) -> &SchemaRef {
+        self.schema.arrow_schema()
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let mut rows = 0u64;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            let n = batch.num_rows() as u64;
+            self.db
+                .write_to(&self.schema, batch)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            rows += n;
+        }
+        Ok(rows)
+    }
+}
+
+/// The `[lo, hi]` time range (ns, inclusive) that conjunctive filters on the time column allow.
+pub fn time_range(filters: &[Expr], time_column: &str) -> (i64, i64) {
+    let mut lo = i64::MIN;
+    let mut hi = i64::MAX;
+    for f in filters {
+        narrow(f, time_column, &mut lo, &mut hi);
+    }
+    (lo, hi)
+}
+
+fn narrow(e: &Expr, col: &str, lo: &mut i64, hi: &mut i64) {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            if *op == Operator::And {
+                narrow(left, col, lo, hi);
+                narrow(right, col, lo, hi);
+                return;
+            }
+            let (op, v) = match (strip_cast(left), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) if c.name == col => (*op, v),
+                _ => match (left.as_ref(), strip_cast(right)) {
+                    (Expr::Literal(v, _), Expr::Column(c)) if c.name == col => match op.swap() {
+                        Some(op) => (op, v),
+                        None => return,
+                    },
+                    _ => return,
+                },
+            };
+            let Some(t) = timestamp_nanos(v) else { return };
+            match op {
+                Operator::Gt => *lo = (*lo).max(t.saturating_add(1)),
+                Operator::GtEq => *lo = (*lo).max(t),
+                Operator::Lt => *hi = (*hi).min(t.saturating_sub(1)),
+                Operator::LtEq => *hi = (*hi).min(t),
+                Operator::Eq => {
+                    *lo = (*lo).max(t);
+                    *hi = (*hi).min(t);
+                }
+                _ => {}
+            }
+        }
+        Expr::Between(b) if !b.negated => {
+            if let Expr::Column(c) = b.expr.as_ref()
+                && c.name == col
+            {
+                if let Expr::Literal(v, _) = b.low.as_ref()
+                    && let Some(t) = timestamp_nanos(v)
+                {
+                    *lo = (*lo).max(t);
+                }
+                if let Expr::Literal(v, _) = b.high.as_ref()
+                    && let Some(t) = timestamp_nanos(v)
+                {
+                    *hi = (*hi).min(t);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A cast of the nanosecond time column to a nanosecond timestamp with a time zone (as when
+/// comparing with `now()`) keeps the instant, so it bounds the column like the column itself.
+/// Casts to coarser units truncate and are left alone.
+fn strip_cast(e: &Expr) -> &Expr {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let keeps = |t: &DataType| matches!(t, DataType::Timestamp(TimeUnit::Nanosecond, _));
+    match e {
+        Expr::Cast(c) if keeps(c.field.data_type()) => c.expr.as_ref(),
+        Expr::TryCast(c) if keeps(c.field.data_type()) => c.expr.as_ref(),
+        other => other,
+    }
+}
+
+fn timestamp_nanos(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampNanosecond(Some(t), _) => Some(*t),
+        ScalarValue::TimestampMicrosecond(Some(t), _) => t.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(t), _) => t.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(t), _) => t.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}

@@ -1,0 +1,135 @@
+//! Server configuration: command-line flags override `EDDY_*` environment variables, which
+//! override `eddy.toml`, which overrides the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `eddy serve` (each also readable from an `EDDY_*` variable).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./eddy.toml when it exists).
+    #[arg(long, env = "EDDY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./eddy-data].
+    #[arg(long, env = "EDDY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP API address [default: 127.0.0.1:8086].
+    #[arg(long, env = "EDDY_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Postgres wire protocol address [default: 127.0.0.1:5433].
+    #[arg(long, env = "EDDY_PG_ADDR")]
+    pub pg_addr: Option<SocketAddr>,
+    /// When writes are acknowledged: `always` (fsync first, default) or `interval`.
+    #[arg(long, env = "EDDY_WAL_SYNC")]
+    pub wal_sync: Option<String>,
+    /// With `--wal-sync interval`: fsync period in milliseconds [default: 100].
+    #[arg(long, env = "EDDY_WAL_SYNC_INTERVAL_MS")]
+    pub wal_sync_interval_ms: Option<u64>,
+    /// Memory the memtables may hold before writers wait for flushes [default: 512 MiB].
+    #[arg(long, env = "EDDY_MEMTABLE_BYTES_MAX")]
+    pub memtable_bytes_max: Option<usize>,
+    /// Memtable size that triggers a flush to Parquet [default: 128 MiB].
+    #[arg(long, env = "EDDY_MEMTABLE_FLUSH_BYTES")]
+    pub memtable_flush_bytes: Option<usize>,
+    /// Age of unflushed data that triggers a flush, in milliseconds [default: 300000].
+    #[arg(long, env = "EDDY_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Largest HTTP request body, after decompression [default: 64 MiB].
+    #[arg(long, env = "EDDY_REQUEST_BYTES_MAX")]
+    pub request_bytes_max: Option<usize>,
+}
+
+/// The `eddy.toml` file: the same settings as the flags, in snake case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    pg_addr: Option<SocketAddr>,
+    wal_sync: Option<String>,
+    wal_sync_interval_ms: Option<u64>,
+    memtable_bytes_max: Option<usize>,
+    memtable_flush_bytes: Option<usize>,
+    flush_interval_ms: Option<u64>,
+    request_bytes_max: Option<usize>,
+}
+
+/// The settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Storage settings.
+    pub storage: eddy_storage::StorageConfig,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Postgres address.
+    pub pg_addr: SocketAddr,
+    /// HTTP settings.
+    pub http: eddy_server::http::HttpConfig,
+}
+
+impl Config {
+    /// Resolves flags, environment, file and defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(p) => load(p)?,
+            None if Path::new("eddy.toml").exists() => load(Path::new("eddy.toml"))?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("eddy-data"));
+        let mut storage = eddy_storage::StorageConfig::new(data_dir);
+        let sync = args.wal_sync.clone().or(file.wal_sync);
+        let interval = args
+            .wal_sync_interval_ms
+            .or(file.wal_sync_interval_ms)
+            .unwrap_or(100);
+        storage.wal_sync = match sync.as_deref() {
+            None | Some("always") => eddy_storage::WalSync::Always,
+            Some("interval") => eddy_storage::WalSync::IntervalMs(interval),
+            Some(other) => {
+                return Err(format!(
+                    "wal_sync = \"{other}\" is not valid: use \"always\" or \"interval\""
+                ));
+            }
+        };
+        if let Some(v) = args.memtable_bytes_max.or(file.memtable_bytes_max) {
+            storage.memtable_bytes_max = v;
+        }
+        if let Some(v) = args.memtable_flush_bytes.or(file.memtable_flush_bytes) {
+            storage.memtable_flush_bytes = v;
+        }
+        if let Some(v) = args.flush_interval_ms.or(file.flush_interval_ms) {
+            storage.flush_interval_ms = v;
+        }
+        if storage.memtable_flush_bytes > storage.memtable_bytes_max {
+            return Err(format!(
+                "memtable_flush_bytes ({}) must not exceed memtable_bytes_max ({})",
+                storage.memtable_flush_bytes, storage.memtable_bytes_max
+            ));
+        }
+        let mut http = eddy_server::http::HttpConfig::default();
+        if let Some(v) = args.request_bytes_max.or(file.request_bytes_max) {
+            http.request_bytes_max = v;
+        }
+        let default_http: SocketAddr = ([127, 0, 0, 1], 8086).into();
+        let default_pg: SocketAddr = ([127, 0, 0, 1], 5433).into();
+        Ok(Config {
+            storage,
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or(default_http),
+            pg_addr: args.pg_addr.or(file.pg_addr).unwrap_or(default_pg),
+            http,
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}

@@ -1,0 +1,88 @@
+//! `eddy serve`: opens the storage engine and runs the front ends until SIGTERM or Ctrl-C,
+//! then stops accepting, flushes and exits cleanly.
+
+use eddy_query::QueryEngine;
+use eddy_storage::Db;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Runs the server with a resolved configuration.
+pub async fn run(config: Config) -> Result<(), String> {
+    for (what, addr) in [("HTTP", config.http_addr), ("Postgres", config.pg_addr)] {
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen for {what} on {addr}: listening beyond loopback requires authentication, which this version of Eddy does not provide; bind to 127.0.0.1"
+            ));
+        }
+    }
+    let storage = config.storage.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(storage))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open data directory: {e}"))?;
+    let report = db.recovery_report();
+    tracing::info!(
+        data_dir = %config.storage.data_dir.display(),
+        replayed = report.records_replayed,
+        torn_bytes_cut = report.torn_bytes_cut,
+        "storage open"
+    );
+    let http_listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
+    let pg_listener = tokio::net::TcpListener::bind(config.pg_addr)
+        .await
+        .map_err(|e| format!("cannot listen for Postgres on {}: {e}", config.pg_addr))?;
+    tracing::info!(http = %config.http_addr, postgres = %config.pg_addr, "eddy is ready");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http = tokio::spawn(eddy_server::http::serve(
+        http_listener,
+        db.clone(),
+        config.http.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let pg = tokio::spawn(eddy_server::pg::serve(
+        pg_listener,
+        QueryEngine::new(db.clone()),
+        stopped(stop_rx.clone()),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: flushing memtables");
+    let _ = stop_tx.send(true);
+    let _ = http.await;
+    let _ = pg.await;
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("flush at shutdown failed (data is safe in the WAL): {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,192 @@
+//! The catalog: table definitions, persisted in `catalog.json` and replaced atomically.
+//!
+//! Every schema change is made durable before the write that needs it is appended to the WAL,
+//! so replay never meets a column the catalog does not know.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::fsutil::write_atomic;
+use crate::schema::{ColumnDef, ColumnKind, TableDef, TableSchema};
+
+/// Name of the time column of tables created by line protocol.
+pub const DEFAULT_TIME_COLUMN: &str = "time";
+
+#[derive(Serialize, Deserialize, Default)]
+struct CatalogFile {
+    next_table_id: u64,
+    tables: Vec<TableDef>,
+}
+
+/// The set of tables, shared by the write and read paths.
+#[derive(Debug)]
+pub struct Catalog {
+    path: PathBuf,
+    tables: RwLock<BTreeMap<String, Arc<TableSchema>>>,
+    /// Serializes changes so that two writers never persist conflicting versions.
+    change: Mutex<u64>,
+}
+
+impl Catalog {
+    /// Loads the catalog from `dir/catalog.json`, or starts an empty one.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("catalog.json");
+        let file: CatalogFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(e).at(&path),
+        };
+        let mut tables = BTreeMap::new();
+        for def in file.tables {
+            let schema = TableSchema::new(def)?;
+            tables.insert(schema.name().to_string(), Arc::new(schema));
+        }
+        Ok(Self {
+            path,
+            tables: RwLock::new(tables),
+            change: Mutex::new(file.next_table_id.max(1)),
+        })
+    }
+
+    /// The table of that name.
+    pub fn get(&self, name: &str) -> Option<Arc<TableSchema>> {
+        self.tables.read().get(name).cloned()
+    }
+
+    /// The table incarnation with that id.
+    pub fn get_by_id(&self, id: u64) -> Option<Arc<TableSchema>> {
+        self.tables.read().values().find(|t| t.def().id == id).cloned()
+    }
+
+    /// Names of all tables, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.tables.read().keys().cloned().collect()
+    }
+
+    /// All tables, sorted by name.
+    pub fn tables(&self) -> Vec<Arc<TableSchema>> {
+        self.tables.read().values().cloned().collect()
+    }
+
+    /// Creates a table from a definition (its `id` is assigned here). With `if_not_exists`, an
+    /// existing table of that name is returned unchanged.
+    pub fn create_table(&self, mut def: TableDef, if_not_exists: bool) -> Result<Arc<TableSchema>> {
+        let mut next_id = self.change.lock();
+        if let Some(t) = self.get(&def.name) {
+            return if if_not_exists {
+                Ok(t)
+            } else {
+                Err(StorageError::TableExists(def.name))
+            };
+        }
+        def.id = *next_id;
+        let schema = Arc::new(TableSchema::new(def)?);
+        let mut tables = self.tables.read().clone();
+        tables.insert(schema.name().to_string(), schema.clone());
+        self.persist(&tables, *next_id + 1)?;
+        *next_id += 1;
+        *self.tables.write() = tables;
+        Ok(schema)
+    }
+
+    /// Makes sure `table` exists with all of `columns` (schema on write): a missing table is
+    /// created with a `time` column, missing columns are appended. A column that exists with
+    /// another kind or type is an error naming it.
+    pub fn ensure_columns(&self, table: &str, columns: &[ColumnDef]) -> Result<Arc<TableSchema>> {
+        if let Some(t) = self.get(table)
+            && Self::missing(&t, columns)?.is_empty()
+        {
+            return Ok(t);
+        }
+        let mut next_id = self.change.lock();
+        let mut tables = self.tables.read().clone();
+        let (def, new_id) = match tables.get(table) {
+            Some(t) => {
+                let missing = Self::missing(t, columns)?;
+                if missing.is_empty() {
+                    return Ok(t.clone());
+                }
+                let mut def = t.def().clone();
+                def.columns.extend(missing);
+                (def, *next_id)
+            }
+            None => {
+                let mut cols = vec![ColumnDef::new(DEFAULT_TIME_COLUMN, ColumnKind::Time)];
+                cols.extend(
+                    columns
+                        .iter()
+                        .filter(|c| c.name != DEFAULT_TIME_COLUMN)
+                        .cloned(),
+                );
+                let def = TableDef {
+                    id: *next_id,
+                    name: table.to_string(),
+                    columns: cols,
+                };
+                (def, *next_id + 1)
+            }
+        };
+        let schema = Arc::new(TableSchema::new(def)?);
+        tables.insert(table.to_string(), schema.clone());
+        self.persist(&tables, new_id)?;
+        *next_id = new_id;
+        *self.tables.write() = tables;
+        Ok(schema)
+    }
+
+    /// Removes a table from the catalog.
+    pub fn drop_table(&self, name: &str) -> Result<Arc<TableSchema>> {
+        let next_id = self.change.lock();
+        let mut tables = self.tables.read().clone();
+        let removed = tables
+            .remove(name)
+            .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
+        self.persist(&tables, *next_id)?;
+        *self.tables.write() = tables;
+        Ok(removed)
+    }
+
+    /// Columns of `wanted` that `table` lacks; an error if one exists with another kind.
+    fn missing(table: &TableSchema, wanted: &[ColumnDef]) -> Result<Vec<ColumnDef>> {
+        let mut out = Vec::new();
+        for c in wanted {
+            match table.column(&c.name) {
+                Some((_, existing)) if existing.kind == c.kind => {}
+                // Line protocol names its time column `time`; a DDL table may call it otherwise.
+                None if c.kind == ColumnKind::Time => {}
+                Some((_, existing)) => {
+                    return Err(StorageError::TypeConflict {
+                        table: table.name().to_string(),
+                        column: c.name.clone(),
+                        expected: existing.kind.describe(),
+                        found: c.kind.describe(),
+                    });
+                }
+                None => out.push(c.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    fn persist(&self, tables: &BTreeMap<String, Arc<TableSchema>>, next_table_id: u64) -> Result<()> {
+        let file = CatalogFile {
+            next_table_id,
+            tables: tables.values().map(|t| t.def().clone()).collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StorageError::Corrupt {
+            path: self.path.clone(),
+            offset: 0,
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.path, &bytes)
+    }
+}

@@ -1,0 +1,133 @@
+//! Property tests of the storage engine: any sequence of writes (out of order, duplicate keys,
+//! partial fields), flushes and reopenings reads back as the field-wise last-write-wins of the
+//! input, each key exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use proptest::prelude::*;
+
+use crate::schema::{ColumnDef, ColumnKind, FieldType, TableDef};
+use crate::{Db, StorageConfig};
+
+type Row = (u8, i64, Option<i64>, Option<f64>);
+type Model = BTreeMap<(String, i64), (Option<i64>, Option<f64>)>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(Vec<Row>),
+    Flush,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec(
+            (0u8..3, -5i64..40, prop::option::of(-100i64..100), prop::option::of(-1e3f64..1e3)),
+            1..20
+        ).prop_map(Op::Write),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn def() -> TableDef {
+    TableDef {
+        id: 0,
+        name: "t".into(),
+        columns: vec![
+            ColumnDef::new("time", ColumnKind::Time),
+            ColumnDef::new("s", ColumnKind::Tag),
+            ColumnDef::new("a", ColumnKind::Field(FieldType::Integer)),
+            ColumnDef::new("b", ColumnKind::Field(FieldType::Float)),
+        ],
+    }
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    // Day-sized time steps so rows spread over several partitions.
+    let day = crate::db::PARTITION_NANOS / 4;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("time", crate::schema::time_data_type(), false),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("a", DataType::Int64, true),
+        Field::new("b", DataType::Float64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.1 * day))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("s{}", r.0)))),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.3))),
+        ],
+    )
+    .expect("batch")
+}
+
+fn read_all(db: &Db) -> Vec<(String, i64, Option<i64>, Option<f64>)> {
+    let snap = db.snapshot("t").expect("table");
+    let plan = snap.read_plan(i64::MIN, i64::MAX).expect("plan");
+    let mut batches = plan.batches.clone();
+    for f in &plan.files {
+        batches.extend(crate::segment::read_segment(&f.path, snap.schema.arrow_schema()).expect("read"));
+    }
+    let day = crate::db::PARTITION_NANOS / 4;
+    let mut out = Vec::new();
+    for b in batches {
+        let t = b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().expect("t");
+        let s = b.column(1).as_any().downcast_ref::<StringArray>().expect("s");
+        let a = b.column(2).as_any().downcast_ref::<Int64Array>().expect("a");
+        let f = b.column(3).as_any().downcast_ref::<Float64Array>().expect("b");
+        for i in 0..b.num_rows() {
+            out.push((
+                s.value(i).to_string(),
+                t.value(i) / day,
+                a.is_valid(i).then(|| a.value(i)),
+                f.is_valid(i).then(|| f.value(i)),
+            ));
+        }
+    }
+    out.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn reads_back_field_wise_last_write_wins(ops in prop::collection::vec(op(), 1..25)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = StorageConfig::new(dir.path());
+        let mut db = Db::open(config.clone()).expect("open");
+        db.catalog().create_table(def(), false).expect("create");
+        let mut model = Model::new();
+        for op in &ops {
+            match op {
+                Op::Write(rows) => {
+                    rt.block_on(db.write("t", batch(rows))).expect("write");
+                    for r in rows {
+                        let e = model.entry((format!("s{}", r.0), r.1)).or_insert((None, None));
+                        if r.2.is_some() { e.0 = r.2; }
+                        if r.3.is_some() { e.1 = r.3; }
+                    }
+                }
+                Op::Flush => db.flush().expect("flush"),
+                Op::Reopen => {
+                    db.close().expect("close");
+                    db = Db::open(config.clone()).expect("reopen");
+                }
+            }
+        }
+        let want: Vec<_> = model.iter().map(|((s, t), (a, b))| (s.clone(), *t, *a, *b)).collect();
+        prop_assert_eq!(read_all(&db), want.clone());
+        // And once more after everything is in segments and the engine restarted.
+        db.close().expect("close");
+        let db = Db::open(config).expect("reopen");
+        prop_assert_eq!(read_all(&db), want);
+        db.close().expect("close");
+    }
+}

@@ -1,0 +1,204 @@
+//! Test harness: starts the real `eddy` binary on free loopback ports with its own data
+//! directory, and talks to it over HTTP and the Postgres wire protocol.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server process.
+pub struct Server {
+    child: Option<Child>,
+    /// Data directory.
+    pub dir: PathBuf,
+    /// HTTP port.
+    pub http: u16,
+    /// Postgres port.
+    pub pg: u16,
+    extra: Vec<String>,
+    cwd: Option<PathBuf>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    /// Starts a server on `dir` with extra `serve` flags.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            http: free_port(),
+            pg: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            cwd: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server in working directory `cwd` with the default, relative data directory.
+    pub fn start_in(cwd: &Path) -> Server {
+        let mut s = Server {
+            child: None,
+            dir: PathBuf::from("eddy-data"),
+            http: free_port(),
+            pg: free_port(),
+            extra: Vec::new(),
+            cwd: Some(cwd.to_path_buf()),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server on `dir` with default settings.
+    pub fn start(dir: &Path) -> Server {
+        Self::start_with(dir, &[])
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http))
+            .arg("--pg-addr")
+            .arg(format!("127.0.0.1:{}", self.pg))
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn eddy");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.pg)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.http)).is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("eddy exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "eddy did not start within 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("eddy did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// Posts line protocol to `/api/v2/write` and returns (status, body).
+    pub async fn write_lp(&self, body: impl Into<reqwest::Body>) -> (u16, String) {
+        self.post(&self.url("/api/v2/write?bucket=eddy&precision=ns"), body).await
+    }
+
+    pub async fn post(&self, url: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .expect("http request");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// A tokio-postgres connection.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=eddy dbname=eddy", self.pg),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect over the postgres protocol");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Runs `psql -At -c sql` and returns its stdout; panics with stderr on failure.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.pg.to_string(), "-U", "eddy", "-d", "eddy"])
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("run psql (install postgresql-client)");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Runs `eddy gen` and returns its output.
+pub fn eddy_gen(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("gen")
+        .args(args)
+        .output()
+        .expect("run eddy gen");
+    assert!(out.status.success(), "eddy gen failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}

@@ -1,0 +1,59 @@
+//! A query over one hour of one host reads only the segment that can hold that hour.
+
+use crate::common::{Server, data_dir, eddy_gen};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_range_prunes_segments() {
+    let dir = data_dir();
+    let mut s = Server::start(dir.path());
+    // Three hours, each flushed into its own segment by a clean restart.
+    for h in 0..3 {
+        let start = format!("2024-01-01T{h:02}:00:00Z");
+        let end = format!("2024-01-01T{:02}:00:00Z", h + 1);
+        let data = eddy_gen(&["--scale", "5", "--start", &start, "--end", &end]);
+        assert_eq!(s.write_lp(data).await.0, 204);
+        assert_eq!(s.stop(), Some(0));
+        s.restart();
+    }
+    let segments: Vec<_> = walk(&dir.path().join("data"));
+    assert_eq!(segments.len(), 3, "{segments:?}");
+
+    let c = s.pg().await;
+    let sql = "SELECT count(*), max(usage_user) FROM cpu WHERE hostname = 'host_1' \
+               AND time >= '2024-01-01T01:00:00' AND time < '2024-01-01T02:00:00'";
+    let n: i64 = c.query_one(sql, &[]).await.unwrap().get(0);
+    assert_eq!(n, 360);
+    let plan: String = c
+        .query(&format!("EXPLAIN ANALYZE {sql}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let files = plan.matches(".parquet").count();
+    assert_eq!(files, 1, "only the 01:00 segment may be scanned:\n{plan}");
+    assert!(
+        segments
+            .iter()
+            .any(|p| plan.contains(p.file_name().unwrap().to_str().unwrap())),
+        "the scanned file is one of the segments:\n{plan}"
+    );
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    // Row-group statistics are on: the host predicate reaches the Parquet reader.
+    assert!(plan.contains("predicate"), "{plan}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
