@@ -686,6 +686,7 @@ mod tests {
         assert!(parse_line("m f=1 notatime").unwrap_err().contains("invalid timestamp"));
         assert!(parse_line("m f=\"open").unwrap_err().contains("unterminated"));
         assert!(parse_line("m,t f=1").unwrap_err().contains("no '='"));
-        assert!(parse_line("m f=1i2").unwrap_err().contains("invalid integer"));
+        assert!(parse_line("m f=1.5i").unwrap_err().contains("invalid integer"));
+        assert!(parse_line("m f=1i2").unwrap_err().contains("invalid float"));
     }
 }

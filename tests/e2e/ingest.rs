@@ -222,7 +222,7 @@ async fn schema_evolves_and_upserts_merge_field_by_field() {
     assert_eq!(s.write_lp("w,host=a f2=20 100\n").await.0, 204);
     let c = s.pg().await;
     let rows = c
-        .query("SELECT CAST(time AS BIGINT), host, dc, f1, f2 FROM w ORDER BY time", &[])
+        .query("SELECT CAST(time AS BIGINT) AS t, host, dc, f1, f2 FROM w ORDER BY t", &[])
         .await
         .unwrap();
     let got: Vec<(i64, String, Option<String>, Option<f64>, Option<f64>)> = rows
