@@ -24,11 +24,19 @@ fn tsbs(rows_hosts: usize, minutes: i64) -> Vec<u8> {
     out
 }
 
-fn batch_of(data: &[u8], dir: &std::path::Path) -> (std::sync::Arc<eddy_storage::TableSchema>, datafusion::arrow::record_batch::RecordBatch) {
+fn batch_of(
+    data: &[u8],
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<eddy_storage::TableSchema>,
+    datafusion::arrow::record_batch::RecordBatch,
+) {
     let catalog = Catalog::open(dir).expect("catalog");
     let parsed = lineproto::parse(data, Precision::Nanosecond, 0, &catalog);
     let rows = parsed.tables.into_iter().next().expect("rows");
-    let schema = catalog.ensure_columns(&rows.table, &rows.columns).expect("schema");
+    let schema = catalog
+        .ensure_columns(&rows.table, &rows.columns)
+        .expect("schema");
     assert_eq!(schema.time_column(), DEFAULT_TIME_COLUMN);
     let batch = rows.into_batch(&schema).expect("batch");
     let batch = eddy_storage::dedup::conform(&batch, schema.arrow_schema()).expect("conform");
@@ -84,14 +92,23 @@ fn segments(c: &mut Criterion) {
     g.throughput(Throughput::Elements(batch.num_rows() as u64));
     g.sample_size(10);
     g.bench_function("sort_dedup_36k_rows", |b| {
-        b.iter(|| black_box(eddy_storage::dedup::sort_dedup(&schema, std::slice::from_ref(&batch)).expect("sort")))
+        b.iter(|| {
+            black_box(
+                eddy_storage::dedup::sort_dedup(&schema, std::slice::from_ref(&batch))
+                    .expect("sort"),
+            )
+        })
     });
     let path = dir.path().join("bench.parquet");
     g.bench_function("write_36k_rows", |b| {
         b.iter(|| eddy_storage::segment::write_segment(&path, &schema, &sorted).expect("write"))
     });
     g.bench_function("scan_36k_rows", |b| {
-        b.iter(|| black_box(eddy_storage::segment::read_segment(&path, schema.arrow_schema()).expect("read")))
+        b.iter(|| {
+            black_box(
+                eddy_storage::segment::read_segment(&path, schema.arrow_schema()).expect("read"),
+            )
+        })
     });
     g.finish();
 }

@@ -42,7 +42,10 @@ pub fn batches(data: &[u8], batch_size: usize) -> Vec<(bytes::Bytes, usize)> {
     }
     if start < data.len() {
         let tail = data.slice(start..);
-        let n = tail.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+        let n = tail
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
         out.push((tail, n));
     }
     out
@@ -95,7 +98,9 @@ pub async fn run(spec: BenchSpec, data: Vec<u8>) -> Result<(), String> {
             let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, rows)) = bodies.get(i) else { break };
+                let Some((body, rows)) = bodies.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 let mut req = client.post(&url).body(body.clone());
                 if gzip {

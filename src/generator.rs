@@ -52,7 +52,8 @@ pub struct GenSpec {
 impl GenSpec {
     /// Number of lines this spec produces.
     pub fn rows(&self) -> u64 {
-        let steps = ((self.end_ns - self.start_ns).max(0) + self.interval_ns - 1) / self.interval_ns;
+        let steps =
+            ((self.end_ns - self.start_ns).max(0) + self.interval_ns - 1) / self.interval_ns;
         steps as u64 * self.scale as u64
     }
 }

@@ -75,7 +75,9 @@ struct BenchArgs {
 
 fn parse_time(s: &str) -> Result<i64, String> {
     chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| format!("invalid time \"{s}\": {e} (expected RFC 3339, e.g. 2024-01-01T00:00:00Z)"))?
+        .map_err(|e| {
+            format!("invalid time \"{s}\": {e} (expected RFC 3339, e.g. 2024-01-01T00:00:00Z)")
+        })?
         .timestamp_nanos_opt()
         .ok_or_else(|| format!("time \"{s}\" is out of range"))
 }
@@ -94,7 +96,11 @@ fn parse_duration_ns(s: &str) -> Result<i64, String> {
         "s" | "" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
-        _ => return Err(format!("invalid interval unit \"{unit}\": use ns, us, ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid interval unit \"{unit}\": use ns, us, ms, s, m or h"
+            ));
+        }
     };
     let ns = n * mult;
     if ns <= 0 {
@@ -125,7 +131,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => config::Config::resolve(&args).and_then(|c| runtime()?.block_on(serve::run(c))),
+        Command::Serve(args) => {
+            config::Config::resolve(&args).and_then(|c| runtime()?.block_on(serve::run(c)))
+        }
         Command::Gen(args) => args.spec().and_then(|spec| {
             let stdout = std::io::stdout();
             let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -135,7 +143,9 @@ fn main() -> ExitCode {
         }),
         Command::Bench(args) => (|| {
             let data = match &args.file {
-                Some(f) => std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+                Some(f) => {
+                    std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                }
                 None => {
                     let spec = args.data.spec()?;
                     let mut v = Vec::with_capacity(spec.rows() as usize * 350);

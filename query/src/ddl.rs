@@ -25,7 +25,10 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
         .iter()
         .map(|p| match p {
             ObjectNamePart::Identifier(id) => Ok(ident_name(id)),
-            other => Err(QueryError::new("42601", format!("unsupported name part {other}"))),
+            other => Err(QueryError::new(
+                "42601",
+                format!("unsupported name part {other}"),
+            )),
         })
         .collect::<Result<_>>()?;
     match parts.as_slice() {
@@ -34,7 +37,9 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
         [d, s, t] if d == DATABASE && s == SCHEMA => Ok(t.clone()),
         _ => Err(QueryError::new(
             "3F000",
-            format!("schema of \"{name}\" does not exist; Eddy has one schema, {DATABASE}.{SCHEMA}"),
+            format!(
+                "schema of \"{name}\" does not exist; Eddy has one schema, {DATABASE}.{SCHEMA}"
+            ),
         )),
     }
 }
@@ -51,7 +56,10 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
         )));
     }
     if ct.columns.is_empty() {
-        return Err(QueryError::new("42P16", format!("table \"{name}\" needs at least a time column")));
+        return Err(QueryError::new(
+            "42P16",
+            format!("table \"{name}\" needs at least a time column"),
+        ));
     }
     let mut key: Vec<String> = Vec::new();
     for c in &ct.constraints {

@@ -133,8 +133,8 @@ impl std::fmt::Debug for QuerySession {
 
 /// Splits SQL text into statements with the PostgreSQL dialect.
 pub fn parse(sql: &str) -> Result<Vec<DfStatement>> {
-    let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-        .map_err(QueryError::from)?;
+    let stmts =
+        DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(QueryError::from)?;
     Ok(stmts.into_iter().collect())
 }
 
@@ -193,9 +193,9 @@ impl QuerySession {
             SqlStatement::Copy { .. } => Err(QueryError::unsupported(
                 "COPY is not supported yet; write with INSERT or line protocol over HTTP",
             )),
-            SqlStatement::CreateView(_) => Err(QueryError::unsupported(
-                "CREATE VIEW is not supported yet",
-            )),
+            SqlStatement::CreateView(_) => {
+                Err(QueryError::unsupported("CREATE VIEW is not supported yet"))
+            }
             SqlStatement::Set(set) => {
                 let text = set.to_string();
                 if text.to_lowercase().starts_with("set datafusion.") {
@@ -217,9 +217,9 @@ impl QuerySession {
                 if let Some(value) = self.setting(&name) {
                     return Ok(Prepared::Show { name, value });
                 }
-                self.plan(DfStatement::Statement(Box::new(SqlStatement::ShowVariable {
-                    variable,
-                })))
+                self.plan(DfStatement::Statement(Box::new(
+                    SqlStatement::ShowVariable { variable },
+                )))
                 .await
             }
             other => self.plan(DfStatement::Statement(Box::new(other))).await,
@@ -258,7 +258,11 @@ impl QuerySession {
     }
 
     /// Runs a prepared statement with parameter values for its placeholders.
-    pub async fn execute(&self, prepared: &Prepared, params: Option<ParamValues>) -> Result<Output> {
+    pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
         match prepared {
             Prepared::Plan(plan) => {
                 let plan = match params {
@@ -376,7 +380,10 @@ fn inserted_rows(batches: &[RecordBatch]) -> u64 {
 
 /// `SET name = value` / `SET name TO value` as (lower-case name, value without quotes).
 fn parse_set(text: &str) -> Option<(String, String)> {
-    let rest = text.trim().strip_prefix("SET ").or_else(|| text.trim().strip_prefix("set "))?;
+    let rest = text
+        .trim()
+        .strip_prefix("SET ")
+        .or_else(|| text.trim().strip_prefix("set "))?;
     let rest = rest
         .trim_start()
         .strip_prefix("SESSION ")
@@ -389,7 +396,11 @@ fn parse_set(text: &str) -> Option<(String, String)> {
     } else {
         return None;
     };
-    let value = value.trim().trim_matches('\'').trim_matches('"').to_string();
+    let value = value
+        .trim()
+        .trim_matches('\'')
+        .trim_matches('"')
+        .to_string();
     let name = name.trim().to_lowercase();
     if name.is_empty() || value.is_empty() && name.contains(' ') {
         return None;
@@ -403,7 +414,13 @@ mod tests {
 
     #[test]
     fn set_statements_parse() {
-        assert_eq!(parse_set("SET extra_float_digits = 3"), Some(("extra_float_digits".into(), "3".into())));
-        assert_eq!(parse_set("SET application_name TO 'psql'"), Some(("application_name".into(), "psql".into())));
+        assert_eq!(
+            parse_set("SET extra_float_digits = 3"),
+            Some(("extra_float_digits".into(), "3".into()))
+        );
+        assert_eq!(
+            parse_set("SET application_name TO 'psql'"),
+            Some(("application_name".into(), "psql".into()))
+        );
     }
 }

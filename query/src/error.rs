@@ -97,4 +97,3 @@ impl From<DataFusionError> for QueryError {
         QueryError::new(sqlstate, message)
     }
 }
-

@@ -52,7 +52,11 @@ impl ScalarUDFImpl for TimeBucket {
         ))
     }
 
-    fn simplify(&self, mut args: Vec<Expr>, _info: &SimplifyContext) -> DfResult<ExprSimplifyResult> {
+    fn simplify(
+        &self,
+        mut args: Vec<Expr>,
+        _info: &SimplifyContext,
+    ) -> DfResult<ExprSimplifyResult> {
         if args.len() == 2 {
             args.push(Expr::Literal(
                 ScalarValue::TimestampNanosecond(Some(TIME_BUCKET_ORIGIN_NS), None),

@@ -86,7 +86,8 @@ impl TableProvider for EddyTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plan.files.is_empty() {
             let target = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(plan.files.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); target.min(plan.files.len())];
             for (i, f) in plan.files.iter().enumerate() {
                 let path = f.path.to_string_lossy();
                 let file = PartitionedFile::new(path.trim_start_matches('/'), f.meta.bytes);

@@ -122,7 +122,12 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-async fn write(st: AppState, precision: Option<&str>, headers: &HeaderMap, body: Bytes) -> Response {
+async fn write(
+    st: AppState,
+    precision: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let precision = match precision {
         None | Some("") => Precision::Nanosecond,
         Some(p) => match Precision::parse(p) {
@@ -167,7 +172,11 @@ async fn write(st: AppState, precision: Option<&str>, headers: &HeaderMap, body:
                 );
             }
             Err(GunzipError::Invalid(e)) => {
-                return error(StatusCode::BAD_REQUEST, "invalid", format!("invalid gzip body: {e}"));
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("invalid gzip body: {e}"),
+                );
             }
         }
     } else {
@@ -243,13 +252,17 @@ pub async fn ingest(
     for rows in parsed.tables {
         let schema = match db.catalog().ensure_columns(&rows.table, &rows.columns) {
             Ok(s) => s,
-            Err(e @ (StorageError::TypeConflict { .. } | StorageError::InvalidSchema { .. })
-                | e @ StorageError::LimitExceeded(_)) => {
+            Err(
+                e @ (StorageError::TypeConflict { .. } | StorageError::InvalidSchema { .. })
+                | e @ StorageError::LimitExceeded(_),
+            ) => {
                 let message = e.to_string();
-                outcome.errors.extend(rows.lines.iter().map(|&line| LineError {
-                    line,
-                    message: message.clone(),
-                }));
+                outcome
+                    .errors
+                    .extend(rows.lines.iter().map(|&line| LineError {
+                        line,
+                        message: message.clone(),
+                    }));
                 continue;
             }
             Err(e) => return Err(e),
@@ -258,9 +271,10 @@ pub async fn ingest(
         let batch = match rows.into_batch(&schema) {
             Ok(b) => b,
             Err(message) => {
-                outcome
-                    .errors
-                    .extend(lines.iter().map(|&line| LineError { line, message: message.clone() }));
+                outcome.errors.extend(lines.iter().map(|&line| LineError {
+                    line,
+                    message: message.clone(),
+                }));
                 continue;
             }
         };
@@ -268,9 +282,10 @@ pub async fn ingest(
             Ok(_) => outcome.lines_written += lines.len(),
             Err(e @ StorageError::TypeConflict { .. }) => {
                 let message = e.to_string();
-                outcome
-                    .errors
-                    .extend(lines.iter().map(|&line| LineError { line, message: message.clone() }));
+                outcome.errors.extend(lines.iter().map(|&line| LineError {
+                    line,
+                    message: message.clone(),
+                }));
             }
             Err(e) => return Err(e),
         }

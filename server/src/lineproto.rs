@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampNanosecondArray,
-    UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampNanosecondArray, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -258,7 +258,8 @@ impl TableBuilder {
                         eddy_storage::schema::validate_name(name)
                             .map_err(|r| format!("key \"{name}\": {r}"))?;
                         let known = self.known.as_ref().map_or(1, |t| t.columns().len());
-                        if known + self.columns.len() >= eddy_storage::schema::COLUMNS_PER_TABLE_MAX {
+                        if known + self.columns.len() >= eddy_storage::schema::COLUMNS_PER_TABLE_MAX
+                        {
                             return Err(format!(
                                 "key \"{name}\" would exceed the limit of {} columns per table",
                                 eddy_storage::schema::COLUMNS_PER_TABLE_MAX
@@ -289,7 +290,10 @@ impl TableBuilder {
         // A column planned by a line that was then rejected holds no value and is not in the
         // catalog: it takes the kind of the first line that really writes it.
         let name = &self.columns[i].name;
-        let in_catalog = self.known.as_ref().is_some_and(|t| t.column(name).is_some());
+        let in_catalog = self
+            .known
+            .as_ref()
+            .is_some_and(|t| t.column(name).is_some());
         if self.columns[i].len == 0 && !in_catalog {
             self.columns[i] = Column::new(&name.clone(), kind);
             return Ok(i);
@@ -310,7 +314,10 @@ impl TableBuilder {
         // A key given twice in one line would write one cell twice.
         for (n, &s) in slots.iter().enumerate() {
             if slots[..n].contains(&s) {
-                return Err(format!("key \"{}\" appears more than once", self.columns[s].name));
+                return Err(format!(
+                    "key \"{}\" appears more than once",
+                    self.columns[s].name
+                ));
             }
         }
         for ((_, v), &s) in line.tags.iter().zip(&slots) {
@@ -593,7 +600,10 @@ fn parse_line(text: &str) -> Result<Line<'_>, String> {
         } else {
             let (v_end, _) = scan(s, v_start, b", ");
             let raw = &text[v_start..v_end];
-            (parse_value(raw).map_err(|m| format!("field \"{key}\": {m}"))?, v_end)
+            (
+                parse_value(raw).map_err(|m| format!("field \"{key}\": {m}"))?,
+                v_end,
+            )
         };
         fields.push((key, value));
         pos = v_end;
@@ -601,7 +611,10 @@ fn parse_line(text: &str) -> Result<Line<'_>, String> {
             break;
         }
         if s[pos] != b',' {
-            return Err(format!("unexpected character after value at column {}", pos + 1));
+            return Err(format!(
+                "unexpected character after value at column {}",
+                pos + 1
+            ));
         }
         pos += 1;
     }
@@ -611,7 +624,10 @@ fn parse_line(text: &str) -> Result<Line<'_>, String> {
     let time = if pos < s.len() {
         let ts = text[pos..].trim_end();
         Some(ts.parse::<i64>().map_err(|_| {
-            format!("invalid timestamp \"{ts}\" at column {}: expected an integer", pos + 1)
+            format!(
+                "invalid timestamp \"{ts}\" at column {}: expected an integer",
+                pos + 1
+            )
         })?)
     } else {
         None
@@ -683,10 +699,22 @@ mod tests {
     fn rejects_bad_lines_with_reasons() {
         assert!(parse_line("m").unwrap_err().contains("missing fields"));
         assert!(parse_line("m f=abc").unwrap_err().contains("double-quoted"));
-        assert!(parse_line("m f=1 notatime").unwrap_err().contains("invalid timestamp"));
-        assert!(parse_line("m f=\"open").unwrap_err().contains("unterminated"));
+        assert!(
+            parse_line("m f=1 notatime")
+                .unwrap_err()
+                .contains("invalid timestamp")
+        );
+        assert!(
+            parse_line("m f=\"open")
+                .unwrap_err()
+                .contains("unterminated")
+        );
         assert!(parse_line("m,t f=1").unwrap_err().contains("no '='"));
-        assert!(parse_line("m f=1.5i").unwrap_err().contains("invalid integer"));
+        assert!(
+            parse_line("m f=1.5i")
+                .unwrap_err()
+                .contains("invalid integer")
+        );
         assert!(parse_line("m f=1i2").unwrap_err().contains("invalid float"));
     }
 }

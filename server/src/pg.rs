@@ -72,7 +72,10 @@ fn output_to_response(output: Output, format: &Format) -> PgWireResult<Response>
 }
 
 fn command_tag(tag: &str) -> Tag {
-    if let Some(n) = tag.strip_prefix("INSERT 0 ").and_then(|n| n.parse::<usize>().ok()) {
+    if let Some(n) = tag
+        .strip_prefix("INSERT 0 ")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         return Tag::new("INSERT").with_oid(0).with_rows(n);
     }
     Tag::new(tag)
@@ -223,7 +226,10 @@ impl QueryParser for PgQueryParser {
 
 fn returns_rows(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
     use datafusion::logical_expr::LogicalPlan;
-    !matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_))
+    !matches!(
+        plan,
+        LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Statement(_)
+    )
 }
 
 #[async_trait]
@@ -249,7 +255,8 @@ impl ExtendedQueryHandler for PgConnection {
     {
         let stmt = &portal.statement.statement;
         let params = if portal.parameter_len() > 0 {
-            let types: Vec<Option<&DataType>> = stmt.param_types.iter().map(|t| t.as_ref()).collect();
+            let types: Vec<Option<&DataType>> =
+                stmt.param_types.iter().map(|t| t.as_ref()).collect();
             Some(deserialize_parameters(portal, &types)?)
         } else {
             None

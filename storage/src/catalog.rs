@@ -64,7 +64,11 @@ impl Catalog {
 
     /// The table incarnation with that id.
     pub fn get_by_id(&self, id: u64) -> Option<Arc<TableSchema>> {
-        self.tables.read().values().find(|t| t.def().id == id).cloned()
+        self.tables
+            .read()
+            .values()
+            .find(|t| t.def().id == id)
+            .cloned()
     }
 
     /// Names of all tables, sorted.
@@ -177,7 +181,11 @@ impl Catalog {
         Ok(out)
     }
 
-    fn persist(&self, tables: &BTreeMap<String, Arc<TableSchema>>, next_table_id: u64) -> Result<()> {
+    fn persist(
+        &self,
+        tables: &BTreeMap<String, Arc<TableSchema>>,
+        next_table_id: u64,
+    ) -> Result<()> {
         let file = CatalogFile {
             next_table_id,
             tables: tables.values().map(|t| t.def().clone()).collect(),

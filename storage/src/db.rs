@@ -376,8 +376,10 @@ impl Db {
             .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
         let id = schema.def().id;
         let mut manifest = (*self.inner.state.read().manifest).clone();
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            manifest.segments.into_iter().partition(|s| s.table_id == id);
+        let (gone, kept): (Vec<_>, Vec<_>) = manifest
+            .segments
+            .into_iter()
+            .partition(|s| s.table_id == id);
         manifest.segments = kept;
         // Manifest first: a crash before the catalog change leaves a table without segments,
         // never segments that no table owns (and that orphan cleanup would not see).
@@ -506,7 +508,12 @@ impl Inner {
         if let Err(e) = self.wal.lock().remove_flushed(flushed_seq) {
             tracing::warn!(error = %e, "could not remove flushed WAL files");
         }
-        tracing::debug!(rows, elapsed_ms = started.elapsed().as_millis() as u64, flushed_seq, "flushed memtable");
+        tracing::debug!(
+            rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            flushed_seq,
+            "flushed memtable"
+        );
         self.flushed.notify_waiters();
         Ok(true)
     }
@@ -576,8 +583,14 @@ fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
                 let over = {
                     let mut st = inner.state.write();
                     for (r, seq) in group.into_iter().zip(seqs) {
-                        st.active
-                            .apply(seq, r.table_id, r.time_index, r.tag_count, r.batch, &r.hashes);
+                        st.active.apply(
+                            seq,
+                            r.table_id,
+                            r.time_index,
+                            r.tag_count,
+                            r.batch,
+                            &r.hashes,
+                        );
                         replies.push((r.reply, seq));
                     }
                     st.active.bytes >= inner.config.memtable_flush_bytes
@@ -692,7 +705,10 @@ fn split_by_partition(
         let Some((lo, hi)) = crate::dedup::time_bounds(b, schema.time_index()) else {
             continue;
         };
-        let (plo, phi) = (lo.div_euclid(PARTITION_NANOS), hi.div_euclid(PARTITION_NANOS));
+        let (plo, phi) = (
+            lo.div_euclid(PARTITION_NANOS),
+            hi.div_euclid(PARTITION_NANOS),
+        );
         if plo == phi {
             out.entry(plo).or_default().push(b.clone());
             continue;
@@ -730,8 +746,11 @@ pub fn partition_date(days: i64) -> String {
 /// Deletes segment files that the manifest does not list (left by a flush that crashed before
 /// its manifest was written), and temporary files.
 fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<u64> {
-    let live: std::collections::HashSet<PathBuf> =
-        manifest.segments.iter().map(|s| dir.join(&s.path)).collect();
+    let live: std::collections::HashSet<PathBuf> = manifest
+        .segments
+        .iter()
+        .map(|s| dir.join(&s.path))
+        .collect();
     let data = dir.join("data");
     if !data.exists() {
         return Ok(0);

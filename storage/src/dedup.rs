@@ -108,7 +108,9 @@ pub fn sort_dedup(table: &TableSchema, batches: &[RecordBatch]) -> Result<Option
 pub fn time_bounds(batch: &RecordBatch, time_index: usize) -> Option<(i64, i64)> {
     use datafusion::arrow::array::TimestampNanosecondArray;
     let col = batch.column(time_index);
-    if col.data_type() != &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None) {
+    if col.data_type()
+        != &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Nanosecond, None)
+    {
         return None;
     }
     let arr = col.as_any().downcast_ref::<TimestampNanosecondArray>()?;
@@ -118,7 +120,12 @@ pub fn time_bounds(batch: &RecordBatch, time_index: usize) -> Option<(i64, i64)>
 }
 
 /// Keeps the rows of `batch` whose time lies in `[lo, hi]`.
-pub fn filter_time(batch: &RecordBatch, time_index: usize, lo: i64, hi: i64) -> Result<RecordBatch> {
+pub fn filter_time(
+    batch: &RecordBatch,
+    time_index: usize,
+    lo: i64,
+    hi: i64,
+) -> Result<RecordBatch> {
     use datafusion::arrow::array::{BooleanArray, TimestampNanosecondArray};
     let Some(arr) = batch
         .column(time_index)
@@ -128,7 +135,9 @@ pub fn filter_time(batch: &RecordBatch, time_index: usize, lo: i64, hi: i64) -> 
         return Ok(batch.clone());
     };
     let mask: BooleanArray = arr.iter().map(|v| v.map(|t| t >= lo && t <= hi)).collect();
-    Ok(datafusion::arrow::compute::filter_record_batch(batch, &mask)?)
+    Ok(datafusion::arrow::compute::filter_record_batch(
+        batch, &mask,
+    )?)
 }
 
 /// Shared handle to a batch list.

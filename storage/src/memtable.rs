@@ -30,7 +30,13 @@ pub struct TableMemtable {
 }
 
 impl TableMemtable {
-    fn apply(&mut self, batch: RecordBatch, time_index: usize, tag_count: usize, series_hashes: &[u64]) {
+    fn apply(
+        &mut self,
+        batch: RecordBatch,
+        time_index: usize,
+        tag_count: usize,
+        series_hashes: &[u64],
+    ) {
         let Some(times) = batch
             .column(time_index)
             .as_any()

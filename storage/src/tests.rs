@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray};
+use datafusion::arrow::array::{
+    Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
@@ -59,8 +61,12 @@ fn batch(rows: &[Row]) -> RecordBatch {
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(TimestampNanosecondArray::from_iter_values(rows.iter().map(|r| r.1 * day))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("s{}", r.0)))),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| r.1 * day),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("s{}", r.0)),
+            )),
             Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
             Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.3))),
         ],
@@ -73,15 +79,33 @@ fn read_all(db: &Db) -> Vec<(String, i64, Option<i64>, Option<f64>)> {
     let plan = snap.read_plan(i64::MIN, i64::MAX).expect("plan");
     let mut batches = plan.batches.clone();
     for f in &plan.files {
-        batches.extend(crate::segment::read_segment(&f.path, snap.schema.arrow_schema()).expect("read"));
+        batches.extend(
+            crate::segment::read_segment(&f.path, snap.schema.arrow_schema()).expect("read"),
+        );
     }
     let day = crate::db::PARTITION_NANOS / 4;
     let mut out = Vec::new();
     for b in batches {
-        let t = b.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().expect("t");
-        let s = b.column(1).as_any().downcast_ref::<StringArray>().expect("s");
-        let a = b.column(2).as_any().downcast_ref::<Int64Array>().expect("a");
-        let f = b.column(3).as_any().downcast_ref::<Float64Array>().expect("b");
+        let t = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .expect("t");
+        let s = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("s");
+        let a = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("a");
+        let f = b
+            .column(3)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("b");
         for i in 0..b.num_rows() {
             out.push((
                 s.value(i).to_string(),

@@ -116,7 +116,8 @@ pub fn replay(
             if bytes.len() - off < FRAME_HEADER_BYTES {
                 break Some("truncated record header".to_string());
             }
-            let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let len =
+                u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap_or_default()) as usize;
             let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap_or_default());
             if !(BODY_HEADER_BYTES..=RECORD_BYTES_MAX).contains(&len)
                 || bytes.len() - off - FRAME_HEADER_BYTES < len

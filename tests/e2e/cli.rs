@@ -2,17 +2,35 @@
 
 use std::process::Command;
 
-use crate::common::{data_dir, free_port, eddy_gen};
+use crate::common::{data_dir, eddy_gen, free_port};
 
 #[test]
 fn gen_writes_tsbs_cpu_lines() {
-    let out = eddy_gen(&["--scale", "3", "--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T00:01:00Z", "--interval", "10s"]);
+    let out = eddy_gen(&[
+        "--scale",
+        "3",
+        "--start",
+        "2024-01-01T00:00:00Z",
+        "--end",
+        "2024-01-01T00:01:00Z",
+        "--interval",
+        "10s",
+    ]);
     let text = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 18);
     let first = lines[0];
     assert!(first.starts_with("cpu,hostname=host_0,region="), "{first}");
-    for tag in ["datacenter=", "rack=", "os=", "arch=", "team=", "service=", "service_version=", "service_environment="] {
+    for tag in [
+        "datacenter=",
+        "rack=",
+        "os=",
+        "arch=",
+        "team=",
+        "service=",
+        "service_version=",
+        "service_environment=",
+    ] {
         assert!(first.contains(tag), "{tag} missing in {first}");
     }
     let fields = first.split(' ').nth(1).unwrap();
@@ -20,7 +38,14 @@ fn gen_writes_tsbs_cpu_lines() {
     assert!(fields.starts_with("usage_user=") && fields.ends_with('i'));
     assert!(first.ends_with(" 1704067200000000000"));
     // Deterministic for a seed, and tags are fixed per host.
-    let again = eddy_gen(&["--scale", "3", "--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T00:01:00Z"]);
+    let again = eddy_gen(&[
+        "--scale",
+        "3",
+        "--start",
+        "2024-01-01T00:00:00Z",
+        "--end",
+        "2024-01-01T00:01:00Z",
+    ]);
     assert_eq!(text.as_bytes(), &again[..]);
     assert_eq!(lines[0].split(' ').next(), lines[3].split(' ').next());
 }
@@ -60,7 +85,10 @@ async fn flags_override_environment_override_file() {
         .spawn()
         .unwrap();
     wait_port(http);
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     assert!(child.wait().unwrap().success());
     assert!(file_dir.join("catalog.json").exists() || file_dir.join("wal").exists());
     // Environment beats the file; a flag beats the environment.
@@ -74,7 +102,10 @@ async fn flags_override_environment_override_file() {
         .spawn()
         .unwrap();
     wait_port(http2);
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     assert!(child.wait().unwrap().success());
     assert!(env_dir.join("wal").exists());
 

@@ -91,7 +91,11 @@ impl Server {
             {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("eddy exited during start-up: {status}");
             }
             assert!(Instant::now() < deadline, "eddy did not start within 60 s");
@@ -110,7 +114,10 @@ impl Server {
     /// Stops the server with SIGTERM and returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(st)) = c.try_wait() {
@@ -136,7 +143,8 @@ impl Server {
 
     /// Posts line protocol to `/api/v2/write` and returns (status, body).
     pub async fn write_lp(&self, body: impl Into<reqwest::Body>) -> (u16, String) {
-        self.post(&self.url("/api/v2/write?bucket=eddy&precision=ns"), body).await
+        self.post(&self.url("/api/v2/write?bucket=eddy&precision=ns"), body)
+            .await
     }
 
     pub async fn post(&self, url: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
@@ -167,7 +175,16 @@ impl Server {
     /// Runs `psql -At -c sql` and returns its stdout; panics with stderr on failure.
     pub fn psql(&self, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.pg.to_string(), "-U", "eddy", "-d", "eddy"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg.to_string(),
+                "-U",
+                "eddy",
+                "-d",
+                "eddy",
+            ])
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "10")
             .output()
@@ -199,6 +216,10 @@ pub fn eddy_gen(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("run eddy gen");
-    assert!(out.status.success(), "eddy gen failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "eddy gen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }

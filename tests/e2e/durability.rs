@@ -14,12 +14,17 @@ use crate::common::{Server, data_dir};
 async fn clean_restart_keeps_data_and_exits_zero() {
     let dir = data_dir();
     let mut s = Server::start(dir.path());
-    let body: String = (0..1000).map(|i| format!("r,k=k{} v={i}i {i}\n", i % 7)).collect();
+    let body: String = (0..1000)
+        .map(|i| format!("r,k=k{} v={i}i {i}\n", i % 7))
+        .collect();
     assert_eq!(s.write_lp(body).await.0, 204);
     assert_eq!(s.stop(), Some(0), "SIGTERM must flush and exit 0");
     s.restart();
     let c = s.pg().await;
-    let row = c.query_one("SELECT count(*), sum(v) FROM r", &[]).await.unwrap();
+    let row = c
+        .query_one("SELECT count(*), sum(v) FROM r", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1000);
     assert_eq!(row.get::<_, i64>(1), (0..1000).sum::<i64>());
     // Shutdown flushed to Parquet; the segment is readable as plain Parquet.
@@ -40,7 +45,11 @@ async fn default_relative_data_dir_survives_restart() {
     assert!(cwd.path().join("eddy-data/manifest.json").exists());
     s.restart();
     let c = s.pg().await;
-    let n: f64 = c.query_one("SELECT sum(v) FROM rel", &[]).await.unwrap().get(0);
+    let n: f64 = c
+        .query_one("SELECT sum(v) FROM rel", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3.0);
 }
 
@@ -67,7 +76,8 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_row() {
                 while !stop.load(Ordering::Relaxed) {
                     let body: String = (0..BATCH_ROWS)
                         .map(|j| {
-                            let t = ((round as i64 * 1000 + b as i64) * 1000 + j as i64) * 1000 + w as i64;
+                            let t = ((round as i64 * 1000 + b as i64) * 1000 + j as i64) * 1000
+                                + w as i64;
                             format!("crash,round=r{round},writer=w{w},batch=b{b} v={j}i {t}\n")
                         })
                         .collect();
@@ -105,16 +115,28 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_row() {
             );
             present.insert(key, (r.get(3), r.get(4), r.get(5)));
         }
-        let full = (BATCH_ROWS as i64, BATCH_ROWS as i64, (0..BATCH_ROWS as i64).sum());
+        let full = (
+            BATCH_ROWS as i64,
+            BATCH_ROWS as i64,
+            (0..BATCH_ROWS as i64).sum(),
+        );
         for k in &acked {
-            assert_eq!(present.get(k), Some(&full), "acknowledged batch {k:?} after round {round}");
+            assert_eq!(
+                present.get(k),
+                Some(&full),
+                "acknowledged batch {k:?} after round {round}"
+            );
         }
         // Unacknowledged batches are all-or-nothing: a WAL record is never half applied.
         for (k, v) in &present {
             assert_eq!(v, &full, "batch {k:?} is partial after round {round}");
         }
     }
-    assert!(acked.len() > ROUNDS as usize, "the test must acknowledge writes: {}", acked.len());
+    assert!(
+        acked.len() > ROUNDS as usize,
+        "the test must acknowledge writes: {}",
+        acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,20 +162,35 @@ async fn torn_wal_tail_is_cut_not_read() {
     std::fs::write(&last, &bytes).unwrap();
 
     s.restart();
-    assert_eq!(std::fs::metadata(&last).unwrap().len(), good_len, "torn tail must be cut");
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        good_len,
+        "torn tail must be cut"
+    );
     let c = s.pg().await;
-    let n: f64 = c.query_one("SELECT sum(v) FROM t", &[]).await.unwrap().get(0);
+    let n: f64 = c
+        .query_one("SELECT sum(v) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3.0);
     assert_eq!(s.write_lp("t,k=c v=4 3\n").await.0, 204);
     s.kill9();
     s.restart();
     let c = s.pg().await;
-    let n: f64 = c.query_one("SELECT sum(v) FROM t", &[]).await.unwrap().get(0);
+    let n: f64 = c
+        .query_one("SELECT sum(v) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 7.0);
 
     // Corruption inside an older, complete WAL file is not silently skipped.
     s.kill9();
-    let mut files: Vec<_> = std::fs::read_dir(&wal_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let first = files
         .iter()
@@ -168,8 +205,14 @@ async fn torn_wal_tail_is_cut_not_read() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["serve", "--data-dir"])
             .arg(dir.path())
-            .args(["--http-addr", &format!("127.0.0.1:{}", crate::common::free_port())])
-            .args(["--pg-addr", &format!("127.0.0.1:{}", crate::common::free_port())])
+            .args([
+                "--http-addr",
+                &format!("127.0.0.1:{}", crate::common::free_port()),
+            ])
+            .args([
+                "--pg-addr",
+                &format!("127.0.0.1:{}", crate::common::free_port()),
+            ])
             .output()
             .unwrap();
         assert!(!out.status.success());

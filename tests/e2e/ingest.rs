@@ -9,12 +9,24 @@ use crate::common::{Server, data_dir, eddy_gen};
 async fn generated_cpu_data_round_trips_through_sql() {
     let dir = data_dir();
     let s = Server::start(dir.path());
-    let data = eddy_gen(&["--scale", "10", "--start", "2024-01-01T00:00:00Z", "--end", "2024-01-01T01:00:00Z"]);
+    let data = eddy_gen(&[
+        "--scale",
+        "10",
+        "--start",
+        "2024-01-01T00:00:00Z",
+        "--end",
+        "2024-01-01T01:00:00Z",
+    ]);
     let text = String::from_utf8(data.clone()).unwrap();
     // Expected max(usage_user) per host, computed from the text itself.
     let mut expected: std::collections::BTreeMap<String, i64> = Default::default();
     for line in text.lines() {
-        let host = line.split(',').nth(1).unwrap().trim_start_matches("hostname=").to_string();
+        let host = line
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .trim_start_matches("hostname=")
+            .to_string();
         let uu: i64 = line
             .split(' ')
             .nth(1)
@@ -35,17 +47,27 @@ async fn generated_cpu_data_round_trips_through_sql() {
 
     let c = s.pg().await;
     let rows = c
-        .query("SELECT hostname, max(usage_user) FROM cpu GROUP BY hostname ORDER BY hostname", &[])
+        .query(
+            "SELECT hostname, max(usage_user) FROM cpu GROUP BY hostname ORDER BY hostname",
+            &[],
+        )
         .await
         .unwrap();
-    let got: std::collections::BTreeMap<String, i64> =
-        rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1))).collect();
+    let got: std::collections::BTreeMap<String, i64> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
     assert_eq!(got, expected);
-    let n: i64 = c.query_one("SELECT count(*) FROM cpu", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM cpu", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3600);
 
     // The same query through psql, the README's tour.
-    let out = s.psql("SELECT hostname, max(usage_user) FROM cpu GROUP BY hostname ORDER BY hostname");
+    let out =
+        s.psql("SELECT hostname, max(usage_user) FROM cpu GROUP BY hostname ORDER BY hostname");
     let psql: std::collections::BTreeMap<String, i64> = out
         .lines()
         .map(|l| {
@@ -91,7 +113,10 @@ async fn every_type_and_escape() {
     assert_eq!(r.get::<_, String>(7), r#"say "hi" \ there"#);
     assert_eq!(r.get::<_, f64>(8), -1250.0);
     let t: std::time::SystemTime = r.get(9);
-    assert_eq!(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(), 1000);
+    assert_eq!(
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos(),
+        1000
+    );
     let r = &rows[1];
     assert_eq!(r.get::<_, String>(0), "second");
     assert_eq!(r.get::<_, f64>(2), 2.0);
@@ -134,14 +159,36 @@ async fn partial_write_keeps_good_lines_and_names_bad_ones() {
     let errors = json["errors"].as_array().unwrap();
     let lines: Vec<u64> = errors.iter().map(|e| e["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, vec![2, 4, 5, 6]);
-    assert!(errors[0]["message"].as_str().unwrap().contains("double-quoted"));
-    assert!(errors[1]["message"].as_str().unwrap().contains("float field"), "{resp}");
-    assert!(errors[3]["message"].as_str().unwrap().contains("invalid timestamp"));
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("double-quoted")
+    );
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("float field"),
+        "{resp}"
+    );
+    assert!(
+        errors[3]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid timestamp")
+    );
 
     let c = s.pg().await;
-    let rows = c.query("SELECT h, v FROM m ORDER BY time", &[]).await.unwrap();
+    let rows = c
+        .query("SELECT h, v FROM m ORDER BY time", &[])
+        .await
+        .unwrap();
     let got: Vec<(String, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(got, vec![("a".into(), 1.0), ("b".into(), 3.0), ("e".into(), 7.0)]);
+    assert_eq!(
+        got,
+        vec![("a".into(), 1.0), ("b".into(), 3.0), ("e".into(), 7.0)]
+    );
 
     // A later request conflicting with the stored type is rejected by line as well.
     let (status, resp) = s.write_lp("m,h=z v=\"text\" 9\n").await;
@@ -154,14 +201,30 @@ async fn precisions_endpoints_gzip_and_limits() {
     let dir = data_dir();
     let s = Server::start_with(dir.path(), &["--request-bytes-max", "4096"]);
     let cases = [
-        ("/write?db=eddy&precision=h", "p,e=v1 v=1 2", 2 * 3_600_000_000_000i64),
-        ("/write?db=eddy&precision=m", "p,e=v1m v=1 2", 2 * 60_000_000_000),
+        (
+            "/write?db=eddy&precision=h",
+            "p,e=v1 v=1 2",
+            2 * 3_600_000_000_000i64,
+        ),
+        (
+            "/write?db=eddy&precision=m",
+            "p,e=v1m v=1 2",
+            2 * 60_000_000_000,
+        ),
         ("/write?db=eddy&precision=s", "p,e=v1s v=1 2", 2_000_000_000),
         ("/write?db=eddy&precision=ms", "p,e=v1ms v=1 2", 2_000_000),
         ("/write?db=eddy&precision=u", "p,e=v1u v=1 2", 2_000),
         ("/write?db=eddy", "p,e=v1ns v=1 2", 2),
-        ("/api/v2/write?bucket=eddy&org=x&precision=s", "p,e=v2 v=1 3", 3_000_000_000),
-        ("/api/v3/write_lp?db=eddy&precision=ms", "p,e=v3 v=1 4", 4_000_000),
+        (
+            "/api/v2/write?bucket=eddy&org=x&precision=s",
+            "p,e=v2 v=1 3",
+            3_000_000_000,
+        ),
+        (
+            "/api/v3/write_lp?db=eddy&precision=ms",
+            "p,e=v3 v=1 4",
+            4_000_000,
+        ),
     ];
     for (path, body, _) in cases {
         let (status, resp) = s.post(&s.url(path), body).await;
@@ -190,7 +253,11 @@ async fn precisions_endpoints_gzip_and_limits() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 204);
-    let n: i64 = c.query_one("SELECT sum(v) FROM gz", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT sum(v) FROM gz", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 3);
 
     // Over the limit: plain and after decompression.
@@ -217,15 +284,24 @@ async fn schema_evolves_and_upserts_merge_field_by_field() {
     let s = Server::start(dir.path());
     assert_eq!(s.write_lp("w,host=a f1=1 100\n").await.0, 204);
     // New field and new tag on later writes.
-    assert_eq!(s.write_lp("w,host=a f2=2 200\nw,host=a,dc=x f1=3 300\n").await.0, 204);
+    assert_eq!(
+        s.write_lp("w,host=a f2=2 200\nw,host=a,dc=x f1=3 300\n")
+            .await
+            .0,
+        204
+    );
     // Same key again setting only f2: f1 is kept.
     assert_eq!(s.write_lp("w,host=a f2=20 100\n").await.0, 204);
     let c = s.pg().await;
     let rows = c
-        .query("SELECT CAST(time AS BIGINT) AS t, host, dc, f1, f2 FROM w ORDER BY t", &[])
+        .query(
+            "SELECT CAST(time AS BIGINT) AS t, host, dc, f1, f2 FROM w ORDER BY t",
+            &[],
+        )
         .await
         .unwrap();
-    let got: Vec<(i64, String, Option<String>, Option<f64>, Option<f64>)> = rows
+    type Row = (i64, String, Option<String>, Option<f64>, Option<f64>);
+    let got: Vec<Row> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();

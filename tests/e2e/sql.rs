@@ -58,8 +58,10 @@ async fn ddl_insert_and_full_sql() {
         )
         .await
         .unwrap();
-    let got: Vec<(String, String, f64, bool)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let got: Vec<(String, String, f64, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     // The upsert set temp only: ok keeps false from the earlier write of that key.
     assert_eq!(
         got,
@@ -75,9 +77,18 @@ async fn ddl_insert_and_full_sql() {
         .await
         .unwrap();
     let rows = c.query(&stmt, &[&"a", &20.0f64]).await.unwrap();
-    let got: Vec<(String, f64, Option<i64>)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    assert_eq!(got, vec![("s1".into(), 20.5, Some(1)), ("s1".into(), 21.5, Some(2)), ("s1".into(), 25.0, Some(3))]);
+    let got: Vec<(String, f64, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("s1".into(), 20.5, Some(1)),
+            ("s1".into(), 21.5, Some(2)),
+            ("s1".into(), 25.0, Some(3))
+        ]
+    );
 
     // time_bucket beside date_bin.
     let rows = c
@@ -89,14 +100,22 @@ async fn ddl_insert_and_full_sql() {
         )
         .await
         .unwrap();
-    let got: Vec<(chrono::NaiveDateTime, i64, chrono::NaiveDateTime)> =
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    let t0 = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let got: Vec<(chrono::NaiveDateTime, i64, chrono::NaiveDateTime)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let t0 = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
     let t2 = t0 + chrono::Duration::minutes(2);
     assert_eq!(got, vec![(t0, 3, t0), (t2, 1, t2)]);
 
     // Several statements in one simple query, one result each.
-    let msgs = c.simple_query("SELECT 1 AS a; SELECT 2 AS b, 3 AS c").await.unwrap();
+    let msgs = c
+        .simple_query("SELECT 1 AS a; SELECT 2 AS b, 3 AS c")
+        .await
+        .unwrap();
     let rows: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {
@@ -109,7 +128,9 @@ async fn ddl_insert_and_full_sql() {
     // psql sees the table and its rows.
     let out = s.psql("SELECT count(*) FROM readings");
     assert_eq!(out.trim(), "4");
-    c.batch_execute("BEGIN; SET application_name = 'x'; COMMIT;").await.unwrap();
+    c.batch_execute("BEGIN; SET application_name = 'x'; COMMIT;")
+        .await
+        .unwrap();
 
     c.batch_execute("DROP TABLE sites").await.unwrap();
     let (code, _) = sqlstate(&c, "SELECT * FROM sites").await;
@@ -137,12 +158,20 @@ async fn errors_carry_sqlstate_and_name_the_object() {
     let (code, msg) = sqlstate(&c, "CREATE TABLE t2 (time TIMESTAMP NOT NULL, x INTERVAL)").await;
     assert_eq!(code, "0A000");
     assert!(msg.contains("\"x\""), "{msg}");
-    let (code, msg) = sqlstate(&c, "INSERT INTO cpu (time, host, usage) VALUES ('2024-01-01T00:00:00', 'a', 'notanumber')").await;
+    let (code, msg) = sqlstate(
+        &c,
+        "INSERT INTO cpu (time, host, usage) VALUES ('2024-01-01T00:00:00', 'a', 'notanumber')",
+    )
+    .await;
     assert!(code.starts_with("22") || code == "42804", "{code} {msg}");
     let (code, msg) = sqlstate(&c, "INSERT INTO cpu (host, usage) VALUES ('a', 1.0)").await;
     assert!(!code.is_empty(), "{msg}");
     // The connection stays usable after errors.
-    let n: i64 = c.query_one("SELECT count(*) FROM cpu", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM cpu", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1);
 }
 
@@ -152,11 +181,19 @@ async fn file_system_is_out_of_reach() {
     let s = Server::start(dir.path());
     let c = s.pg().await;
     assert_eq!(s.write_lp("cpu,host=a usage=1 1\n").await.0, 204);
-    let (code, msg) = sqlstate(&c, "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/passwd'").await;
+    let (code, msg) = sqlstate(
+        &c,
+        "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/passwd'",
+    )
+    .await;
     assert_eq!(code, "42501", "{msg}");
     let (code, msg) = sqlstate(&c, "COPY cpu TO '/tmp/eddy-leak.csv'").await;
     assert_eq!(code, "42501", "{msg}");
-    let (code, msg) = sqlstate(&c, "COPY (SELECT 1) TO '/tmp/eddy-leak.parquet' STORED AS PARQUET").await;
+    let (code, msg) = sqlstate(
+        &c,
+        "COPY (SELECT 1) TO '/tmp/eddy-leak.parquet' STORED AS PARQUET",
+    )
+    .await;
     assert_eq!(code, "42501", "{msg}");
     assert!(!std::path::Path::new("/tmp/eddy-leak.csv").exists());
     let (code, _) = sqlstate(&c, "SELECT * FROM read_parquet('/etc/passwd')").await;
