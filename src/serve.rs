@@ -16,6 +16,14 @@ pub async fn run(config: Config) -> Result<(), String> {
             ));
         }
     }
+    if let eddy_storage::WalSync::IntervalMs(ms) = config.storage.wal_sync {
+        tracing::warn!(
+            interval_ms = ms,
+            "wal_sync = interval: writes are acknowledged before fsync; an operating-system or \
+             power failure can lose up to the last {ms} ms of acknowledged writes (a crash of \
+             the eddy process alone loses nothing)"
+        );
+    }
     let storage = config.storage.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(storage))
         .await

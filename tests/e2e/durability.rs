@@ -53,6 +53,84 @@ async fn default_relative_data_dir_survives_restart() {
     assert_eq!(n, 3.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_memtable_slows_writers_but_loses_nothing() {
+    let dir = data_dir();
+    // 1 MiB of memtable at most: concurrent writers must wait for flushes (backpressure).
+    let mut s = Server::start_with(
+        dir.path(),
+        &[
+            "--memtable-bytes-max",
+            "1048576",
+            "--memtable-flush-bytes",
+            "262144",
+        ],
+    );
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let url = s.url("/api/v2/write?bucket=eddy");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for b in 0..20 {
+                let body: String = (0..500)
+                    .map(|j| format!("bp,w=w{w} v={j}i {}\n", b * 1000 + j))
+                    .collect();
+                let r = client.post(&url).body(body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 204);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let c = s.pg().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM bp", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4 * 20 * 500);
+    let segments = std::fs::read_dir(dir.path().join("data/bp/1970-01-01"))
+        .unwrap()
+        .count();
+    assert!(
+        segments > 1,
+        "a 1 MiB memtable must have flushed several times: {segments}"
+    );
+    s.kill9();
+    s.restart();
+    let c = s.pg().await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(DISTINCT w || CAST(time AS VARCHAR)) FROM bp",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4 * 20 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_sync_mode_survives_a_process_crash() {
+    let dir = data_dir();
+    let mut s = Server::start_with(
+        dir.path(),
+        &["--wal-sync", "interval", "--wal-sync-interval-ms", "50"],
+    );
+    assert_eq!(s.write_lp("iv,k=a v=1 1\niv,k=b v=2 2\n").await.0, 204);
+    // The process dies; the operating system still has the written WAL pages.
+    s.kill9();
+    s.restart();
+    let c = s.pg().await;
+    let n: f64 = c
+        .query_one("SELECT sum(v) FROM iv", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3.0);
+}
+
 const BATCH_ROWS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,6 +274,33 @@ async fn precisions_endpoints_gzip_and_limits() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    let r = reqwest::Client::new()
+        .post(s.url("/api/v2/write?bucket=eddy"))
+        .header("Content-Encoding", "br")
+        .body("x v=1 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    assert!(r.text().await.unwrap().contains("br"));
+
+    // A bad key rejects its line only.
+    let long = "k".repeat(300);
+    let (status, resp) = s
+        .write_lp(format!("keys v=1 1\nkeys {long}=2 2\nkeys w=3 3\n"))
+        .await;
+    assert_eq!(status, 400, "{resp}");
+    let json: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(json["lines_written"], 2);
+    assert_eq!(json["errors"][0]["line"], 2);
+    assert!(
+        json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("255 bytes"),
+        "{resp}"
+    );
+
     let health = reqwest::get(s.url("/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
