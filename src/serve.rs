@@ -54,9 +54,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));
+    let engine = QueryEngine::open(db.clone())
+        .await
+        .map_err(|e| format!("cannot restore continuous aggregates: {e}"))?;
     let pg = tokio::spawn(eddy_server::pg::serve(
         pg_listener,
-        QueryEngine::new(db.clone()),
+        engine,
         stopped(stop_rx.clone()),
     ));
 

@@ -4,10 +4,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use eddy_storage::Db;
 
+use crate::continuous::{ViewRegistry, ViewTable, views_table};
 use crate::table::EddyTable;
+
+/// Name of the system table listing continuous aggregates.
+pub const VIEWS_TABLE: &str = "eddy_views";
 
 /// Name of the one database.
 pub const DATABASE: &str = "eddy";
@@ -19,22 +24,35 @@ pub const SCHEMA: &str = "public";
 #[derive(Debug)]
 pub struct EddySchema {
     db: Db,
+    views: Arc<ViewRegistry>,
 }
 
 impl EddySchema {
-    /// The schema over a storage engine.
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    /// The schema over a storage engine and its continuous aggregates.
+    pub fn new(db: Db, views: Arc<ViewRegistry>) -> Self {
+        Self { db, views }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for EddySchema {
     fn table_names(&self) -> Vec<String> {
-        self.db.catalog().names()
+        let mut names = self.db.catalog().names();
+        names.extend(self.views.list().iter().map(|v| v.name().to_string()));
+        names.push(VIEWS_TABLE.to_string());
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(v) = self.views.get(name) {
+            return Ok(Some(Arc::new(ViewTable::new(self.db.clone(), v))));
+        }
+        if name == VIEWS_TABLE {
+            let batch = views_table(&self.views)?;
+            let t = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+            return Ok(Some(Arc::new(t)));
+        }
         Ok(self
             .db
             .catalog()
@@ -54,5 +72,7 @@ impl SchemaProvider for EddySchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.db.catalog().get(name).is_some()
+            || self.views.get(name).is_some()
+            || name == VIEWS_TABLE
     }
 }

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 
 use crate::catalog::{DATABASE, EddySchema, SCHEMA};
+use crate::continuous::{ViewDef, ViewRegistry};
 use crate::ddl;
 use crate::error::{QueryError, Result};
 use crate::functions::TimeBucket;
@@ -34,6 +35,16 @@ pub const PG_SERVER_VERSION: &str = "16.6";
 pub struct QueryEngine {
     db: Db,
     catalog: Arc<dyn CatalogProvider>,
+    views: Arc<ViewRegistry>,
+}
+
+/// A statement as the engine takes it.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Anything DataFusion's parser reads.
+    Sql(DfStatement),
+    /// `REFRESH MATERIALIZED VIEW name`, which the parser does not know.
+    RefreshView(String),
 }
 
 /// A parsed, planned statement, ready to run (possibly many times with parameters).
@@ -55,6 +66,22 @@ pub enum Prepared {
         /// `IF EXISTS` was given.
         if_exists: bool,
     },
+    /// `CREATE MATERIALIZED VIEW`.
+    CreateView {
+        /// The definition.
+        def: ViewDef,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+    },
+    /// `DROP MATERIALIZED VIEW`.
+    DropView {
+        /// Views to drop.
+        names: Vec<String>,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
+    /// `REFRESH MATERIALIZED VIEW`.
+    RefreshView(String),
     /// A session statement accepted without effect on data (BEGIN, COMMIT, SET ...).
     Accept(&'static str),
     /// `SHOW name` of a PostgreSQL setting.
@@ -89,11 +116,18 @@ impl std::fmt::Debug for Output {
 }
 
 impl QueryEngine {
-    /// An engine over a storage engine.
-    pub fn new(db: Db) -> Self {
+    /// An engine over a storage engine; restores continuous aggregates from their source data.
+    pub async fn open(db: Db) -> Result<Self> {
+        let views = ViewRegistry::open(db.clone()).await?;
         let catalog = Arc::new(MemoryCatalogProvider::new());
-        let _ = catalog.register_schema(SCHEMA, Arc::new(EddySchema::new(db.clone())));
-        Self { db, catalog }
+        let _ =
+            catalog.register_schema(SCHEMA, Arc::new(EddySchema::new(db.clone(), views.clone())));
+        Ok(Self { db, catalog, views })
+    }
+
+    /// The continuous aggregates.
+    pub fn views(&self) -> &Arc<ViewRegistry> {
+        &self.views
     }
 
     /// The storage engine.
@@ -132,10 +166,36 @@ impl std::fmt::Debug for QuerySession {
 }
 
 /// Splits SQL text into statements with the PostgreSQL dialect.
-pub fn parse(sql: &str) -> Result<Vec<DfStatement>> {
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    if let Some(name) = refresh_target(sql) {
+        return Ok(vec![Statement::RefreshView(name)]);
+    }
     let stmts =
         DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(QueryError::from)?;
-    Ok(stmts.into_iter().collect())
+    Ok(stmts.into_iter().map(Statement::Sql).collect())
+}
+
+/// `REFRESH MATERIALIZED VIEW name` (the only statement of `sql`), as the view name.
+fn refresh_target(sql: &str) -> Option<String> {
+    let words: Vec<&str> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect();
+    match words.as_slice() {
+        [r, m, v, name]
+            if r.eq_ignore_ascii_case("refresh")
+                && m.eq_ignore_ascii_case("materialized")
+                && v.eq_ignore_ascii_case("view") =>
+        {
+            Some(if name.starts_with('"') {
+                name.trim_matches('"').to_string()
+            } else {
+                name.to_lowercase()
+            })
+        }
+        _ => None,
+    }
 }
 
 impl QuerySession {
@@ -145,7 +205,11 @@ impl QuerySession {
     }
 
     /// Plans one parsed statement.
-    pub async fn prepare(&self, stmt: DfStatement) -> Result<Prepared> {
+    pub async fn prepare(&self, stmt: Statement) -> Result<Prepared> {
+        let stmt = match stmt {
+            Statement::RefreshView(name) => return Ok(Prepared::RefreshView(name)),
+            Statement::Sql(s) => s,
+        };
         let sql_stmt = match stmt {
             DfStatement::CreateExternalTable(_) => {
                 return Err(QueryError::new(
@@ -193,9 +257,41 @@ impl QuerySession {
             SqlStatement::Copy { .. } => Err(QueryError::unsupported(
                 "COPY is not supported yet; write with INSERT or line protocol over HTTP",
             )),
-            SqlStatement::CreateView(_) => {
-                Err(QueryError::unsupported("CREATE VIEW is not supported yet"))
+            SqlStatement::CreateView(cv) if cv.materialized => {
+                if !matches!(
+                    cv.options,
+                    datafusion::sql::sqlparser::ast::CreateTableOptions::None
+                ) {
+                    return Err(QueryError::unsupported(format!(
+                        "view options ({}) are not supported yet; per-view retention is planned",
+                        cv.options
+                    )));
+                }
+                if !cv.columns.is_empty() {
+                    return Err(QueryError::unsupported(
+                        "a column list on CREATE MATERIALIZED VIEW is not supported; name the columns with AS in the SELECT",
+                    ));
+                }
+                Ok(Prepared::CreateView {
+                    def: ViewDef {
+                        name: ddl::table_name(&cv.name)?,
+                        query: cv.query.to_string(),
+                    },
+                    if_not_exists: cv.if_not_exists,
+                })
             }
+            SqlStatement::CreateView(_) => Err(QueryError::unsupported(
+                "CREATE VIEW is not supported yet; CREATE MATERIALIZED VIEW makes a continuous aggregate",
+            )),
+            SqlStatement::Drop {
+                object_type: ObjectType::MaterializedView,
+                if_exists,
+                names,
+                ..
+            } => Ok(Prepared::DropView {
+                names: names.iter().map(ddl::table_name).collect::<Result<_>>()?,
+                if_exists,
+            }),
             SqlStatement::Set(set) => {
                 let text = set.to_string();
                 if text.to_lowercase().starts_with("set datafusion.") {
@@ -287,14 +383,50 @@ impl QuerySession {
                 Ok(Output::Rows { schema, stream })
             }
             Prepared::CreateTable { def, if_not_exists } => {
+                if self.engine.views.get(&def.name).is_some() {
+                    return Err(QueryError::new(
+                        "42P07",
+                        format!(
+                            "relation \"{}\" already exists (a materialized view)",
+                            def.name
+                        ),
+                    ));
+                }
                 self.engine
                     .db
                     .catalog()
                     .create_table(def.clone(), *if_not_exists)?;
                 Ok(Output::Command("CREATE TABLE".into()))
             }
+            Prepared::CreateView { def, if_not_exists } => {
+                self.engine
+                    .views
+                    .create(def.clone(), *if_not_exists)
+                    .await?;
+                Ok(Output::Command("CREATE MATERIALIZED VIEW".into()))
+            }
+            Prepared::DropView { names, if_exists } => {
+                for n in names {
+                    self.engine.views.drop_view(n, *if_exists).await?;
+                }
+                Ok(Output::Command("DROP MATERIALIZED VIEW".into()))
+            }
+            Prepared::RefreshView(name) => {
+                self.engine.views.refresh(name).await?;
+                Ok(Output::Command("REFRESH MATERIALIZED VIEW".into()))
+            }
             Prepared::DropTable { names, if_exists } => {
                 for n in names {
+                    let deps = self.engine.views.dependents(n);
+                    if !deps.is_empty() {
+                        return Err(QueryError::new(
+                            "2BP01",
+                            format!(
+                                "cannot drop table \"{n}\": materialized view(s) {} depend on it; drop them first",
+                                deps.join(", ")
+                            ),
+                        ));
+                    }
                     match self.engine.db.drop_table(n) {
                         Ok(()) => {}
                         Err(eddy_storage::StorageError::TableNotFound(_)) if *if_exists => {}

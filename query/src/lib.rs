@@ -2,11 +2,14 @@
 //! SQL statements that manage tables. It knows nothing of the network.
 
 pub mod catalog;
+pub mod continuous;
 pub mod ddl;
 pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod table;
 
-pub use engine::{Output, PG_SERVER_VERSION, Prepared, QueryEngine, QuerySession, parse};
+pub use engine::{
+    Output, PG_SERVER_VERSION, Prepared, QueryEngine, QuerySession, Statement, parse,
+};
 pub use error::{QueryError, Result};

@@ -9,7 +9,6 @@ use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::sql::parser::Statement as DfStatement;
 use eddy_query::{Output, Prepared, QueryEngine, QueryError, QuerySession};
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -148,7 +147,7 @@ impl QueryParser for PgQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut stmts = eddy_query::parse(sql).map_err(user_error)?;
-        let stmt: DfStatement = match stmts.len() {
+        let stmt: eddy_query::Statement = match stmts.len() {
             0 => return Ok(None),
             1 => stmts.remove(0),
             _ => {

@@ -84,7 +84,22 @@ pub struct RecoveryReport {
     pub orphan_files_removed: u64,
 }
 
+/// Work derived from a write batch that must be applied in the same commit (continuous
+/// aggregates): `prepare` runs in the writer before the WAL append, outside any lock; `apply`
+/// runs in the committer, in sequence order, while the batch enters the memtable, so readers
+/// that hold [`Db::commit_barrier`] see both or neither.
+pub trait CommitHook: Send + Sync {
+    /// Derives what the commit of `batch` (already in the full table schema) needs.
+    fn prepare(&self, table: &Arc<TableSchema>, batch: &RecordBatch) -> Option<Prepared>;
+    /// Applies it. Must not call back into the [`Db`].
+    fn apply(&self, table_id: u64, prepared: Prepared);
+}
+
+/// What a [`CommitHook`] prepared for one batch.
+pub type Prepared = Box<dyn std::any::Any + Send>;
+
 struct CommitRequest {
+    prepared: Option<Prepared>,
     table_id: u64,
     time_index: usize,
     tag_count: usize,
@@ -116,6 +131,10 @@ struct Inner {
     failed: Mutex<Option<String>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
+    hook: RwLock<Option<Arc<dyn CommitHook>>>,
+    /// Held by the committer while it applies a group; readers hold it to see a consistent
+    /// pair of table data and derived state.
+    apply_lock: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -236,6 +255,8 @@ impl Db {
                 torn_bytes_cut: stats.torn_bytes_cut,
                 orphan_files_removed: orphans,
             },
+            hook: RwLock::new(None),
+            apply_lock: Mutex::new(()),
         });
         let committer = {
             let inner = inner.clone();
@@ -292,10 +313,13 @@ impl Db {
             return Ok(self.inner.state.read().active.last_seq);
         }
         let hashes = series_hashes(schema, &batch)?;
+        let hook = self.inner.hook.read().clone();
+        let prepared = hook.and_then(|h| h.prepare(schema, &batch));
         let encoded = wal::encode_batch(&batch)?;
         self.wait_for_memory().await;
         let (reply, rx) = oneshot::channel();
         let req = CommitRequest {
+            prepared,
             table_id: schema.def().id,
             time_index: schema.time_index(),
             tag_count: schema.tag_indices().len(),
@@ -333,9 +357,30 @@ impl Db {
         }
     }
 
+    /// Installs the hook that derives state from every committed write.
+    pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) {
+        *self.inner.hook.write() = Some(hook);
+    }
+
+    /// Blocks commits while held: a snapshot taken under it matches the state the commit hook
+    /// has applied, write for write.
+    pub fn commit_barrier(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.apply_lock.lock()
+    }
+
+    /// Series hashes of a batch in the table schema (one per row), as the engine computes them.
+    pub fn series_hashes(&self, schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<u64>> {
+        series_hashes(schema, batch)
+    }
+
     /// The data of a table as of now, or `None` if there is no such table.
     pub fn snapshot(&self, table: &str) -> Option<TableSnapshot> {
         let schema = self.inner.catalog.get(table)?;
+        Some(self.snapshot_of(&schema))
+    }
+
+    /// The data of a table as of now, for a table looked up already.
+    pub fn snapshot_of(&self, schema: &Arc<TableSchema>) -> TableSnapshot {
         let id = schema.def().id;
         let st = self.inner.state.read();
         let mut memory: Vec<MemChunk> = st
@@ -353,12 +398,12 @@ impl Db {
             .filter(|s| s.table_id == id)
             .cloned()
             .collect();
-        Some(TableSnapshot {
-            schema,
+        TableSnapshot {
+            schema: schema.clone(),
             segments,
             memory,
             data_dir: self.inner.config.data_dir.clone(),
-        })
+        }
     }
 
     /// Flushes everything in memory to segments now and waits for it.
@@ -580,7 +625,9 @@ fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
         match appended {
             Ok(seqs) => {
                 let mut replies = Vec::with_capacity(group.len());
+                let hook = inner.hook.read().clone();
                 let over = {
+                    let _applying = inner.apply_lock.lock();
                     let mut st = inner.state.write();
                     for (r, seq) in group.into_iter().zip(seqs) {
                         st.active.apply(
@@ -591,6 +638,9 @@ fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
                             r.batch,
                             &r.hashes,
                         );
+                        if let (Some(h), Some(p)) = (&hook, r.prepared) {
+                            h.apply(r.table_id, p);
+                        }
                         replies.push((r.reply, seq));
                     }
                     st.active.bytes >= inner.config.memtable_flush_bytes
@@ -772,6 +822,34 @@ fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<u64> {
 }
 
 impl TableSnapshot {
+    /// Every row of the snapshot with time in `[lo, hi]`, each key once, in the table schema.
+    pub fn read_all(&self, lo: i64, hi: i64) -> Result<Vec<RecordBatch>> {
+        let plan = self.read_plan(lo, hi)?;
+        let mut out = Vec::new();
+        for f in &plan.files {
+            for b in read_segment(&f.path, self.schema.arrow_schema())? {
+                out.push(filter_time(&b, self.schema.time_index(), lo, hi)?);
+            }
+        }
+        for b in plan.batches {
+            out.push(filter_time(&b, self.schema.time_index(), lo, hi)?);
+        }
+        out.retain(|b| b.num_rows() > 0);
+        Ok(out)
+    }
+
+    /// Rows in the snapshot (before deduplication of overlapping sources).
+    pub fn row_count(&self) -> u64 {
+        let seg: u64 = self.segments.iter().map(|s| s.rows).sum();
+        let mem: usize = self
+            .memory
+            .iter()
+            .flat_map(|m| m.batches.iter())
+            .map(|b| b.num_rows())
+            .sum();
+        seg + mem as u64
+    }
+
     /// Decides how to read the rows with time in `[lo, hi]`: sources that overlap no other
     /// source are read as they are; overlapping ones (and memory that may hold duplicate
     /// keys) are merged and deduplicated here, so the reader sees each key once.

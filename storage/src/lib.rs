@@ -17,7 +17,10 @@ pub mod segment;
 pub mod wal;
 
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
-pub use db::{Db, ReadPlan, RecoveryReport, SegmentFile, StorageConfig, TableSnapshot, WalSync};
+pub use db::{
+    CommitHook, Db, Prepared as CommitPrepared, ReadPlan, RecoveryReport, SegmentFile,
+    StorageConfig, TableSnapshot, WalSync,
+};
 pub use error::{Result, StorageError};
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod continuous;
 mod durability;
 mod ingest;
 mod pruning;

@@ -1,0 +1,278 @@
+//! Continuous aggregates: the view always equals its defining query over the raw table, for
+//! random streams with out-of-order rows, duplicates, overwrites and rows days late, across
+//! restarts and kill -9; shapes that cannot be maintained are refused with a reason.
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::{Server, data_dir};
+
+const AGGS: &str = "count(*) AS n, count(v) AS nv, sum(v) AS s, min(v) AS lo, max(v) AS hi, \
+    avg(v) AS a, stddev(v) AS sd, stddev_pop(v) AS sdp, var_samp(v) AS vs, var_pop(v) AS vp, \
+    first_value(v ORDER BY time) AS fv, last_value(v ORDER BY time) AS lv, \
+    approx_distinct(k) AS ad, max(v) FILTER (WHERE k = 'a') AS hi_a, count(*) FILTER (WHERE v > 50) AS big";
+
+fn defining(bucket: &str) -> String {
+    format!(
+        "SELECT time_bucket('{bucket}', time) AS bucket, host, {AGGS} FROM m GROUP BY bucket, host"
+    )
+}
+
+/// Rows of a query as strings, floats rounded to 6 significant digits, sorted.
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let mut out: Vec<Vec<String>> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| match r.get(i) {
+                        None => "NULL".to_string(),
+                        Some(v) => match v.parse::<f64>() {
+                            Ok(f) if v.contains('.') || v.contains('e') => format!("{f:.6e}"),
+                            _ => v.to_string(),
+                        },
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn assert_law(c: &tokio_postgres::Client, view: &str, bucket: &str, context: &str) {
+    let got = rows(c, &format!("SELECT * FROM {view}")).await;
+    let want = rows(c, &defining(bucket)).await;
+    assert_eq!(got.len(), want.len(), "{context}: row count of {view}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w, "{context}: {view}");
+    }
+}
+
+async fn wait_ready(c: &tokio_postgres::Client, view: &str) {
+    for _ in 0..500 {
+        let r = c
+            .query_one("SELECT status FROM eddy_views WHERE name = $1", &[&view])
+            .await
+            .unwrap();
+        if r.get::<_, String>(0) == "ready" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("view {view} never became ready");
+}
+
+fn random_lines(rng: &mut rand::rngs::StdRng, n: usize, t_max: i64) -> String {
+    (0..n)
+        .map(|_| {
+            let host = rng.random_range(0..3);
+            let k = ["a", "b", "c"][rng.random_range(0..3)];
+            // Seconds over two days, so some rows land days behind the newest ones.
+            let t = rng.random_range(0..t_max) * 1_000_000_000;
+            let v = if rng.random_bool(0.1) {
+                String::new()
+            } else {
+                format!(",v={}", rng.random_range(0..100))
+            };
+            format!("m,host=h{host} k=\"{k}\"{v} {t}\n")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_equal_their_defining_query_under_random_streams() {
+    let dir = data_dir();
+    let mut s = Server::start_with(dir.path(), &["--memtable-flush-bytes", "65536"]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let two_days = 2 * 86_400;
+    // Data before the views exist: they backfill from it.
+    assert_eq!(
+        s.write_lp(random_lines(&mut rng, 800, two_days)).await.0,
+        204
+    );
+    let c = s.pg().await;
+    c.batch_execute(&format!(
+        "CREATE MATERIALIZED VIEW m_1h AS {}",
+        defining("1 hour")
+    ))
+    .await
+    .unwrap();
+    c.batch_execute(&format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS m_10m AS {}",
+        defining("10 minutes")
+    ))
+    .await
+    .unwrap();
+    wait_ready(&c, "m_1h").await;
+    wait_ready(&c, "m_10m").await;
+    assert_law(&c, "m_1h", "1 hour", "after backfill").await;
+    assert_law(&c, "m_10m", "10 minutes", "after backfill").await;
+
+    for round in 0..12 {
+        // In-order, late, duplicate and overwriting rows in every batch.
+        let n = rng.random_range(1..300);
+        let body = random_lines(&mut rng, n, two_days);
+        let (status, resp) = s.write_lp(body).await;
+        assert_eq!(status, 204, "{resp}");
+        // Read right after the acknowledgement: the write is visible.
+        assert_law(&c, "m_1h", "1 hour", &format!("round {round}")).await;
+        if round % 3 == 0 {
+            assert_law(&c, "m_10m", "10 minutes", &format!("round {round}")).await;
+        }
+    }
+
+    // Clean restart, then kill -9: the state is rebuilt and the law still holds.
+    drop(c);
+    assert_eq!(s.stop(), Some(0));
+    s.restart();
+    let c = s.pg().await;
+    wait_ready(&c, "m_1h").await;
+    assert_law(&c, "m_1h", "1 hour", "after restart").await;
+    assert_eq!(
+        s.write_lp(random_lines(&mut rng, 200, two_days)).await.0,
+        204
+    );
+    drop(c);
+    s.kill9();
+    s.restart();
+    let c = s.pg().await;
+    wait_ready(&c, "m_1h").await;
+    wait_ready(&c, "m_10m").await;
+    assert_law(&c, "m_1h", "1 hour", "after kill -9").await;
+    assert_law(&c, "m_10m", "10 minutes", "after kill -9").await;
+
+    // The system table lists both; REFRESH recomputes; DROP removes.
+    let listed = rows(&c, "SELECT name, source, status FROM eddy_views").await;
+    assert_eq!(
+        listed,
+        vec![
+            vec!["m_10m".to_string(), "m".into(), "ready".into()],
+            vec!["m_1h".to_string(), "m".into(), "ready".into()]
+        ]
+    );
+    c.batch_execute("REFRESH MATERIALIZED VIEW m_1h")
+        .await
+        .unwrap();
+    assert_law(&c, "m_1h", "1 hour", "after refresh").await;
+    let e = c.batch_execute("DROP TABLE m").await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "2BP01");
+    c.batch_execute("DROP MATERIALIZED VIEW m_10m")
+        .await
+        .unwrap();
+    let e = c.simple_query("SELECT * FROM m_10m").await.unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42P01");
+    c.batch_execute("DROP MATERIALIZED VIEW IF EXISTS m_10m")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_with_where_and_a_filtered_bucket_read() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    assert_eq!(
+        s.write_lp("cpu,hostname=a,region=x u=1i 0\ncpu,hostname=b,region=y u=5i 0\n")
+            .await
+            .0,
+        204
+    );
+    c.batch_execute(
+        "CREATE MATERIALIZED VIEW cpu_1m AS SELECT time_bucket('1 minute', time) AS bucket, hostname, \
+         avg(u) AS avg_u, max(u) AS max_u, count(*) AS n FROM cpu WHERE region = 'x' GROUP BY bucket, hostname",
+    )
+    .await
+    .unwrap();
+    wait_ready(&c, "cpu_1m").await;
+    // Visible in the first read after the acknowledgement.
+    assert_eq!(
+        s.write_lp("cpu,hostname=a,region=x u=3i 30000000000\n")
+            .await
+            .0,
+        204
+    );
+    let r = c
+        .query_one("SELECT avg_u, max_u, n FROM cpu_1m WHERE bucket >= '1970-01-01T00:00:00' AND hostname = 'a'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, f64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+        (2.0, 3, 2)
+    );
+    // Overwrite of an existing key: recomputed, not counted twice.
+    assert_eq!(
+        s.write_lp("cpu,hostname=a,region=x u=7i 30000000000\n")
+            .await
+            .0,
+        204
+    );
+    let r = c
+        .query_one("SELECT avg_u, max_u, n FROM cpu_1m", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.get::<_, f64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)),
+        (4.0, 7, 2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shapes_that_cannot_be_maintained_are_refused() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    assert_eq!(s.write_lp("t,h=a v=1 0\nu,h=a w=1 0\n").await.0, 204);
+    let cases = [
+        (
+            "SELECT time_bucket('1 minute', t.time) AS b, count(*) FROM t JOIN u ON t.h = u.h GROUP BY b",
+            "join",
+        ),
+        (
+            "SELECT time_bucket('1 minute', time) AS b, count(*) AS n FROM t GROUP BY b ORDER BY b",
+            "ORDER BY",
+        ),
+        (
+            "SELECT time_bucket('1 minute', time) AS b, median(v) FROM t GROUP BY b",
+            "approx_percentile_cont",
+        ),
+        (
+            "SELECT time_bucket('1 minute', time) AS b, count(DISTINCT h) FROM t GROUP BY b",
+            "approx_distinct",
+        ),
+        (
+            "SELECT time_bucket('1 minute', time) AS b, count(*) FROM t WHERE time < now() GROUP BY b",
+            "non-deterministic",
+        ),
+        (
+            "SELECT time_bucket('1 minute', time) AS b, count(*) AS n FROM t GROUP BY b HAVING count(*) > 1",
+            "HAVING",
+        ),
+        ("SELECT h, count(*) FROM t GROUP BY h", "time_bucket"),
+        (
+            "SELECT time_bucket('1 month', time) AS b, count(*) FROM t GROUP BY b",
+            "months",
+        ),
+    ];
+    for (i, (sql, needle)) in cases.iter().enumerate() {
+        let e = c
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW bad{i} AS {sql}"))
+            .await
+            .expect_err(sql);
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+        assert!(
+            db.message().contains(needle),
+            "{sql}: expected the error to mention {needle}: {}",
+            db.message()
+        );
+    }
+    let e = c
+        .batch_execute("CREATE MATERIALIZED VIEW t AS SELECT time_bucket('1 minute', time) AS b, count(*) FROM u GROUP BY b")
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42P07");
+}
