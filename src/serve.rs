@@ -36,6 +36,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         torn_bytes_cut = report.torn_bytes_cut,
         "storage open"
     );
+    // Continuous aggregates are rebuilt before any front end accepts writes.
+    let engine = QueryEngine::open(db.clone())
+        .await
+        .map_err(|e| format!("cannot restore continuous aggregates: {e}"))?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
@@ -54,9 +58,6 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));
-    let engine = QueryEngine::open(db.clone())
-        .await
-        .map_err(|e| format!("cannot restore continuous aggregates: {e}"))?;
     let pg = tokio::spawn(eddy_server::pg::serve(
         pg_listener,
         engine,

@@ -102,8 +102,8 @@ struct ViewState {
     generation: u64,
     /// Buckets to recompute from raw data before the next read.
     dirty: BTreeSet<i64>,
-    /// Newest time per series seen in the source: a row not newer than this may overwrite.
-    series_max: HashMap<u64, i64>,
+    /// Keys seen per series (by hash of its tags) within the overwrite window.
+    series: HashMap<u64, SeriesKeys>,
     /// Rows written during backfill, checked against the backfilled data when it completes.
     pending: Vec<(u64, i64)>,
 }
@@ -118,6 +118,8 @@ pub struct ContinuousAggregate {
     origin_ns: i64,
     /// Index of the bucket among the group-by columns (= its column in the state schema).
     bucket_index: usize,
+    /// Name of the bucket in the output, when the query returns it as a plain column.
+    bucket_output: Option<String>,
     /// The plan from the scan up to the aggregate's input, over a placeholder memory source.
     pre_aggregate: Arc<dyn ExecutionPlan>,
     /// The full planned query (its top above the aggregate is reused for reads).
@@ -230,6 +232,7 @@ impl ContinuousAggregate {
         let optimized = ctx.state().optimize(&logical).map_err(df_err)?;
         let (width_ns, origin_ns, bucket_index) = bucket_of(&optimized, source.time_column())?;
         let output_schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
+        let bucket_output = bucket_output_name(&logical, bucket_index);
         let planned = ctx
             .state()
             .create_physical_plan(&logical)
@@ -267,6 +270,7 @@ impl ContinuousAggregate {
             width_ns,
             origin_ns,
             bucket_index,
+            bucket_output,
             pre_aggregate,
             planned,
             group_by,
@@ -280,7 +284,7 @@ impl ContinuousAggregate {
                 states: Vec::new(),
                 generation: 0,
                 dirty: BTreeSet::new(),
-                series_max: HashMap::new(),
+                series: HashMap::new(),
                 pending: Vec::new(),
             }),
         })
@@ -422,33 +426,60 @@ impl ContinuousAggregate {
     }
 
     /// Derives what a write batch contributes; runs in the writer, outside locks.
-    fn prepare(&self, db: &Db, batch: &RecordBatch) -> DfResult<PreparedWrite> {
-        let hashes = db
-            .series_hashes(&self.source, batch)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let times = batch
+    fn prepare(&self, db: &Db, batch: &RecordBatch) -> PreparedWrite {
+        let times: Vec<i64> = batch
             .column(self.source.time_index())
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
             .map(|a| a.values().to_vec())
             .unwrap_or_default();
-        Ok(PreparedWrite {
-            states: self.partial(vec![batch.clone()])?,
+        let hashes = db
+            .series_hashes(&self.source, batch)
+            .unwrap_or_else(|_| vec![0; times.len()]);
+        let states = match self.partial(vec![batch.clone()]) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(view = %self.name(), error = %e, "cannot derive view state; its buckets will be recomputed");
+                None
+            }
+        };
+        PreparedWrite {
+            states,
             rows: hashes.into_iter().zip(times).collect(),
-        })
+        }
     }
 
-    /// Merges a prepared write; runs in the committer, in sequence order.
+    /// Merges a prepared write; runs in the committer, in sequence order, so the rows are in
+    /// the table when the state changes.
     fn apply(&self, w: PreparedWrite) {
         let mut st = self.state.lock();
-        st.states.extend(w.states);
+        match w.states {
+            Some(states) => st.states.extend(states),
+            None => {
+                // Could not merge: recompute the touched buckets from the (committed) rows.
+                for &(_, t) in &w.rows {
+                    let b = self.bucket_of(t);
+                    st.dirty.insert(b);
+                }
+            }
+        }
         if matches!(st.status, ViewStatus::Backfilling { .. }) {
             st.pending.extend(w.rows);
             return;
         }
         for (h, t) in w.rows {
-            check_row(&mut st, h, t, self.width_ns, self.origin_ns);
+            self.check_row(&mut st, h, t);
         }
+    }
+
+    /// Records a written key; marks its bucket dirty when it may overwrite an existing key.
+    fn check_row(&self, st: &mut ViewState, h: u64, t: i64) {
+        let keys = st.series.entry(h).or_default();
+        if keys.insert(t) {
+            return;
+        }
+        let b = self.bucket_of(t);
+        st.dirty.insert(b);
     }
 
     /// Fills the state from the source's data as of the snapshot (taken under the commit
@@ -458,7 +489,7 @@ impl ContinuousAggregate {
         self.state.lock().status = ViewStatus::Backfilling { done: 0, total };
         let plan = snapshot.read_plan(i64::MIN, i64::MAX)?;
         let mut states = Vec::new();
-        let mut series_max: HashMap<u64, i64> = HashMap::new();
+        let mut series: HashMap<u64, SeriesKeys> = HashMap::new();
         let mut done = 0u64;
         let mut take = |batches: Vec<RecordBatch>| -> Result<()> {
             for b in batches {
@@ -469,8 +500,7 @@ impl ContinuousAggregate {
                     .downcast_ref::<TimestampNanosecondArray>()
                 {
                     for (h, t) in hashes.iter().zip(times.values().iter()) {
-                        let e = series_max.entry(*h).or_insert(i64::MIN);
-                        *e = (*e).max(*t);
+                        series.entry(*h).or_default().insert(*t);
                     }
                 }
                 done += b.num_rows() as u64;
@@ -493,18 +523,19 @@ impl ContinuousAggregate {
         let _barrier = db.commit_barrier();
         let mut st = self.state.lock();
         st.states.extend(states);
-        st.series_max = series_max;
+        st.series = series;
         let pending = std::mem::take(&mut st.pending);
         for (h, t) in pending {
-            check_row(&mut st, h, t, self.width_ns, self.origin_ns);
+            self.check_row(&mut st, h, t);
         }
         st.status = ViewStatus::Ready;
         st.generation += 1;
         Ok(())
     }
 
-    /// The view's rows: recomputes dirty buckets, compacts the state and finalizes it.
-    pub fn read(&self, db: &Db) -> Result<Vec<RecordBatch>> {
+    /// The view's rows with bucket in `[lo, hi]`: recomputes dirty buckets, compacts the state
+    /// and finalizes it.
+    pub fn read(&self, db: &Db, lo: i64, hi: i64) -> Result<Vec<RecordBatch>> {
         if matches!(self.status(), ViewStatus::Backfilling { .. }) {
             // Not all of the source is in the state yet: answer from the raw data.
             let snap = db.snapshot_of(&self.source);
@@ -512,28 +543,74 @@ impl ContinuousAggregate {
             let states = self.partial(raw).map_err(df_err)?;
             return self.finish(states).map_err(df_err);
         }
-        if !self.state.lock().dirty.is_empty() {
-            self.recompute_dirty(db)?;
-        }
+        // Dirty buckets and the state must be taken at one instant: a write in between could
+        // add an overwrite's partial state without its bucket being recomputed.
         let (states, n, generation) = {
+            let _barrier = db.commit_barrier();
+            self.recompute_dirty_locked(db)?;
             let st = self.state.lock();
             (st.states.clone(), st.states.len(), st.generation)
         };
         let states = if n > 1 {
             let reduced = self.reduce(states).map_err(df_err)?;
+            let one = if reduced.is_empty() {
+                Vec::new()
+            } else {
+                vec![
+                    datafusion::arrow::compute::concat_batches(&self.state_schema, &reduced)
+                        .map_err(|e| df_err(e.into()))?,
+                ]
+            };
             let mut st = self.state.lock();
             if st.generation == generation && st.states.len() >= n {
-                st.states.splice(0..n, reduced.iter().cloned());
+                st.states.splice(0..n, one.iter().cloned());
             }
-            reduced
+            one
         } else {
             states
+        };
+        let states = if lo == i64::MIN && hi == i64::MAX {
+            states
+        } else {
+            self.bucket_range(states, lo, hi)?
         };
         self.finish(states).map_err(df_err)
     }
 
-    fn recompute_dirty(&self, db: &Db) -> Result<()> {
-        let _barrier = db.commit_barrier();
+    fn bucket_range(&self, states: Vec<RecordBatch>, lo: i64, hi: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(states.len());
+        for b in states {
+            let Some(buckets) = b
+                .column(self.bucket_index)
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+            else {
+                out.push(b);
+                continue;
+            };
+            let mask: BooleanArray = buckets
+                .iter()
+                .map(|v| Some(v.is_some_and(|v| v >= lo && v <= hi)))
+                .collect();
+            let f = datafusion::arrow::compute::filter_record_batch(&b, &mask)
+                .map_err(|e| df_err(e.into()))?;
+            if f.num_rows() > 0 {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Name of the bucket column in the view's output, for pruning reads by bucket.
+    pub fn bucket_column(&self) -> Option<&str> {
+        self.bucket_output.as_deref()
+    }
+
+    /// Recomputes dirty buckets from raw rows; the caller holds the commit barrier.
+    fn recompute_dirty_locked(&self, db: &Db) -> Result<()> {
+        if self.state.lock().dirty.is_empty() {
+            return Ok(());
+        }
         let snapshot = db.snapshot_of(&self.source);
         let mut st = self.state.lock();
         if st.dirty.is_empty() {
@@ -592,22 +669,52 @@ impl ContinuousAggregate {
     }
 }
 
-fn check_row(st: &mut ViewState, h: u64, t: i64, width: i64, origin: i64) {
-    match st.series_max.get_mut(&h) {
-        Some(max) if *max >= t => {
-            st.dirty
-                .insert(origin + (t - origin).div_euclid(width) * width);
+/// How far behind the newest row of its series a row may be and still be checked exactly for
+/// being an overwrite; older rows are assumed to overwrite (their bucket is recomputed).
+pub const OVERWRITE_WINDOW_NS: i64 = 3_600_000_000_000;
+
+/// The keys of one series within [`OVERWRITE_WINDOW_NS`] of its newest row.
+#[derive(Debug, Default)]
+struct SeriesKeys {
+    max: Option<i64>,
+    recent: BTreeSet<i64>,
+}
+
+impl SeriesKeys {
+    /// Adds a key; returns whether it is certainly new (so merging it cannot double count).
+    fn insert(&mut self, t: i64) -> bool {
+        let Some(max) = self.max else {
+            self.max = Some(t);
+            self.recent.insert(t);
+            return true;
+        };
+        if t > max {
+            self.max = Some(t);
+            self.recent.insert(t);
+            let floor = t - OVERWRITE_WINDOW_NS;
+            if self.recent.first().is_some_and(|&f| f < floor) {
+                self.recent = self.recent.split_off(&floor);
+            }
+            return true;
         }
-        Some(max) => *max = t,
-        None => {
-            st.series_max.insert(h, t);
+        if t < max - OVERWRITE_WINDOW_NS {
+            return false;
         }
+        self.recent.insert(t)
     }
 }
 
 struct PreparedWrite {
-    states: Vec<RecordBatch>,
+    /// Partial states of the batch; `None` when they could not be derived.
+    states: Option<Vec<RecordBatch>>,
     rows: Vec<(u64, i64)>,
+}
+
+/// What the registry prepared for one write batch: the batch itself, so views registered
+/// between preparation and commit still get their share, and each view's partial states.
+struct ViewsPrepared {
+    batch: RecordBatch,
+    views: Vec<(Arc<ContinuousAggregate>, PreparedWrite)>,
 }
 
 fn source_table_name(stmt: &datafusion::sql::parser::Statement) -> Result<String> {
@@ -857,6 +964,27 @@ fn bucket_of(plan: &LogicalPlan, time_column: &str) -> Result<(i64, i64, usize)>
     })
 }
 
+/// The output column that returns the bucket unchanged (`time_bucket(...) AS bucket`).
+fn bucket_output_name(plan: &LogicalPlan, bucket_index: usize) -> Option<String> {
+    let LogicalPlan::Projection(p) = plan else {
+        return None;
+    };
+    let LogicalPlan::Aggregate(a) = p.input.as_ref() else {
+        return None;
+    };
+    let group_field = a.schema.field(bucket_index).name().clone();
+    p.expr.iter().enumerate().find_map(|(i, e)| {
+        let mut inner = e;
+        while let Expr::Alias(al) = inner {
+            inner = al.expr.as_ref();
+        }
+        match inner {
+            Expr::Column(c) if c.name == group_field => Some(plan.schema().field(i).name().clone()),
+            _ => None,
+        }
+    })
+}
+
 fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         return Some(a);
@@ -870,6 +998,8 @@ pub struct ViewRegistry {
     db: Db,
     path: PathBuf,
     views: RwLock<HashMap<String, Arc<ContinuousAggregate>>>,
+    /// Definitions that could not be planned at start (kept so they are not lost).
+    broken: Mutex<Vec<ViewDef>>,
     change: tokio::sync::Mutex<()>,
 }
 
@@ -887,14 +1017,17 @@ impl ViewRegistry {
             db: db.clone(),
             path,
             views: RwLock::new(HashMap::new()),
+            broken: Mutex::new(Vec::new()),
             change: tokio::sync::Mutex::new(()),
         });
         db.set_commit_hook(reg.clone());
         for def in defs {
-            let name = def.name.clone();
-            match ContinuousAggregate::plan(&db, def).await {
+            match ContinuousAggregate::plan(&db, def.clone()).await {
                 Ok(ca) => reg.register_and_backfill(Arc::new(ca), true).await?,
-                Err(e) => tracing::error!(view = %name, error = %e, "cannot restore view"),
+                Err(e) => {
+                    tracing::error!(view = %def.name, error = %e, "cannot restore view; its definition is kept");
+                    reg.broken.lock().push(def);
+                }
             }
         }
         Ok(reg)
@@ -915,7 +1048,14 @@ impl ViewRegistry {
     /// Creates a view and fills it from existing data in the background.
     pub async fn create(&self, def: ViewDef, if_not_exists: bool) -> Result<()> {
         let _change = self.change.lock().await;
-        if self.get(&def.name).is_some() || self.db.catalog().get(&def.name).is_some() {
+        if def.name == crate::catalog::VIEWS_TABLE {
+            return Err(QueryError::new(
+                "42P07",
+                format!("\"{}\" is the system table of views", def.name),
+            ));
+        }
+        let broken = self.broken.lock().iter().any(|d| d.name == def.name);
+        if broken || self.get(&def.name).is_some() || self.db.catalog().get(&def.name).is_some() {
             if if_not_exists {
                 return Ok(());
             }
@@ -953,7 +1093,13 @@ impl ViewRegistry {
     /// Drops a view.
     pub async fn drop_view(&self, name: &str, if_exists: bool) -> Result<()> {
         let _change = self.change.lock().await;
-        if self.views.write().remove(name).is_none() && !if_exists {
+        let was_broken = {
+            let mut b = self.broken.lock();
+            let n = b.len();
+            b.retain(|d| d.name != name);
+            b.len() != n
+        };
+        if self.views.write().remove(name).is_none() && !was_broken && !if_exists {
             return Err(QueryError::new(
                 "42P01",
                 format!("materialized view \"{name}\" does not exist"),
@@ -986,7 +1132,8 @@ impl ViewRegistry {
     }
 
     fn persist(&self) -> Result<()> {
-        let defs: Vec<ViewDef> = self.list().iter().map(|v| v.def().clone()).collect();
+        let mut defs: Vec<ViewDef> = self.list().iter().map(|v| v.def().clone()).collect();
+        defs.extend(self.broken.lock().iter().cloned());
         let bytes = serde_json::to_vec_pretty(&defs)
             .map_err(|e| QueryError::new("XX000", e.to_string()))?;
         eddy_storage::fsutil::write_atomic(Path::new(&self.path), &bytes)?;
@@ -1003,39 +1150,39 @@ impl CommitHook for ViewRegistry {
             .filter(|v| v.source().def().id == table.def().id)
             .cloned()
             .collect();
-        if views.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(views.len());
-        for v in views {
-            match v.prepare(&self.db, batch) {
-                Ok(p) => out.push((v, p)),
-                Err(e) => {
-                    // The write still commits; the view recomputes what it could not merge.
-                    tracing::error!(view = %v.name(), error = %e, "cannot derive view state");
-                    let mut st = v.state.lock();
-                    if let Some(times) = batch
-                        .column(v.source.time_index())
-                        .as_any()
-                        .downcast_ref::<TimestampNanosecondArray>()
-                    {
-                        for t in times.values().iter() {
-                            let b = v.bucket_of(*t);
-                            st.dirty.insert(b);
-                        }
-                    }
-                }
-            }
-        }
-        Some(Box::new(out))
+        let views = views
+            .into_iter()
+            .map(|v| {
+                let p = v.prepare(&self.db, batch);
+                (v, p)
+            })
+            .collect();
+        Some(Box::new(ViewsPrepared {
+            batch: batch.clone(),
+            views,
+        }))
     }
 
-    fn apply(&self, _table_id: u64, prepared: CommitPrepared) {
-        if let Ok(list) = prepared.downcast::<Vec<(Arc<ContinuousAggregate>, PreparedWrite)>>() {
-            for (v, p) in *list {
-                // A view dropped meanwhile is no longer in the registry; applying to it is moot.
-                v.apply(p);
-            }
+    fn apply(&self, table_id: u64, prepared: CommitPrepared) {
+        let Ok(prepared) = prepared.downcast::<ViewsPrepared>() else {
+            return;
+        };
+        let ViewsPrepared { batch, mut views } = *prepared;
+        let current: Vec<Arc<ContinuousAggregate>> = self
+            .views
+            .read()
+            .values()
+            .filter(|v| v.source().def().id == table_id)
+            .cloned()
+            .collect();
+        for v in current {
+            // A view registered after this write was prepared derives its share now; views
+            // dropped or replaced meanwhile are skipped.
+            let p = match views.iter().position(|(pv, _)| Arc::ptr_eq(pv, &v)) {
+                Some(i) => views.swap_remove(i).1,
+                None => v.prepare(&self.db, &batch),
+            };
+            v.apply(p);
         }
     }
 }
@@ -1060,6 +1207,14 @@ impl TableProvider for ViewTable {
         self.view.output_schema().clone()
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Bucket ranges prune the state before finalizing; rows are still checked above.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
     fn table_type(&self) -> TableType {
         TableType::View
     }
@@ -1068,11 +1223,15 @@ impl TableProvider for ViewTable {
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let (lo, hi) = match self.view.bucket_column() {
+            Some(col) => crate::table::time_range(filters, col),
+            None => (i64::MIN, i64::MAX),
+        };
         let (db, view) = (self.db.clone(), self.view.clone());
-        let batches = tokio::task::spawn_blocking(move || view.read(&db))
+        let batches = tokio::task::spawn_blocking(move || view.read(&db, lo, hi))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
