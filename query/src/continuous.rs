@@ -100,6 +100,9 @@ struct ViewState {
     states: Vec<RecordBatch>,
     /// Bumped whenever `states` is rewritten other than by appending.
     generation: u64,
+    /// Bumped on every change of the view's content (appends included; compaction, which
+    /// keeps the content, leaves it alone).
+    version: u64,
     /// Buckets to recompute from raw data before the next read.
     dirty: BTreeSet<i64>,
     /// Keys seen per series (by hash of its tags) within the overwrite window.
@@ -131,6 +134,8 @@ pub struct ContinuousAggregate {
     state_schema: SchemaRef,
     task: Arc<TaskContext>,
     state: Mutex<ViewState>,
+    /// The finalized rows of the whole view at a state version: reads at rest reuse them.
+    finished: Mutex<Option<(u64, Vec<RecordBatch>)>>,
 }
 
 /// Table provider that stands in for the source while the defining query is planned.
@@ -283,10 +288,12 @@ impl ContinuousAggregate {
                 status: ViewStatus::Backfilling { done: 0, total: 0 },
                 states: Vec::new(),
                 generation: 0,
+                version: 0,
                 dirty: BTreeSet::new(),
                 series: HashMap::new(),
                 pending: Vec::new(),
             }),
+            finished: Mutex::new(None),
         })
     }
 
@@ -453,6 +460,7 @@ impl ContinuousAggregate {
     /// the table when the state changes.
     fn apply(&self, w: PreparedWrite) {
         let mut st = self.state.lock();
+        st.version += 1;
         match w.states {
             Some(states) => st.states.extend(states),
             None => {
@@ -530,6 +538,7 @@ impl ContinuousAggregate {
         }
         st.status = ViewStatus::Ready;
         st.generation += 1;
+        st.version += 1;
         Ok(())
     }
 
@@ -545,11 +554,16 @@ impl ContinuousAggregate {
         }
         // Dirty buckets and the state must be taken at one instant: a write in between could
         // add an overwrite's partial state without its bucket being recomputed.
-        let (states, n, generation) = {
+        let (states, n, generation, version) = {
             let _barrier = db.commit_barrier();
             self.recompute_dirty_locked(db)?;
             let st = self.state.lock();
-            (st.states.clone(), st.states.len(), st.generation)
+            (
+                st.states.clone(),
+                st.states.len(),
+                st.generation,
+                st.version,
+            )
         };
         let states = if n > 1 {
             let reduced = self.reduce(states).map_err(df_err)?;
@@ -569,11 +583,17 @@ impl ContinuousAggregate {
         } else {
             states
         };
-        let states = if lo == i64::MIN && hi == i64::MAX {
-            states
-        } else {
-            self.bucket_range(states, lo, hi)?
-        };
+        if lo == i64::MIN && hi == i64::MAX {
+            if let Some((v, rows)) = self.finished.lock().as_ref()
+                && *v == version
+            {
+                return Ok(rows.clone());
+            }
+            let rows = self.finish(states).map_err(df_err)?;
+            *self.finished.lock() = Some((version, rows.clone()));
+            return Ok(rows);
+        }
+        let states = self.bucket_range(states, lo, hi)?;
         self.finish(states).map_err(df_err)
     }
 
@@ -665,6 +685,7 @@ impl ContinuousAggregate {
         kept.extend(fresh);
         st.states = kept;
         st.generation += 1;
+        st.version += 1;
         Ok(())
     }
 }
@@ -673,34 +694,38 @@ impl ContinuousAggregate {
 /// being an overwrite; older rows are assumed to overwrite (their bucket is recomputed).
 pub const OVERWRITE_WINDOW_NS: i64 = 3_600_000_000_000;
 
-/// The keys of one series within [`OVERWRITE_WINDOW_NS`] of its newest row.
+/// The keys of one series within [`OVERWRITE_WINDOW_NS`] of its newest row, sorted. Rows
+/// mostly arrive in time order, so the common case is a push at the back and a pop at the front.
 #[derive(Debug, Default)]
 struct SeriesKeys {
-    max: Option<i64>,
-    recent: BTreeSet<i64>,
+    recent: std::collections::VecDeque<i64>,
 }
 
 impl SeriesKeys {
     /// Adds a key; returns whether it is certainly new (so merging it cannot double count).
     fn insert(&mut self, t: i64) -> bool {
-        let Some(max) = self.max else {
-            self.max = Some(t);
-            self.recent.insert(t);
+        let Some(&max) = self.recent.back() else {
+            self.recent.push_back(t);
             return true;
         };
         if t > max {
-            self.max = Some(t);
-            self.recent.insert(t);
+            self.recent.push_back(t);
             let floor = t - OVERWRITE_WINDOW_NS;
-            if self.recent.first().is_some_and(|&f| f < floor) {
-                self.recent = self.recent.split_off(&floor);
+            while self.recent.front().is_some_and(|&f| f < floor) {
+                self.recent.pop_front();
             }
             return true;
         }
         if t < max - OVERWRITE_WINDOW_NS {
             return false;
         }
-        self.recent.insert(t)
+        match self.recent.binary_search(&t) {
+            Ok(_) => false,
+            Err(pos) => {
+                self.recent.insert(pos, t);
+                true
+            }
+        }
     }
 }
 
