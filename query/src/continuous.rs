@@ -63,6 +63,8 @@ const MERGEABLE: &[&str] = &[
     "var_pop",
     "first_value",
     "last_value",
+    "first",
+    "last",
     "approx_distinct",
     "approx_percentile_cont",
     "approx_percentile_cont_with_weight",
@@ -227,6 +229,8 @@ impl ContinuousAggregate {
         catalog.register_schema(SCHEMA, schema).map_err(df_err)?;
         ctx.register_catalog(DATABASE, catalog);
         ctx.register_udf(TimeBucket::udf());
+        ctx.register_udaf(crate::functions::FirstLast::first());
+        ctx.register_udaf(crate::functions::FirstLast::last());
 
         let logical = ctx
             .state()

@@ -25,7 +25,7 @@ use crate::catalog::{DATABASE, EddySchema, SCHEMA};
 use crate::continuous::{ViewDef, ViewRegistry};
 use crate::ddl;
 use crate::error::{QueryError, Result};
-use crate::functions::TimeBucket;
+use crate::functions::{FirstLast, TimeBucket};
 
 /// The PostgreSQL version Eddy reports to clients.
 pub const PG_SERVER_VERSION: &str = "16.6";
@@ -144,6 +144,8 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config(config);
         ctx.register_catalog(DATABASE, self.catalog.clone());
         ctx.register_udf(TimeBucket::udf());
+        ctx.register_udaf(FirstLast::first());
+        ctx.register_udaf(FirstLast::last());
         QuerySession {
             engine: self.clone(),
             ctx,

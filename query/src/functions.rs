@@ -66,3 +66,83 @@ impl ScalarUDFImpl for TimeBucket {
         Ok(ExprSimplifyResult::Simplified(self.date_bin.call(args)))
     }
 }
+
+/// `first(value, time)` / `last(value, time)`: the value at the earliest / latest time of the
+/// group, as in TimescaleDB. Rewritten during planning to DataFusion's
+/// `first_value(value ORDER BY time)` / `last_value(value ORDER BY time)`, so they share those
+/// accumulators (and are mergeable in continuous aggregates).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct FirstLast {
+    last: bool,
+    signature: Signature,
+}
+
+impl FirstLast {
+    /// `first(value, time)`.
+    pub fn first() -> datafusion::logical_expr::AggregateUDF {
+        datafusion::logical_expr::AggregateUDF::new_from_impl(FirstLast {
+            last: false,
+            signature: Signature::any(2, datafusion::logical_expr::Volatility::Immutable),
+        })
+    }
+
+    /// `last(value, time)`.
+    pub fn last() -> datafusion::logical_expr::AggregateUDF {
+        datafusion::logical_expr::AggregateUDF::new_from_impl(FirstLast {
+            last: true,
+            signature: Signature::any(2, datafusion::logical_expr::Volatility::Immutable),
+        })
+    }
+}
+
+impl datafusion::logical_expr::AggregateUDFImpl for FirstLast {
+    fn name(&self) -> &str {
+        if self.last { "last" } else { "first" }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types.first().cloned().unwrap_or(DataType::Null))
+    }
+
+    fn accumulator(
+        &self,
+        _args: datafusion::logical_expr::function::AccumulatorArgs,
+    ) -> DfResult<Box<dyn datafusion::logical_expr::Accumulator>> {
+        Err(datafusion::error::DataFusionError::Internal(format!(
+            "{}() should have been rewritten to {}_value(... ORDER BY ...) during planning",
+            self.name(),
+            self.name()
+        )))
+    }
+
+    fn simplify(
+        &self,
+    ) -> Option<datafusion::logical_expr::function::AggregateFunctionSimplification> {
+        let last = self.last;
+        Some(Box::new(move |agg, _ctx| {
+            use datafusion::logical_expr::ExprFunctionExt;
+            let mut args = agg.params.args.into_iter();
+            let (Some(value), Some(time)) = (args.next(), args.next()) else {
+                return Err(datafusion::error::DataFusionError::Plan(
+                    "first/last take (value, time)".into(),
+                ));
+            };
+            let udaf = if last {
+                datafusion::functions_aggregate::first_last::last_value_udaf()
+            } else {
+                datafusion::functions_aggregate::first_last::first_value_udaf()
+            };
+            let mut builder = udaf
+                .call(vec![value])
+                .order_by(vec![time.sort(true, false)]);
+            if let Some(f) = agg.params.filter {
+                builder = builder.filter(*f);
+            }
+            builder.build()
+        }))
+    }
+}

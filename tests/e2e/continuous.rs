@@ -10,7 +10,8 @@ const AGGS: &str = "count(*) AS n, count(v) AS nv, sum(v) AS s, min(v) AS lo, ma
     avg(v) AS a, stddev(v) AS sd, stddev_pop(v) AS sdp, var_samp(v) AS vs, var_pop(v) AS vp, \
     first_value(v ORDER BY time) AS fv, last_value(v ORDER BY time) AS lv, \
     approx_distinct(k) AS ad, approx_percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p90, \
-    bool_or(v > 90) AS any_hot, max(v) FILTER (WHERE k = 'a') AS hi_a, count(*) FILTER (WHERE v > 50) AS big";
+    bool_or(v > 90) AS any_hot, max(v) FILTER (WHERE k = 'a') AS hi_a, count(*) FILTER (WHERE v > 50) AS big, \
+    first(v, time) AS f2, last(v, time) AS l2";
 
 fn defining(bucket: &str) -> String {
     format!(
@@ -216,7 +217,8 @@ async fn view_with_where_and_a_filtered_bucket_read() {
     );
     c.batch_execute(
         "CREATE MATERIALIZED VIEW cpu_1m AS SELECT time_bucket('1 minute', time) AS bucket, hostname, \
-         avg(u) AS avg_u, max(u) AS max_u, count(*) AS n FROM cpu WHERE region = 'x' GROUP BY bucket, hostname",
+         avg(u) AS avg_u, max(u) AS max_u, count(*) AS n, first(u, time) AS fu, last(u, time) AS lu \
+         FROM cpu WHERE region = 'x' GROUP BY bucket, hostname",
     )
     .await
     .unwrap();
