@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -933,9 +933,4 @@ impl TableSnapshot {
         }
         Ok(plan)
     }
-}
-
-/// Extracts a timestamp array's values, for tests and tools.
-pub fn timestamps(array: &dyn Array) -> Option<&TimestampNanosecondArray> {
-    array.as_any().downcast_ref::<TimestampNanosecondArray>()
 }

@@ -4,8 +4,6 @@
 //! every field is the value of the latest row that set it (non-null), which is line protocol's
 //! upsert semantics: a later point that sets only `f2` keeps the earlier `f1`.
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -139,6 +137,3 @@ pub fn filter_time(
         batch, &mask,
     )?)
 }
-
-/// Shared handle to a batch list.
-pub type Batches = Arc<Vec<RecordBatch>>;

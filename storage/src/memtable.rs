@@ -7,7 +7,6 @@
 //! deduplication when that flag is set.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, TimestampNanosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -141,6 +140,3 @@ impl TableMemtable {
         }
     }
 }
-
-/// Shared handle to a frozen memtable.
-pub type FrozenRef = Arc<FrozenMemtable>;

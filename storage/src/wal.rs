@@ -289,9 +289,4 @@ impl WalWriter {
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }
-
-    /// First sequence number of the current file.
-    pub fn file_first_seq(&self) -> u64 {
-        self.file_first_seq
-    }
 }
