@@ -437,16 +437,13 @@ impl ContinuousAggregate {
     }
 
     /// Derives what a write batch contributes; runs in the writer, outside locks.
-    fn prepare(&self, db: &Db, batch: &RecordBatch) -> PreparedWrite {
-        let times: Vec<i64> = batch
+    fn prepare(&self, batch: &RecordBatch, hashes: &[u64]) -> PreparedWrite {
+        let times: &[i64] = batch
             .column(self.source.time_index())
             .as_any()
             .downcast_ref::<TimestampNanosecondArray>()
-            .map(|a| a.values().to_vec())
+            .map(|a| a.values().as_ref())
             .unwrap_or_default();
-        let hashes = db
-            .series_hashes(&self.source, batch)
-            .unwrap_or_else(|_| vec![0; times.len()]);
         let states = match self.partial(vec![batch.clone()]) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -456,7 +453,7 @@ impl ContinuousAggregate {
         };
         PreparedWrite {
             states,
-            rows: hashes.into_iter().zip(times).collect(),
+            rows: hashes.iter().copied().zip(times.iter().copied()).collect(),
         }
     }
 
@@ -602,27 +599,9 @@ impl ContinuousAggregate {
     }
 
     fn bucket_range(&self, states: Vec<RecordBatch>, lo: i64, hi: i64) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::with_capacity(states.len());
-        for b in states {
-            let Some(buckets) = b
-                .column(self.bucket_index)
-                .as_any()
-                .downcast_ref::<TimestampNanosecondArray>()
-            else {
-                out.push(b);
-                continue;
-            };
-            let mask: BooleanArray = buckets
-                .iter()
-                .map(|v| Some(v.is_some_and(|v| v >= lo && v <= hi)))
-                .collect();
-            let f = datafusion::arrow::compute::filter_record_batch(&b, &mask)
-                .map_err(|e| df_err(e.into()))?;
-            if f.num_rows() > 0 {
-                out.push(f);
-            }
-        }
-        Ok(out)
+        filter_rows(&states, self.bucket_index, |v| {
+            v.is_some_and(|v| v >= lo && v <= hi)
+        })
     }
 
     /// Name of the bucket column in the view's output, for pruning reads by bucket.
@@ -646,52 +625,46 @@ impl ContinuousAggregate {
             .last()
             .map_or(0, |b| b.saturating_add(self.width_ns - 1));
         let raw = snapshot.read_all(lo, hi)?;
-        let ti = self.source.time_index();
-        let mut keep_raw = Vec::with_capacity(raw.len());
-        for b in raw {
-            let times = b
-                .column(ti)
-                .as_any()
-                .downcast_ref::<TimestampNanosecondArray>()
-                .cloned();
-            let Some(times) = times else { continue };
-            let mask: BooleanArray = times
-                .values()
-                .iter()
-                .map(|t| Some(dirty.contains(&self.bucket_of(*t))))
-                .collect();
-            keep_raw.push(
-                datafusion::arrow::compute::filter_record_batch(&b, &mask)
-                    .map_err(|e| df_err(e.into()))?,
-            );
-        }
+        let keep_raw = filter_rows(&raw, self.source.time_index(), |t| {
+            t.is_some_and(|t| dirty.contains(&self.bucket_of(t)))
+        })?;
         let fresh = self.partial(keep_raw).map_err(df_err)?;
-        let mut kept = Vec::with_capacity(st.states.len() + fresh.len());
-        for b in &st.states {
-            let Some(buckets) = b
-                .column(self.bucket_index)
-                .as_any()
-                .downcast_ref::<TimestampNanosecondArray>()
-            else {
-                kept.push(b.clone());
-                continue;
-            };
-            let mask: BooleanArray = buckets
-                .iter()
-                .map(|v| Some(v.is_none_or(|v| !dirty.contains(&v))))
-                .collect();
-            let f = datafusion::arrow::compute::filter_record_batch(b, &mask)
-                .map_err(|e| df_err(e.into()))?;
-            if f.num_rows() > 0 {
-                kept.push(f);
-            }
-        }
+        let mut kept = filter_rows(&st.states, self.bucket_index, |b| {
+            b.is_none_or(|b| !dirty.contains(&b))
+        })?;
         kept.extend(fresh);
         st.states = kept;
         st.generation += 1;
         st.version += 1;
         Ok(())
     }
+}
+
+/// Keeps the rows of `batches` whose timestamp in column `col` satisfies `keep`; drops batches
+/// left empty. A batch whose column is not a nanosecond timestamp is kept whole.
+fn filter_rows(
+    batches: &[RecordBatch],
+    col: usize,
+    keep: impl Fn(Option<i64>) -> bool,
+) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let Some(ts) = b
+            .column(col)
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+        else {
+            out.push(b.clone());
+            continue;
+        };
+        let mask: BooleanArray = ts.iter().map(|v| Some(keep(v))).collect();
+        let f = datafusion::arrow::compute::filter_record_batch(b, &mask)
+            .map_err(|e| df_err(e.into()))?;
+        if f.num_rows() > 0 {
+            out.push(f);
+        }
+    }
+    Ok(out)
 }
 
 /// How far behind the newest row of its series a row may be and still be checked exactly for
@@ -743,6 +716,7 @@ struct PreparedWrite {
 /// between preparation and commit still get their share, and each view's partial states.
 struct ViewsPrepared {
     batch: RecordBatch,
+    hashes: Vec<u64>,
     views: Vec<(Arc<ContinuousAggregate>, PreparedWrite)>,
 }
 
@@ -1171,7 +1145,12 @@ impl ViewRegistry {
 }
 
 impl CommitHook for ViewRegistry {
-    fn prepare(&self, table: &Arc<TableSchema>, batch: &RecordBatch) -> Option<CommitPrepared> {
+    fn prepare(
+        &self,
+        table: &Arc<TableSchema>,
+        batch: &RecordBatch,
+        series_hashes: &[u64],
+    ) -> Option<CommitPrepared> {
         let views: Vec<Arc<ContinuousAggregate>> = self
             .views
             .read()
@@ -1182,12 +1161,13 @@ impl CommitHook for ViewRegistry {
         let views = views
             .into_iter()
             .map(|v| {
-                let p = v.prepare(&self.db, batch);
+                let p = v.prepare(batch, series_hashes);
                 (v, p)
             })
             .collect();
         Some(Box::new(ViewsPrepared {
             batch: batch.clone(),
+            hashes: series_hashes.to_vec(),
             views,
         }))
     }
@@ -1196,7 +1176,11 @@ impl CommitHook for ViewRegistry {
         let Ok(prepared) = prepared.downcast::<ViewsPrepared>() else {
             return;
         };
-        let ViewsPrepared { batch, mut views } = *prepared;
+        let ViewsPrepared {
+            batch,
+            hashes,
+            mut views,
+        } = *prepared;
         let current: Vec<Arc<ContinuousAggregate>> = self
             .views
             .read()
@@ -1209,7 +1193,7 @@ impl CommitHook for ViewRegistry {
             // dropped or replaced meanwhile are skipped.
             let p = match views.iter().position(|(pv, _)| Arc::ptr_eq(pv, &v)) {
                 Some(i) => views.swap_remove(i).1,
-                None => v.prepare(&self.db, &batch),
+                None => v.prepare(&batch, &hashes),
             };
             v.apply(p);
         }

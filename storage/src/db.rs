@@ -89,8 +89,14 @@ pub struct RecoveryReport {
 /// runs in the committer, in sequence order, while the batch enters the memtable, so readers
 /// that hold [`Db::commit_barrier`] see both or neither.
 pub trait CommitHook: Send + Sync {
-    /// Derives what the commit of `batch` (already in the full table schema) needs.
-    fn prepare(&self, table: &Arc<TableSchema>, batch: &RecordBatch) -> Option<Prepared>;
+    /// Derives what the commit of `batch` (already in the full table schema) needs;
+    /// `series_hashes` are the engine's per-row series hashes of the batch.
+    fn prepare(
+        &self,
+        table: &Arc<TableSchema>,
+        batch: &RecordBatch,
+        series_hashes: &[u64],
+    ) -> Option<Prepared>;
     /// Applies it. Must not call back into the [`Db`].
     fn apply(&self, table_id: u64, prepared: Prepared);
 }
@@ -314,7 +320,7 @@ impl Db {
         }
         let hashes = series_hashes(schema, &batch)?;
         let hook = self.inner.hook.read().clone();
-        let prepared = hook.and_then(|h| h.prepare(schema, &batch));
+        let prepared = hook.and_then(|h| h.prepare(schema, &batch, &hashes));
         let encoded = wal::encode_batch(&batch)?;
         self.wait_for_memory().await;
         let (reply, rx) = oneshot::channel();
