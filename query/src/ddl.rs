@@ -158,6 +158,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
         id: 0,
         name,
         columns,
+        retention_ns: None,
     })
 }
 

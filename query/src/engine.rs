@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -29,13 +30,23 @@ use crate::functions::{FirstLast, TimeBucket};
 
 /// The PostgreSQL version Eddy reports to clients.
 pub const PG_SERVER_VERSION: &str = "16.6";
+/// [`PG_SERVER_VERSION`] as `server_version_num`.
+pub const PG_SERVER_VERSION_NUM: &str = "160006";
 
 /// Shared state of the SQL engine; one per server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryEngine {
     db: Db,
-    catalog: Arc<dyn CatalogProvider>,
     views: Arc<ViewRegistry>,
+    /// Catalog, functions and pg_catalog set up once; each session starts from a copy, so
+    /// a connection costs no catalog loading and OIDs stay the same across sessions.
+    template: Arc<SessionState>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").finish_non_exhaustive()
+    }
 }
 
 /// A statement as the engine takes it.
@@ -82,6 +93,13 @@ pub enum Prepared {
     },
     /// `REFRESH MATERIALIZED VIEW`.
     RefreshView(String),
+    /// `ALTER TABLE ... SET (retention = ...)`.
+    SetRetention {
+        /// The table.
+        table: String,
+        /// The new retention; `None` keeps rows forever.
+        retention_ns: Option<i64>,
+    },
     /// A session statement accepted without effect on data (BEGIN, COMMIT, SET ...).
     Accept(&'static str),
     /// `SHOW name` of a PostgreSQL setting.
@@ -117,12 +135,38 @@ impl std::fmt::Debug for Output {
 
 impl QueryEngine {
     /// An engine over a storage engine; restores continuous aggregates from their source data.
-    pub async fn open(db: Db) -> Result<Self> {
+    pub async fn open(db: Db, query_memory_bytes_max: usize) -> Result<Self> {
         let views = ViewRegistry::open(db.clone()).await?;
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let _ =
             catalog.register_schema(SCHEMA, Arc::new(EddySchema::new(db.clone(), views.clone())));
-        Ok(Self { db, catalog, views })
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        // One pool for all sessions: the limit is on what the server's queries hold together.
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(query_memory_bytes_max, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_catalog(DATABASE, catalog as Arc<dyn CatalogProvider>);
+        ctx.register_udf(TimeBucket::udf());
+        ctx.register_udaf(FirstLast::first());
+        ctx.register_udaf(FirstLast::last());
+        // pg_catalog and the functions clients call on connect (format_type,
+        // pg_table_is_visible, has_*_privilege, quote_ident, ...), shared by every session.
+        datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            DATABASE,
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| QueryError::from(*e))?;
+        ctx.register_udf(crate::functions::version_udf());
+        Ok(Self {
+            db,
+            views,
+            template: Arc::new(ctx.state()),
+        })
     }
 
     /// The continuous aggregates.
@@ -137,19 +181,13 @@ impl QueryEngine {
 
     /// A new session (one per client connection): its own settings, shared tables.
     pub fn session(&self) -> QuerySession {
-        let config = SessionConfig::new()
-            .with_default_catalog_and_schema(DATABASE, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
-        ctx.register_catalog(DATABASE, self.catalog.clone());
-        ctx.register_udf(TimeBucket::udf());
-        ctx.register_udaf(FirstLast::first());
-        ctx.register_udaf(FirstLast::last());
+        let ctx = SessionContext::new_with_state((*self.template).clone());
+        let vars = Arc::new(Mutex::new(HashMap::new()));
+        ctx.register_udf(crate::functions::current_setting_udf(vars.clone()));
         QuerySession {
             engine: self.clone(),
             ctx,
-            vars: Mutex::new(HashMap::new()),
+            vars,
         }
     }
 }
@@ -158,8 +196,11 @@ impl QueryEngine {
 pub struct QuerySession {
     engine: QueryEngine,
     ctx: SessionContext,
-    vars: Mutex<HashMap<String, String>>,
+    vars: SessionVars,
 }
+
+/// Settings a session changed with `SET`, by lower-case name.
+pub type SessionVars = Arc<Mutex<HashMap<String, String>>>;
 
 impl std::fmt::Debug for QuerySession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,10 +213,24 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if let Some(name) = refresh_target(sql) {
         return Ok(vec![Statement::RefreshView(name)]);
     }
-    let stmts =
-        DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(QueryError::from)?;
-    Ok(stmts.into_iter().map(Statement::Sql).collect())
+    // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
+    // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them.
+    match PG_PARSER.parse(sql) {
+        Ok(stmts) => Ok(stmts
+            .into_iter()
+            .map(|s| Statement::Sql(DfStatement::Statement(Box::new(s))))
+            .collect()),
+        // DataFusion's own statements (and its error messages with positions).
+        Err(_) => {
+            let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+                .map_err(QueryError::from)?;
+            Ok(stmts.into_iter().map(Statement::Sql).collect())
+        }
+    }
 }
+
+static PG_PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
+    std::sync::LazyLock::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
 
 /// `REFRESH MATERIALIZED VIEW name` (the only statement of `sql`), as the view name.
 fn refresh_target(sql: &str) -> Option<String> {
@@ -201,6 +256,11 @@ fn refresh_target(sql: &str) -> Option<String> {
 }
 
 impl QuerySession {
+    /// The engine this session belongs to.
+    pub fn engine(&self) -> &QueryEngine {
+        &self.engine
+    }
+
     /// The DataFusion context of this session.
     pub fn context(&self) -> &SessionContext {
         &self.ctx
@@ -259,16 +319,47 @@ impl QuerySession {
             SqlStatement::Copy { .. } => Err(QueryError::unsupported(
                 "COPY is not supported yet; write with INSERT or line protocol over HTTP",
             )),
-            SqlStatement::CreateView(cv) if cv.materialized => {
-                if !matches!(
-                    cv.options,
-                    datafusion::sql::sqlparser::ast::CreateTableOptions::None
-                ) {
-                    return Err(QueryError::unsupported(format!(
-                        "view options ({}) are not supported yet; per-view retention is planned",
-                        cv.options
-                    )));
+            SqlStatement::AlterTable(at) => {
+                use datafusion::sql::sqlparser::ast::AlterTableOperation;
+                let name = ddl::table_name(&at.name)?;
+                match at.operations.as_slice() {
+                    [AlterTableOperation::SetOptionsParens { options }] => {
+                        let text = retention_option(options)?.ok_or_else(|| {
+                            QueryError::unsupported(
+                                "ALTER TABLE ... SET supports (retention = '...')",
+                            )
+                        })?;
+                        let retention_ns = match text.to_lowercase().as_str() {
+                            "none" | "forever" | "infinite" => None,
+                            _ => Some(crate::continuous::parse_retention(&text)?),
+                        };
+                        Ok(Prepared::SetRetention {
+                            table: name,
+                            retention_ns,
+                        })
+                    }
+                    _ => Err(QueryError::unsupported(
+                        "ALTER TABLE supports only SET (retention = '30 days'); columns are added by writing them",
+                    )),
                 }
+            }
+            SqlStatement::CreateView(cv) if cv.materialized => {
+                use datafusion::sql::sqlparser::ast::CreateTableOptions;
+                let retention = match &cv.options {
+                    CreateTableOptions::None => None,
+                    CreateTableOptions::With(options) => {
+                        let r = retention_option(options)?;
+                        if let Some(r) = &r {
+                            crate::continuous::parse_retention(r)?;
+                        }
+                        r
+                    }
+                    other => {
+                        return Err(QueryError::unsupported(format!(
+                            "view options {other} are not supported; use WITH (retention = '90 days')"
+                        )));
+                    }
+                };
                 if !cv.columns.is_empty() {
                     return Err(QueryError::unsupported(
                         "a column list on CREATE MATERIALIZED VIEW is not supported; name the columns with AS in the SELECT",
@@ -278,6 +369,8 @@ impl QuerySession {
                     def: ViewDef {
                         name: ddl::table_name(&cv.name)?,
                         query: cv.query.to_string(),
+                        id: 0,
+                        retention,
                     },
                     if_not_exists: cv.if_not_exists,
                 })
@@ -326,27 +419,7 @@ impl QuerySession {
 
     /// The value of a PostgreSQL setting clients ask for, if Eddy knows it.
     pub fn setting(&self, name: &str) -> Option<String> {
-        if let Some(v) = self.vars.lock().get(name) {
-            return Some(v.clone());
-        }
-        Some(
-            match name {
-                "server_version" => PG_SERVER_VERSION,
-                "server_version_num" => "160006",
-                "timezone" | "time zone" => "UTC",
-                "client_encoding" | "server_encoding" => "UTF8",
-                "datestyle" => "ISO, MDY",
-                "intervalstyle" => "postgres",
-                "integer_datetimes" => "on",
-                "standard_conforming_strings" => "on",
-                "search_path" => "public",
-                "transaction isolation level" | "transaction_isolation" => "read committed",
-                "is_superuser" => "on",
-                "max_identifier_length" => "63",
-                _ => return None,
-            }
-            .to_string(),
-        )
+        setting(&self.vars, name)
     }
 
     async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
@@ -412,6 +485,16 @@ impl QuerySession {
                     self.engine.views.drop_view(n, *if_exists).await?;
                 }
                 Ok(Output::Command("DROP MATERIALIZED VIEW".into()))
+            }
+            Prepared::SetRetention {
+                table,
+                retention_ns,
+            } => {
+                self.engine
+                    .db
+                    .catalog()
+                    .set_retention(table, *retention_ns)?;
+                Ok(Output::Command("ALTER TABLE".into()))
             }
             Prepared::RefreshView(name) => {
                 self.engine.views.refresh(name).await?;
@@ -512,6 +595,42 @@ fn inserted_rows(batches: &[RecordBatch]) -> u64 {
         .sum()
 }
 
+/// The value of a PostgreSQL setting as a session sees it: what it `SET`, else Eddy's default.
+pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
+    let name = name.to_lowercase();
+    if let Some(v) = vars.lock().get(&name) {
+        return Some(v.clone());
+    }
+    Some(
+        match name.as_str() {
+            "server_version" => PG_SERVER_VERSION,
+            "server_version_num" => PG_SERVER_VERSION_NUM,
+            "timezone" | "time zone" => "UTC",
+            "client_encoding" | "server_encoding" => "UTF8",
+            "datestyle" => "ISO, MDY",
+            "intervalstyle" => "postgres",
+            "integer_datetimes" => "on",
+            "standard_conforming_strings" => "on",
+            "search_path" => "\"$user\", public",
+            "transaction isolation level" | "transaction_isolation" => "read committed",
+            "default_transaction_isolation" => "read committed",
+            "default_transaction_read_only" | "transaction_read_only" => "off",
+            "is_superuser" => "on",
+            "max_identifier_length" => "63",
+            "max_index_keys" => "32",
+            "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric"
+            | "lc_time" => "C",
+            "application_name" => "",
+            "extra_float_digits" => "1",
+            "bytea_output" => "hex",
+            "block_size" => "8192",
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => "0",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
 /// `SET name = value` / `SET name TO value` as (lower-case name, value without quotes).
 fn parse_set(text: &str) -> Option<(String, String)> {
     let rest = text
@@ -557,4 +676,44 @@ mod tests {
             Some(("application_name".into(), "psql".into()))
         );
     }
+}
+
+/// The `retention` of a `WITH (...)`/`SET (...)` option list, as written; other options are
+/// errors naming them.
+fn retention_option(
+    options: &[datafusion::sql::sqlparser::ast::SqlOption],
+) -> Result<Option<String>> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, SqlOption, Value};
+    let mut retention = None;
+    for o in options {
+        match o {
+            SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case("retention") => {
+                let SqlExpr::Value(v) = value else {
+                    return Err(QueryError::new(
+                        "22023",
+                        format!(
+                            "retention must be a quoted interval such as '90 days', got {value}"
+                        ),
+                    ));
+                };
+                match &v.value {
+                    Value::SingleQuotedString(s) => retention = Some(s.clone()),
+                    other => {
+                        return Err(QueryError::new(
+                            "22023",
+                            format!(
+                                "retention must be a quoted interval such as '90 days', got {other}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(QueryError::unsupported(format!(
+                    "option {other} is not supported; the only option is retention"
+                )));
+            }
+        }
+    }
+    Ok(retention)
 }

@@ -40,6 +40,7 @@ pub fn storage_sqlstate(e: &StorageError) -> &'static str {
         StorageError::InvalidSchema { reason, .. } if reason.contains("may not be null") => "23502",
         StorageError::InvalidSchema { .. } => "42P16",
         StorageError::LimitExceeded(_) => "54000",
+        StorageError::BeyondRetention { .. } => "23514",
         StorageError::ShutDown(_) => "57P01",
         StorageError::Io { .. } => "58030",
         StorageError::Corrupt { .. } => "XX001",
@@ -93,6 +94,11 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::Execution(m) if m.contains("cancel") => "57014",
             DataFusionError::Execution(_) => "22000",
             _ => "XX000",
+        };
+        let message = if sqlstate == "53200" {
+            format!("{message} (all running queries together may use query_memory_bytes_max)")
+        } else {
+            message
         };
         QueryError::new(sqlstate, message)
     }

@@ -146,3 +146,62 @@ impl datafusion::logical_expr::AggregateUDFImpl for FirstLast {
         }))
     }
 }
+
+/// `version()`: what PostgreSQL prints, so clients that parse it (`PostgreSQL X.Y ...`) accept
+/// Eddy, followed by Eddy's own version.
+pub fn version_udf() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL {} (Eddy {}) on {}-linux, compiled by rustc, 64-bit",
+        crate::engine::PG_SERVER_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    datafusion::logical_expr::create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Immutable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
+}
+
+/// `current_setting(name)`: the session's value of a PostgreSQL setting (what it `SET`, else
+/// Eddy's default); an unknown name is an error, as in PostgreSQL.
+pub fn current_setting_udf(vars: crate::engine::SessionVars) -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let lookup = |name: Option<&str>| -> DfResult<Option<String>> {
+                let Some(name) = name else { return Ok(None) };
+                crate::engine::setting(&vars, name)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "unrecognized configuration parameter \"{name}\""
+                        ))
+                    })
+            };
+            match &args[0] {
+                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(
+                    ScalarValue::Utf8(lookup(v.as_deref())?),
+                )),
+                ColumnarValue::Array(a) => {
+                    let names = datafusion::common::cast::as_string_array(a)?;
+                    let values = names
+                        .iter()
+                        .map(lookup)
+                        .collect::<DfResult<datafusion::arrow::array::StringArray>>()?;
+                    Ok(ColumnarValue::Array(Arc::new(values)))
+                }
+                other => Err(datafusion::error::DataFusionError::Execution(format!(
+                    "current_setting takes a setting name, got {other:?}"
+                ))),
+            }
+        }),
+    )
+}

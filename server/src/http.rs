@@ -16,7 +16,9 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use eddy_storage::{Db, StorageError};
+use datafusion::arrow::array::{Array, BooleanArray, TimestampNanosecondArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_storage::{Db, StorageError, TableSchema};
 use serde_json::json;
 
 use crate::lineproto::{self, LineError, Precision};
@@ -278,6 +280,13 @@ pub async fn ingest(
                 continue;
             }
         };
+        let (batch, lines) = match drop_expired(db, &schema, batch, lines, &mut outcome.errors) {
+            Ok(kept) => kept,
+            Err(e) => return Err(e.into()),
+        };
+        if lines.is_empty() {
+            continue;
+        }
         match db.write_to(&schema, batch).await {
             Ok(_) => outcome.lines_written += lines.len(),
             Err(e @ StorageError::TypeConflict { .. }) => {
@@ -292,6 +301,59 @@ pub async fn ingest(
     }
     outcome.errors.sort_by_key(|e| e.line);
     Ok(outcome)
+}
+
+/// Removes the rows older than the table's retention, reporting their lines; returns the rest.
+fn drop_expired(
+    db: &Db,
+    schema: &TableSchema,
+    batch: RecordBatch,
+    lines: Vec<usize>,
+    errors: &mut Vec<LineError>,
+) -> Result<(RecordBatch, Vec<usize>), datafusion::arrow::error::ArrowError> {
+    let floor = db.retention_floor(schema);
+    if floor == i64::MIN {
+        return Ok((batch, lines));
+    }
+    let Some(times) = batch
+        .column(schema.time_index())
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+    else {
+        return Ok((batch, lines));
+    };
+    if times.values().iter().all(|&t| t >= floor) {
+        return Ok((batch, lines));
+    }
+    let keep: BooleanArray = times.values().iter().map(|&t| Some(t >= floor)).collect();
+    let retention = schema
+        .def()
+        .retention_ns
+        .or_else(|| {
+            db.catalog()
+                .get(schema.name())
+                .and_then(|t| t.def().retention_ns)
+        })
+        .unwrap_or_default();
+    let message = format!(
+        "table \"{}\" keeps {}: rows before {} are rejected",
+        schema.name(),
+        eddy_storage::db::describe_span(retention),
+        eddy_storage::db::rfc3339(floor)
+    );
+    let mut kept_lines = Vec::with_capacity(lines.len());
+    for (i, line) in lines.into_iter().enumerate() {
+        if keep.value(i) {
+            kept_lines.push(line);
+        } else {
+            errors.push(LineError {
+                line,
+                message: message.clone(),
+            });
+        }
+    }
+    let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
+    Ok((batch, kept_lines))
 }
 
 enum GunzipError {

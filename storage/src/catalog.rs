@@ -135,6 +135,7 @@ impl Catalog {
                     id: *next_id,
                     name: table.to_string(),
                     columns: cols,
+                    retention_ns: None,
                 };
                 (def, *next_id + 1)
             }
@@ -143,6 +144,22 @@ impl Catalog {
         tables.insert(table.to_string(), schema.clone());
         self.persist(&tables, new_id)?;
         *next_id = new_id;
+        *self.tables.write() = tables;
+        Ok(schema)
+    }
+
+    /// Sets (or with `None` clears) how long a table keeps its rows.
+    pub fn set_retention(&self, name: &str, retention_ns: Option<i64>) -> Result<Arc<TableSchema>> {
+        let next_id = self.change.lock();
+        let mut tables = self.tables.read().clone();
+        let t = tables
+            .get(name)
+            .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
+        let mut def = t.def().clone();
+        def.retention_ns = retention_ns;
+        let schema = Arc::new(TableSchema::new(def)?);
+        tables.insert(name.to_string(), schema.clone());
+        self.persist(&tables, *next_id)?;
         *self.tables.write() = tables;
         Ok(schema)
     }

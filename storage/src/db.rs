@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -99,6 +99,12 @@ pub trait CommitHook: Send + Sync {
     ) -> Option<Prepared>;
     /// Applies it. Must not call back into the [`Db`].
     fn apply(&self, table_id: u64, prepared: Prepared);
+    /// Saves the derived state durably (called by the flusher and at close, not under the
+    /// commit barrier); returns the WAL sequence number up to which the saved state covers
+    /// all commits, so the WAL is kept above it, or `None` if the hook needs no WAL.
+    fn checkpoint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a [`CommitHook`] prepared for one batch.
@@ -315,6 +321,7 @@ impl Db {
             return Err(StorageError::ShutDown(reason));
         }
         let batch = validate(schema, &batch)?;
+        self.check_retention(schema, &batch)?;
         if batch.num_rows() == 0 {
             return Ok(self.inner.state.read().active.last_seq);
         }
@@ -368,6 +375,13 @@ impl Db {
         *self.inner.hook.write() = Some(hook);
     }
 
+    /// Asks the commit hook to save its derived state now (after it was rebuilt, so it does
+    /// not depend on raw data that retention may drop); returns the position it covers.
+    pub fn checkpoint_hook(&self) -> Option<u64> {
+        let hook = self.inner.hook.read().clone();
+        hook.and_then(|h| h.checkpoint())
+    }
+
     /// Blocks commits while held: a snapshot taken under it matches the state the commit hook
     /// has applied, write for write.
     pub fn commit_barrier(&self) -> parking_lot::MutexGuard<'_, ()> {
@@ -377,6 +391,68 @@ impl Db {
     /// Series hashes of a batch in the table schema (one per row), as the engine computes them.
     pub fn series_hashes(&self, schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<u64>> {
         series_hashes(schema, batch)
+    }
+
+    /// Sequence number of the last write applied (visible to readers); under
+    /// [`Db::commit_barrier`] it matches the state the commit hook has applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.state.read().active.last_seq
+    }
+
+    /// Makes every WAL record written so far durable.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.inner.wal.lock().sync()
+    }
+
+    /// Reads back, without changing anything, every WAL record with `seq > after_seq` of
+    /// tables still in the catalog. Returns `false` when the WAL no longer holds all of them
+    /// (its files from there on were removed).
+    pub fn scan_wal(&self, after_seq: u64, mut f: impl FnMut(u64, &RecordBatch)) -> Result<bool> {
+        let dir = self.inner.config.data_dir.join("wal");
+        wal::scan(&dir, after_seq, |rec| {
+            f(rec.table_id, &rec.batch);
+            Ok(())
+        })
+    }
+
+    /// The first instant a table still keeps (the start of its oldest retained day), or
+    /// `i64::MIN` when it keeps everything.
+    pub fn retention_floor(&self, schema: &TableSchema) -> i64 {
+        let current = self.inner.catalog.get_by_id(schema.def().id);
+        let retention = current
+            .as_ref()
+            .map_or(schema.def().retention_ns, |t| t.def().retention_ns);
+        match retention {
+            Some(r) => retention_floor(now_ns(), r),
+            None => i64::MIN,
+        }
+    }
+
+    fn check_retention(&self, schema: &TableSchema, batch: &RecordBatch) -> Result<()> {
+        let floor = self.retention_floor(schema);
+        if floor == i64::MIN {
+            return Ok(());
+        }
+        let oldest = batch
+            .column(schema.time_index())
+            .as_any()
+            .downcast_ref::<TimestampNanosecondArray>()
+            .and_then(datafusion::arrow::compute::min);
+        match oldest {
+            Some(t) if t < floor => Err(StorageError::BeyondRetention {
+                table: schema.name().to_string(),
+                retention: describe_span(
+                    self.inner
+                        .catalog
+                        .get_by_id(schema.def().id)
+                        .and_then(|t| t.def().retention_ns)
+                        .unwrap_or_default(),
+                ),
+                floor: rfc3339(floor),
+                oldest: rfc3339(t),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The data of a table as of now, or `None` if there is no such table.
@@ -456,6 +532,9 @@ impl Db {
     /// after this fail with [`StorageError::ShutDown`].
     pub fn close(&self) -> Result<()> {
         let flushed = self.inner.flush_all();
+        if let Some(h) = self.inner.hook.read().clone() {
+            h.checkpoint();
+        }
         self.inner.commit_tx.lock().take();
         {
             let (lock, cv) = &self.inner.flush_wake;
@@ -487,6 +566,52 @@ impl Inner {
         let (lock, cv) = &self.flush_wake;
         lock.lock().requested = true;
         cv.notify_all();
+    }
+
+    /// Drops the segments of days older than their table's retention.
+    fn enforce_retention(&self) -> Result<()> {
+        let now = now_ns();
+        let floors: BTreeMap<u64, i64> = self
+            .catalog
+            .tables()
+            .iter()
+            .filter_map(|t| Some((t.def().id, retention_floor(now, t.def().retention_ns?))))
+            .collect();
+        if floors.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.flush_lock.lock();
+        let expired = |s: &SegmentMeta| {
+            floors
+                .get(&s.table_id)
+                .is_some_and(|&floor| s.partition < floor.div_euclid(PARTITION_NANOS))
+        };
+        let mut manifest = (*self.state.read().manifest).clone();
+        let (gone, kept): (Vec<_>, Vec<_>) = manifest.segments.into_iter().partition(expired);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        // Derived state (views) must be saved before the raw rows it was built from go.
+        let hook = self.hook.read().clone();
+        if let Some(h) = hook {
+            h.checkpoint();
+        }
+        manifest.segments = kept;
+        manifest.store(&self.config.data_dir)?;
+        self.state.write().manifest = Arc::new(manifest);
+        let rows: u64 = gone.iter().map(|s| s.rows).sum();
+        for s in &gone {
+            let path = self.config.data_dir.join(&s.path);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove expired segment");
+            }
+        }
+        tracing::info!(
+            segments = gone.len(),
+            rows,
+            "dropped segments past retention"
+        );
+        Ok(())
     }
 
     fn flush_all(&self) -> Result<()> {
@@ -556,9 +681,6 @@ impl Inner {
             st.frozen.retain(|f| !Arc::ptr_eq(f, &frozen));
         }
         let flushed_seq = frozen.mem.last_seq;
-        if let Err(e) = self.wal.lock().remove_flushed(flushed_seq) {
-            tracing::warn!(error = %e, "could not remove flushed WAL files");
-        }
         tracing::debug!(
             rows,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -566,6 +688,15 @@ impl Inner {
             "flushed memtable"
         );
         self.flushed.notify_waiters();
+        // Derived state (views) is saved after the data; the WAL is kept for whichever of
+        // the two is older.
+        let hook = self.hook.read().clone();
+        let keep_above = hook
+            .and_then(|h| h.checkpoint())
+            .map_or(flushed_seq, |p| p.min(flushed_seq));
+        if let Err(e) = self.wal.lock().remove_flushed(keep_above) {
+            tracing::warn!(error = %e, "could not remove flushed WAL files");
+        }
         Ok(true)
     }
 }
@@ -701,6 +832,46 @@ fn run_flusher(inner: &Inner) {
             tracing::error!(error = %e, "flush failed; data stays in memory and WAL, will retry");
             std::thread::sleep(Duration::from_secs(1));
         }
+        if let Err(e) = inner.enforce_retention() {
+            tracing::error!(error = %e, "could not drop expired segments; will retry");
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The start of the oldest day a table with `retention_ns` keeps at `now`: whole days
+/// (partitions) are dropped once their end is older than the retention.
+pub fn retention_floor(now: i64, retention_ns: i64) -> i64 {
+    now.saturating_sub(retention_ns).div_euclid(PARTITION_NANOS) * PARTITION_NANOS
+}
+
+/// A span in the largest whole unit that fits (`7 days`, `36 hours`).
+pub fn describe_span(ns: i64) -> String {
+    const UNITS: [(i64, &str); 4] = [
+        (86_400_000_000_000, "days"),
+        (3_600_000_000_000, "hours"),
+        (60_000_000_000, "minutes"),
+        (1_000_000_000, "seconds"),
+    ];
+    for (unit, name) in UNITS {
+        if ns >= unit && ns % unit == 0 {
+            return format!("{} {name}", ns / unit);
+        }
+    }
+    format!("{ns} ns")
+}
+
+/// A nanosecond timestamp as RFC 3339 (UTC).
+pub fn rfc3339(ns: i64) -> String {
+    use datafusion::arrow::datatypes::TimestampNanosecondType;
+    match datafusion::arrow::temporal_conversions::as_datetime::<TimestampNanosecondType>(ns) {
+        Some(dt) => format!("{}", dt.format("%Y-%m-%dT%H:%M:%S%.fZ")),
+        None => format!("{ns} ns"),
     }
 }
 
@@ -842,6 +1013,15 @@ impl TableSnapshot {
         }
         out.retain(|b| b.num_rows() > 0);
         Ok(out)
+    }
+
+    /// The newest time held, if any rows are.
+    pub fn max_time(&self) -> Option<i64> {
+        self.segments
+            .iter()
+            .map(|s| s.max_time)
+            .chain(self.memory.iter().map(|m| m.max_time))
+            .max()
     }
 
     /// Rows in the snapshot (before deduplication of overlapping sources).

@@ -39,6 +39,20 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// Rows older than what the table keeps (their days were already dropped).
+    #[error(
+        "table \"{table}\" keeps {retention}: rows before {floor} are rejected (the oldest written was {oldest})"
+    )]
+    BeyondRetention {
+        /// The table.
+        table: String,
+        /// Its retention, for humans.
+        retention: String,
+        /// First instant still kept (RFC 3339).
+        floor: String,
+        /// Oldest row of the write (RFC 3339).
+        oldest: String,
+    },
     /// A configured limit was hit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),

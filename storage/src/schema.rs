@@ -136,6 +136,10 @@ pub struct TableDef {
     pub name: String,
     /// Columns in schema order; exactly one is the time column.
     pub columns: Vec<ColumnDef>,
+    /// How long rows are kept, in nanoseconds; whole days of data older than this are
+    /// dropped. `None` keeps everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ns: Option<i64>,
 }
 
 /// A table definition with its derived Arrow schema and column roles, shared read-only.

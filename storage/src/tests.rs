@@ -46,6 +46,7 @@ fn def() -> TableDef {
             ColumnDef::new("a", ColumnKind::Field(FieldType::Integer)),
             ColumnDef::new("b", ColumnKind::Field(FieldType::Float)),
         ],
+        retention_ns: None,
     }
 }
 

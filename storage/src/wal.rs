@@ -95,6 +95,29 @@ pub struct ReplayStats {
 pub fn replay(
     dir: &Path,
     after_seq: u64,
+    apply: impl FnMut(WalRecord) -> Result<()>,
+) -> Result<ReplayStats> {
+    read_records(dir, after_seq, true, apply)
+}
+
+/// Reads every record with `seq > after_seq` without changing the files (a bad tail ends the
+/// scan). Returns `false` if files holding some of those records were already removed.
+pub fn scan(
+    dir: &Path,
+    after_seq: u64,
+    apply: impl FnMut(WalRecord) -> Result<()>,
+) -> Result<bool> {
+    let complete = list_files(dir)?
+        .first()
+        .is_none_or(|(first, _)| *first <= after_seq.saturating_add(1));
+    read_records(dir, after_seq, false, apply)?;
+    Ok(complete)
+}
+
+fn read_records(
+    dir: &Path,
+    after_seq: u64,
+    cut_torn_tail: bool,
     mut apply: impl FnMut(WalRecord) -> Result<()>,
 ) -> Result<ReplayStats> {
     let files = list_files(dir)?;
@@ -147,6 +170,9 @@ pub fn replay(
             off += FRAME_HEADER_BYTES + len;
         };
         if let Some(reason) = bad {
+            if !cut_torn_tail {
+                break;
+            }
             if !is_last {
                 return Err(StorageError::Corrupt {
                     path: path.clone(),

@@ -358,3 +358,228 @@ async fn view_created_during_concurrent_writes_counts_every_row_once() {
     wait_ready(&c, "live").await;
     assert_law(&c, "live", "1 hour", "created during writes").await;
 }
+
+/// Hourly roll-up of `m_10m`, and what it must equal over the raw table.
+const ROLLUP: &str = "SELECT time_bucket('1 hour', bucket) AS hour, host, sum(n) AS n, sum(s) AS s, \
+    min(lo) AS lo, max(hi) AS hi FROM m_10m GROUP BY hour, host";
+const ROLLUP_RAW: &str = "SELECT time_bucket('1 hour', time) AS hour, host, count(*) AS n, sum(v) AS s, \
+    min(v) AS lo, max(v) AS hi FROM m GROUP BY hour, host";
+
+async fn assert_rollup(c: &tokio_postgres::Client, context: &str) {
+    let got = rows(c, "SELECT * FROM m_1h").await;
+    assert_eq!(
+        got,
+        rows(c, ROLLUP).await,
+        "{context}: m_1h vs its query over m_10m"
+    );
+    assert_eq!(got, rows(c, ROLLUP_RAW).await, "{context}: m_1h vs raw m");
+    assert!(!got.is_empty(), "{context}: m_1h is empty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_views_equal_their_query_over_raw_data() {
+    let dir = data_dir();
+    let mut s = Server::start_with(dir.path(), &["--memtable-flush-bytes", "65536"]);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let two_days = 2 * 86_400;
+    assert_eq!(
+        s.write_lp(random_lines(&mut rng, 500, two_days)).await.0,
+        204
+    );
+    let c = s.pg().await;
+    c.batch_execute(
+        "CREATE MATERIALIZED VIEW m_10m AS SELECT time_bucket('10 minutes', time) AS bucket, host, \
+         count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM m GROUP BY bucket, host",
+    )
+    .await
+    .unwrap();
+    wait_ready(&c, "m_10m").await;
+    c.batch_execute(&format!("CREATE MATERIALIZED VIEW m_1h AS {ROLLUP}"))
+        .await
+        .unwrap();
+    assert_rollup(&c, "after creation").await;
+    for round in 0..8 {
+        let n = rng.random_range(1..200);
+        let body = if round % 2 == 0 {
+            random_lines(&mut rng, n, two_days)
+        } else {
+            random_lines_in(&mut rng, n, two_days - 600, two_days)
+        };
+        assert_eq!(s.write_lp(body).await.0, 204);
+        assert_rollup(&c, &format!("round {round}")).await;
+    }
+    // The upstream cannot be dropped from under its dependant.
+    let e = c
+        .batch_execute("DROP MATERIALIZED VIEW m_10m")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "2BP01");
+    assert!(db.message().contains("m_1h"), "{}", db.message());
+
+    drop(c);
+    assert_eq!(
+        s.write_lp(random_lines(&mut rng, 100, two_days)).await.0,
+        204
+    );
+    s.kill9();
+    s.restart();
+    let c = s.pg().await;
+    wait_ready(&c, "m_10m").await;
+    assert_rollup(&c, "after kill -9").await;
+    let listed = rows(&c, "SELECT name, source FROM eddy_views").await;
+    assert_eq!(
+        listed,
+        vec![
+            vec!["m_10m".to_string(), "m".into()],
+            vec!["m_1h".to_string(), "m_10m".into()]
+        ]
+    );
+    c.batch_execute("REFRESH MATERIALIZED VIEW m_10m")
+        .await
+        .unwrap();
+    assert_rollup(&c, "after refresh").await;
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Poll `sql` (one integer) until it equals `want`.
+async fn wait_count(c: &tokio_postgres::Client, sql: &str, want: i64, what: &str) {
+    let mut got = -1;
+    for _ in 0..300 {
+        got = c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what}: {sql} gave {got}, expected {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downsampled_views_outlive_the_raw_data_retention() {
+    let dir = data_dir();
+    let mut s = Server::start_with(dir.path(), &["--flush-interval-ms", "200"]);
+    let now = now_s();
+    let day = 86_400;
+    // One row per host every 10 minutes over the last 10 days.
+    let mut body = String::new();
+    let mut t = now - 10 * day;
+    let mut i = 0u64;
+    while t < now {
+        for host in ["a", "b"] {
+            body.push_str(&format!("m,host={host} v={} {t}000000000\n", i % 97));
+            i += 1;
+        }
+        t += 600;
+    }
+    assert_eq!(s.write_lp(body).await.0, 204);
+    let c = s.pg().await;
+    let hourly = "SELECT time_bucket('1 hour', time) AS hour, host, count(*) AS n, sum(v) AS s, \
+        max(v) AS hi FROM m GROUP BY hour, host";
+    c.batch_execute(&format!("CREATE MATERIALIZED VIEW m_hourly AS {hourly}"))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE MATERIALIZED VIEW m_recent WITH (retention = '5 days') AS {hourly}"
+    ))
+    .await
+    .unwrap();
+    wait_ready(&c, "m_hourly").await;
+    wait_ready(&c, "m_recent").await;
+    let everything = rows(&c, hourly).await;
+    assert_eq!(rows(&c, "SELECT * FROM m_hourly").await, everything);
+
+    // The raw table keeps 3 days: older whole days are dropped once flushed.
+    c.batch_execute("ALTER TABLE m SET (retention = '3 days')")
+        .await
+        .unwrap();
+    let floor_s = (now - 3 * day).div_euclid(day) * day;
+    let floor = format!("to_timestamp({floor_s})");
+    wait_count(
+        &c,
+        &format!("SELECT count(*) FROM m WHERE time < {floor}"),
+        0,
+        "raw rows past retention",
+    )
+    .await;
+    assert!(
+        c.query_one(
+            &format!("SELECT count(*) FROM m WHERE time >= {floor}"),
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            > 0
+    );
+    // The downsampled view keeps every hour; the one with its own retention keeps 5 days.
+    assert_eq!(rows(&c, "SELECT * FROM m_hourly").await, everything);
+    let horizon = now - 5 * day;
+    let recent: Vec<Vec<String>> = rows(
+        &c,
+        &format!("SELECT * FROM m_recent WHERE hour + interval '1 hour' > to_timestamp({horizon})"),
+    )
+    .await;
+    wait_count(
+        &c,
+        &format!(
+            "SELECT count(*) FROM m_recent WHERE hour + interval '1 hour' <= to_timestamp({horizon})"
+        ),
+        0,
+        "view buckets past the view's retention",
+    )
+    .await;
+    assert_eq!(rows(&c, "SELECT * FROM m_recent").await, recent);
+    assert!(recent.len() > 2 * 24 * 4, "{} recent buckets", recent.len());
+
+    // Rows older than the table keeps are rejected by line number; the others are written.
+    let old = (now - 4 * day) * 1_000_000_000;
+    let fresh = now * 1_000_000_000;
+    let (status, resp) = s
+        .write_lp(format!("m,host=a v=1 {old}\nm,host=c v=2 {fresh}\n"))
+        .await;
+    assert_eq!(status, 400, "{resp}");
+    assert!(
+        resp.contains("line 1") || resp.contains("\"line\":1"),
+        "{resp}"
+    );
+    assert!(resp.contains("3 days"), "{resp}");
+    let e = c
+        .batch_execute(&format!(
+            "INSERT INTO m (time, host, v) VALUES (to_timestamp({}), 'z', 1.0)",
+            now - 4 * day
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("3 days"),
+        "{e:?}"
+    );
+    let hourly_now = rows(&c, "SELECT * FROM m_hourly").await;
+
+    // The downsampled state survives a crash although its raw rows are gone.
+    drop(c);
+    s.kill9();
+    s.restart();
+    let c = s.pg().await;
+    wait_ready(&c, "m_hourly").await;
+    assert_eq!(rows(&c, "SELECT * FROM m_hourly").await, hourly_now);
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM m_hourly WHERE host = 'c'").await,
+        vec![vec!["1".to_string()]]
+    );
+    let listed = rows(&c, "SELECT name, retention FROM eddy_views").await;
+    assert_eq!(
+        listed,
+        vec![
+            vec!["m_hourly".to_string(), "NULL".into()],
+            vec!["m_recent".to_string(), "5 days".into()]
+        ]
+    );
+}
