@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # Runs Eddy's whole test suite on a fresh machine: installs the clients the end-to-end tests
-# drive (psql from Debian's postgresql-client), then builds and runs every test in release mode
-# (one build serves the server binary, the tests and the benches).
+# drive (psql, pgjdbc, psqlODBC and a Python venv with psycopg, SQLAlchemy, asyncpg and pyodbc:
+# see scripts/install-test-deps.sh), then builds and runs every test in release mode (one build
+# serves the server binary, the tests and the benches).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_apt=()
-command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+./scripts/install-test-deps.sh
+export EDDY_VENV="${EDDY_VENV:-$HOME/.cache/eddy-venv}"
+export EDDY_PYTHON="$EDDY_VENV/bin/python"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eddy-target}"
 cargo fmt --all -- --check

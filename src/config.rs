@@ -40,6 +40,25 @@ pub struct ServeArgs {
     /// Largest HTTP request body, after decompression [default: 64 MiB].
     #[arg(long, env = "EDDY_REQUEST_BYTES_MAX")]
     pub request_bytes_max: Option<usize>,
+    /// Postgres authentication: trust, password, md5 or scram-sha-256 [default: trust, or
+    /// scram-sha-256 when users are configured].
+    #[arg(long, env = "EDDY_PG_AUTH")]
+    pub pg_auth: Option<String>,
+    /// A Postgres user as NAME:PASSWORD (repeat the flag, or comma-separate in the variable).
+    #[arg(long = "pg-user", env = "EDDY_PG_USERS", value_delimiter = ',')]
+    pub pg_users: Vec<String>,
+    /// PEM certificate chain offered to Postgres clients for TLS (with --pg-tls-key).
+    #[arg(long, env = "EDDY_PG_TLS_CERT")]
+    pub pg_tls_cert: Option<PathBuf>,
+    /// PEM private key for --pg-tls-cert.
+    #[arg(long, env = "EDDY_PG_TLS_KEY")]
+    pub pg_tls_key: Option<PathBuf>,
+    /// Most Postgres connections open at once [default: 256].
+    #[arg(long, env = "EDDY_PG_CONNECTIONS_MAX")]
+    pub pg_connections_max: Option<usize>,
+    /// Memory all running queries may use together, in bytes [default: 4 GiB].
+    #[arg(long, env = "EDDY_QUERY_MEMORY_BYTES_MAX")]
+    pub query_memory_bytes_max: Option<usize>,
 }
 
 /// The `eddy.toml` file: the same settings as the flags, in snake case.
@@ -55,7 +74,17 @@ struct FileConfig {
     memtable_flush_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
     request_bytes_max: Option<usize>,
+    pg_auth: Option<String>,
+    #[serde(default)]
+    pg_users: Vec<String>,
+    pg_tls_cert: Option<PathBuf>,
+    pg_tls_key: Option<PathBuf>,
+    pg_connections_max: Option<usize>,
+    query_memory_bytes_max: Option<usize>,
 }
+
+/// Default of `query_memory_bytes_max`.
+const QUERY_MEMORY_BYTES_MAX: usize = 4 << 30;
 
 /// The settings the server runs with.
 #[derive(Debug, Clone)]
@@ -68,6 +97,10 @@ pub struct Config {
     pub pg_addr: SocketAddr,
     /// HTTP settings.
     pub http: eddy_server::http::HttpConfig,
+    /// Postgres authentication, TLS and limits.
+    pub pg: eddy_server::pg::PgConfig,
+    /// Memory all running queries may use together.
+    pub query_memory_bytes_max: usize,
 }
 
 impl Config {
@@ -78,6 +111,7 @@ impl Config {
             None if Path::new("eddy.toml").exists() => load(Path::new("eddy.toml"))?,
             None => FileConfig::default(),
         };
+        let pg = pg_config(args, &file)?;
         let data_dir = args
             .data_dir
             .clone()
@@ -124,8 +158,49 @@ impl Config {
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(default_http),
             pg_addr: args.pg_addr.or(file.pg_addr).unwrap_or(default_pg),
             http,
+            pg,
+            query_memory_bytes_max: args
+                .query_memory_bytes_max
+                .or(file.query_memory_bytes_max)
+                .unwrap_or(QUERY_MEMORY_BYTES_MAX),
         })
     }
+}
+
+fn pg_config(args: &ServeArgs, file: &FileConfig) -> Result<eddy_server::pg::PgConfig, String> {
+    use eddy_server::pg::{AuthMethod, PgConfig};
+    let mut pg = PgConfig::default();
+    let users = if args.pg_users.is_empty() {
+        &file.pg_users
+    } else {
+        &args.pg_users
+    };
+    for u in users {
+        let (name, password) = u
+            .split_once(':')
+            .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+            .ok_or_else(|| format!("pg user \"{u}\" must be NAME:PASSWORD"))?;
+        pg.users.push((name.to_string(), password.to_string()));
+    }
+    pg.auth = match args.pg_auth.as_deref().or(file.pg_auth.as_deref()) {
+        Some(m) => m.parse::<AuthMethod>()?,
+        None if pg.users.is_empty() => AuthMethod::Trust,
+        None => AuthMethod::ScramSha256,
+    };
+    let cert = args.pg_tls_cert.clone().or(file.pg_tls_cert.clone());
+    let key = args.pg_tls_key.clone().or(file.pg_tls_key.clone());
+    pg.tls = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("TLS needs both pg_tls_cert and pg_tls_key".to_string()),
+    };
+    if let Some(n) = args.pg_connections_max.or(file.pg_connections_max) {
+        if n == 0 {
+            return Err("pg_connections_max must be at least 1".to_string());
+        }
+        pg.connections_max = n;
+    }
+    Ok(pg)
 }
 
 fn load(path: &Path) -> Result<FileConfig, String> {

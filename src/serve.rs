@@ -9,12 +9,17 @@ use crate::config::Config;
 
 /// Runs the server with a resolved configuration.
 pub async fn run(config: Config) -> Result<(), String> {
-    for (what, addr) in [("HTTP", config.http_addr), ("Postgres", config.pg_addr)] {
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "refusing to listen for {what} on {addr}: listening beyond loopback requires authentication, which this version of Eddy does not provide; bind to 127.0.0.1"
-            ));
-        }
+    if !config.http_addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen for HTTP on {}: the HTTP API has no authentication yet; bind it to 127.0.0.1",
+            config.http_addr
+        ));
+    }
+    if !config.pg_addr.ip().is_loopback() && !config.pg.requires_password() {
+        return Err(format!(
+            "refusing to listen for Postgres on {}: listening beyond loopback requires authentication; configure pg_users (and pg_auth = scram-sha-256) or bind to 127.0.0.1",
+            config.pg_addr
+        ));
     }
     if let eddy_storage::WalSync::IntervalMs(ms) = config.storage.wal_sync {
         tracing::warn!(
@@ -24,6 +29,7 @@ pub async fn run(config: Config) -> Result<(), String> {
              the eddy process alone loses nothing)"
         );
     }
+    let pg_front = eddy_server::pg::PgFrontEnd::new(&config.pg)?;
     let storage = config.storage.clone();
     let db = tokio::task::spawn_blocking(move || Db::open(storage))
         .await
@@ -37,7 +43,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         "storage open"
     );
     // Continuous aggregates are rebuilt before any front end accepts writes.
-    let engine = QueryEngine::open(db.clone())
+    let engine = QueryEngine::open(db.clone(), config.query_memory_bytes_max)
         .await
         .map_err(|e| format!("cannot restore continuous aggregates: {e}"))?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
@@ -58,11 +64,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));
-    let pg = tokio::spawn(eddy_server::pg::serve(
-        pg_listener,
-        engine,
-        stopped(stop_rx.clone()),
-    ));
+    let pg = tokio::spawn(pg_front.serve(pg_listener, engine, stopped(stop_rx.clone())));
 
     shutdown_signal().await;
     tracing::info!("shutting down: flushing memtables");

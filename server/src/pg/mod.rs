@@ -1,20 +1,25 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended query protocols over
-//! the query engine, results encoded from Arrow in text or binary format.
+//! the query engine, results encoded from Arrow in text or binary format, and COPY.
+
+mod auth;
+mod copy;
+
+pub use auth::{AuthMethod, PgConfig};
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_query::{Output, Prepared, QueryEngine, QueryError, QuerySession};
-use futures::{Sink, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
@@ -34,11 +39,17 @@ pub struct PgStatement {
 pub struct PgConnection {
     session: Arc<QuerySession>,
     parser: Arc<PgQueryParser>,
+    /// The COPY FROM STDIN in progress, if any.
+    copy_in: tokio::sync::Mutex<Option<copy::CopyIn>>,
 }
 
 /// Plans SQL of `Parse` messages in the connection's session.
 pub struct PgQueryParser {
     session: Arc<QuerySession>,
+}
+
+fn error_info(e: QueryError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_owned(), e.sqlstate.to_owned(), e.message)
 }
 
 fn user_error(e: QueryError) -> PgWireError {
@@ -57,17 +68,58 @@ fn output_to_response(output: Output, format: &Format) -> PgWireResult<Response>
             let f = fields.clone();
             let rows = stream
                 .map(move |rb: datafusion::error::Result<RecordBatch>| {
-                    let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> =
-                        match rb {
-                            Ok(rb) => encode_recordbatch(f.clone(), rb),
-                            Err(e) => Box::new(std::iter::once(Err(user_error(e.into())))),
-                        };
+                    let rows = match rb {
+                        Ok(rb) => encode_batch(&f, &rb),
+                        Err(e) => vec![Err(user_error(e.into()))],
+                    };
                     stream::iter(rows)
                 })
                 .flatten();
             Ok(Response::Query(QueryResponse::new(fields, rows)))
         }
     }
+}
+
+/// Encodes a batch as data rows. Timestamps and times in text format are written the way
+/// PostgreSQL prints them (no `.000000` when there is no fraction); clients and tools compare
+/// text output, and drivers parse it. Everything else goes through arrow-pg.
+fn encode_batch(fields: &Arc<Vec<FieldInfo>>, rb: &RecordBatch) -> Vec<PgWireResult<DataRow>> {
+    let schema = rb.schema();
+    let mut enc = DataRowEncoder::new(fields.clone());
+    let mut rows = Vec::with_capacity(rb.num_rows());
+    for row in 0..rb.num_rows() {
+        let mut result = Ok(());
+        for (c, col) in rb.columns().iter().enumerate() {
+            let (af, pf) = (schema.field(c), &fields[c]);
+            let pg_text = pf.format() == FieldFormat::Text
+                && matches!(
+                    af.data_type(),
+                    DataType::Timestamp(..) | DataType::Time64(_) | DataType::Time32(_)
+                );
+            result = if pg_text {
+                let v = crate::pgtext::format_value(col.as_ref(), row);
+                enc.encode_field_with_type_and_format(
+                    &v,
+                    pf.datatype(),
+                    FieldFormat::Text,
+                    pf.format_options(),
+                )
+            } else {
+                arrow_pg::encoder::encode_value(&mut enc, col, row, af, pf)
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        match result {
+            Ok(()) => rows.push(Ok(enc.take_row())),
+            Err(e) => {
+                rows.push(Err(e));
+                break;
+            }
+        }
+    }
+    rows
 }
 
 fn command_tag(tag: &str) -> Tag {
@@ -100,6 +152,21 @@ impl SimpleQueryHandler for PgConnection {
         let stmts = eddy_query::parse(query).map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in stmts {
+            if let Some(request) = copy::copy_request(&stmt) {
+                match async { self.start_copy(request?).await }.await {
+                    Ok(r @ Response::CopyIn(_)) => {
+                        // The client sends the data next; later statements are not run.
+                        responses.push(r);
+                        break;
+                    }
+                    Ok(r) => responses.push(r),
+                    Err(e) => {
+                        responses.push(Response::Error(Box::new(error_info(e))));
+                        break;
+                    }
+                }
+                continue;
+            }
             let result = async {
                 let p = self.session.prepare(stmt).await?;
                 let tag = match &p {
@@ -117,11 +184,7 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 Err(e) => {
                     // Like PostgreSQL: report the error and skip the remaining statements.
-                    responses.push(Response::Error(Box::new(ErrorInfo::new(
-                        "ERROR".to_owned(),
-                        e.sqlstate.to_owned(),
-                        e.message,
-                    ))));
+                    responses.push(Response::Error(Box::new(error_info(e))));
                     break;
                 }
             }
@@ -130,6 +193,96 @@ impl SimpleQueryHandler for PgConnection {
             responses.push(Response::EmptyQuery);
         }
         Ok(responses)
+    }
+}
+
+impl PgConnection {
+    async fn start_copy(&self, request: copy::CopyRequest) -> Result<Response, QueryError> {
+        match request {
+            copy::CopyRequest::In {
+                table,
+                columns,
+                options,
+            } => {
+                let db = self.session.engine().db();
+                let (state, response) = copy::CopyIn::start(db, &table, &columns, options)?;
+                *self.copy_in.lock().await = Some(state);
+                Ok(Response::CopyIn(response))
+            }
+            copy::CopyRequest::Out { query, options } => Ok(Response::CopyOut(
+                copy::copy_out(&self.session, &query, options).await?,
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl pgwire::api::copy::CopyHandler for PgConnection {
+    async fn on_copy_data<C>(
+        &self,
+        _client: &mut C,
+        copy_data: pgwire::messages::copy::CopyData,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.copy_in.lock().await;
+        let Some(state) = guard.as_mut() else {
+            return Err(user_error(QueryError::new(
+                "08P01",
+                "CopyData without COPY FROM STDIN",
+            )));
+        };
+        if let Err(e) = state.data(&copy_data.data).await {
+            *guard = None;
+            return Err(user_error(e));
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(
+        &self,
+        client: &mut C,
+        _done: pgwire::messages::copy::CopyDone,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = self.copy_in.lock().await.take();
+        let Some(mut state) = state else {
+            return Err(user_error(QueryError::new(
+                "08P01",
+                "CopyDone without COPY FROM STDIN",
+            )));
+        };
+        let n = state.done().await.map_err(user_error)?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(
+                Tag::new("COPY").with_rows(n as usize).into(),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(
+        &self,
+        _client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        *self.copy_in.lock().await = None;
+        user_error(QueryError::new(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
     }
 }
 
@@ -274,11 +427,44 @@ impl ExtendedQueryHandler for PgConnection {
     }
 }
 
-impl NoopStartupHandler for PgConnection {}
+#[async_trait]
+impl NoopStartupHandler for PgConnection {
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // pgwire's defaults name itself in server_version and differ from PostgreSQL's
+        // DateStyle; clients keep the last value reported, so these replace them.
+        for (name, value) in startup_parameters() {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(
+                    pgwire::messages::startup::ParameterStatus::new(name.into(), value),
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Parameters reported at start-up as PostgreSQL reports them.
+fn startup_parameters() -> [(&'static str, String); 3] {
+    [
+        ("server_version", eddy_query::PG_SERVER_VERSION.to_string()),
+        ("DateStyle", "ISO, MDY".to_string()),
+        ("TimeZone", "UTC".to_string()),
+    ]
+}
 
 /// Builds the handlers for each new connection.
 struct PgHandlers {
     conn: Arc<PgConnection>,
+    startup: Arc<auth::Startup>,
 }
 
 impl PgWireServerHandlers for PgHandlers {
@@ -291,20 +477,58 @@ impl PgWireServerHandlers for PgHandlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.conn.clone()
     }
 }
 
-/// Accepts Postgres connections until `shutdown` resolves.
-pub async fn serve(
+/// The Postgres front end, with its authentication and TLS set up from configuration.
+pub struct PgFrontEnd {
+    users: Arc<auth::Users>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    connections_max: usize,
+}
+
+impl PgFrontEnd {
+    /// Checks the configuration and loads what it names (TLS files), before any listening.
+    pub fn new(config: &PgConfig) -> Result<PgFrontEnd, String> {
+        Ok(PgFrontEnd {
+            users: Arc::new(auth::Users::new(config)?),
+            tls: auth::tls_acceptor(config)?,
+            connections_max: config.connections_max,
+        })
+    }
+
+    /// Accepts Postgres connections until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        engine: QueryEngine,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        serve(self, listener, engine, shutdown).await
+    }
+}
+
+async fn serve(
+    front: PgFrontEnd,
     listener: TcpListener,
     engine: QueryEngine,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
+    let PgFrontEnd {
+        users,
+        tls,
+        connections_max,
+    } = front;
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -320,9 +544,22 @@ pub async fn serve(
                 session: session.clone(),
             }),
             session,
+            copy_in: tokio::sync::Mutex::new(None),
         });
+        // Over the limit, the connection is still answered, with an error a client can show.
+        let permit = slots.clone().try_acquire_owned().ok();
+        let startup = match permit {
+            Some(_) => auth::Startup::new(&users, &conn),
+            None => auth::Startup::Refuse(connections_max),
+        };
+        let handlers = PgHandlers {
+            conn,
+            startup: Arc::new(startup),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, PgHandlers { conn }).await {
+            let _permit = permit;
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
             }
         });

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests drive, and only what is missing, so it is cheap to re-run:
+#   - Debian packages: psql (postgresql-client), pgjdbc (libpostgresql-jdbc-java), a JDK when
+#     `javac` is missing, unixODBC and psqlODBC (odbc-postgresql);
+#   - a Python venv at ${EDDY_VENV:-$HOME/.cache/eddy-venv} with tests/clients/requirements.txt,
+#     reinstalled only when that file's hash differs from the one stamped in the venv.
+# Prints what it installs. Uses sudo only when not root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+
+need_apt=()
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+installed libpostgresql-jdbc-java || need_apt+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
+installed unixodbc || need_apt+=(unixodbc)
+installed odbc-postgresql || need_apt+=(odbc-postgresql)
+# `python3 -m venv` needs ensurepip, which Debian ships separately in python3-venv.
+if ! command -v python3 >/dev/null 2>&1; then
+  need_apt+=(python3 python3-venv)
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need_apt+=(python3-venv)
+fi
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${need_apt[@]}" >/dev/null
+fi
+
+venv="${EDDY_VENV:-$HOME/.cache/eddy-venv}"
+req="tests/clients/requirements.txt"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "install-test-deps: creating Python venv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.eddy-requirements.sha256"
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "install-test-deps: pip install -r $req into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+fi
