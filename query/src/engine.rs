@@ -162,6 +162,7 @@ impl QueryEngine {
         )
         .map_err(|e| QueryError::from(*e))?;
         ctx.register_udf(crate::functions::version_udf());
+        ctx.register_udf(crate::functions::pg_get_serial_sequence_udf());
         Ok(Self {
             db,
             views,

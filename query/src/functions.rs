@@ -205,3 +205,15 @@ pub fn current_setting_udf(vars: crate::engine::SessionVars) -> ScalarUDF {
         }),
     )
 }
+
+/// `pg_get_serial_sequence(table, column)`: always NULL, Eddy has no sequences (SQLAlchemy
+/// asks it for every column it reflects).
+pub fn pg_get_serial_sequence_udf() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Immutable,
+        Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    )
+}

@@ -1,7 +1,8 @@
 //! End-to-end tests: each starts the real server and talks to it over real sockets with real
-//! clients (HTTP, tokio-postgres, psql).
+//! clients (HTTP, tokio-postgres, psql, and the drivers in tests/clients/).
 
 mod cli;
+mod clients;
 mod common;
 mod continuous;
 mod durability;

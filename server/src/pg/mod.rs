@@ -325,6 +325,14 @@ impl QueryParser for PgQueryParser {
                             .map(|i| (i, v))
                     })
                     .collect();
+                // `$1::timestamp`: DataFusion leaves the placeholder untyped, but the client
+                // must be told the cast's type to encode the value (asyncpg, pgjdbc).
+                let casts = placeholder_cast_types(plan);
+                for (k, v) in ordered.iter_mut() {
+                    if v.is_none() {
+                        *v = casts.get(k).cloned();
+                    }
+                }
                 ordered.sort_by_key(|(i, _)| *i);
                 let n = ordered.last().map(|(i, _)| *i).unwrap_or(0);
                 let mut out = vec![None; n];
@@ -376,6 +384,38 @@ impl QueryParser for PgQueryParser {
     }
 }
 
+/// Types of placeholders that appear directly under a cast, by position (`$1::int8` -> 1).
+fn placeholder_cast_types(
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> std::collections::HashMap<usize, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut out = std::collections::HashMap::new();
+    let mut visit = |e: &Expr| {
+        let _ = e.apply(|e| {
+            let (inner, to) = match e {
+                Expr::Cast(Cast { expr, field }) => (expr.as_ref(), field.data_type()),
+                Expr::TryCast(TryCast { expr, field }) => (expr.as_ref(), field.data_type()),
+                _ => return Ok(TreeNodeRecursion::Continue),
+            };
+            if let Expr::Placeholder(p) = inner
+                && let Ok(i) = p.id.trim_start_matches('$').parse::<usize>()
+            {
+                out.entry(i).or_insert_with(|| to.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    };
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|e| {
+            visit(e);
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
 fn returns_rows(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
     use datafusion::logical_expr::LogicalPlan;
     !matches!(
@@ -391,6 +431,46 @@ impl ExtendedQueryHandler for PgConnection {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // pgwire answers a statement with parameters but no result columns (INSERT ... VALUES
+        // ($1)) with an empty RowDescription; PostgreSQL sends NoData, and pgjdbc's
+        // executeUpdate fails on anything else.
+        if message.target_type == b'S' {
+            let name = message.name.as_deref().unwrap_or("");
+            if let Some(pgwire::api::store::Entry::Value(stmt)) =
+                client.portal_store().get_statement(name)
+            {
+                let d = self.do_describe_statement(client, &stmt).await?;
+                if d.fields.is_empty() {
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            pgwire::messages::data::ParameterDescription::new(
+                                d.parameters.iter().map(|t| t.oid()).collect(),
+                            ),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(
+                            pgwire::messages::data::NoData::new(),
+                        ))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
     }
 
     async fn do_query<C>(

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Drives Eddy with psycopg 3 (libpq): parameters, binary results, COPY, server-side cursors.
+
+Reads EDDY_PG_PORT from the environment; prints `ok: <check>` per check and exits non-zero
+with a message on the first failure.
+"""
+import datetime as dt
+import os
+import sys
+import traceback
+
+import psycopg
+from psycopg import pq
+
+PORT = int(os.environ["EDDY_PG_PORT"])
+T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
+
+
+def check(name, got, want=True):
+    if got != want:
+        sys.exit(f"FAIL: {name}: got {got!r}, want {want!r}")
+    print(f"ok: {name}")
+
+
+def minute(m):
+    return T0 + dt.timedelta(minutes=m)
+
+
+def main():
+    conn = psycopg.connect(host="127.0.0.1", port=PORT, user="eddy", dbname="eddy",
+                           sslmode="disable", connect_timeout=10, autocommit=True)
+    check("server_version >= 14", conn.info.server_version >= 140000)
+    version = conn.execute("SELECT version()").fetchone()[0]
+    check("version() mentions PostgreSQL", "PostgreSQL" in version)
+
+    conn.execute("DROP TABLE IF EXISTS py3_weather")
+    conn.execute(
+        "CREATE TABLE py3_weather (ts TIMESTAMP NOT NULL, station TEXT, temp DOUBLE PRECISION,"
+        " n BIGINT, ok BOOLEAN, PRIMARY KEY (station, ts))")
+    cur = conn.execute(
+        "INSERT INTO py3_weather (ts, station, temp, n, ok) VALUES"
+        " ('2024-01-01T00:00:00', 'oslo', -3.5, 1, true),"
+        " ('2024-01-01T00:01:00', 'oslo', -3.0, 2, false),"
+        " ('2024-01-01T00:02:00', 'oslo', -2.5, 3, true),"
+        " ('2024-01-01T00:00:00', 'lima', 18.25, 4, true),"
+        " ('2024-01-01T00:01:00', 'lima', 19.0, 5, false)")
+    check("INSERT rowcount", cur.rowcount, 5)
+
+    # Server-side binding: psycopg 3 sends $1.. with typed parameters (extended protocol).
+    q = ("SELECT ts, station, temp, n, ok FROM py3_weather"
+         " WHERE station = %s AND temp > %s AND n >= %s AND ok = %s AND ts >= %s ORDER BY ts")
+    args = ("oslo", -4.0, 1, True, T0)
+    want = [(minute(0), "oslo", -3.5, 1, True), (minute(2), "oslo", -2.5, 3, True)]
+    for binary in (False, True):
+        rows = conn.cursor().execute(q, args, binary=binary).fetchall()
+        fmt = "binary" if binary else "text"
+        check(f"parameterized SELECT ({fmt} results)", rows, want)
+        r = rows[0]
+        check(f"result types ({fmt})", tuple(type(v) for v in r),
+              (dt.datetime, str, float, int, bool))
+
+    rows = conn.execute("SELECT %s::text, %s::float8, %s::int8, %s::bool, %s::timestamp",
+                        ("héllo", 2.5, 2**40, False, minute(7))).fetchall()
+    check("parameter round trip", rows, [("héllo", 2.5, 2**40, False, minute(7))])
+
+    cur = conn.cursor()
+    cur.execute("SELECT 1 AS a; SELECT 2 AS b, 'x' AS c")
+    check("multi-statement: first result", cur.fetchall(), [(1,)])
+    check("multi-statement: has second result", cur.nextset(), True)
+    check("multi-statement: second result", cur.fetchall(), [(2, "x")])
+
+    cur.execute("")
+    check("empty query status", cur.pgresult.status, pq.ExecStatus.EMPTY_QUERY)
+
+    conn.execute("SET TIME ZONE 'UTC'")
+    check("SHOW timezone", conn.execute("SHOW timezone").fetchone()[0], "UTC")
+    conn.execute("SET application_name = 'eddy-py3'")
+    check("SHOW application_name", conn.execute("SHOW application_name").fetchone()[0],
+          "eddy-py3")
+
+    with conn.transaction():
+        conn.execute("INSERT INTO py3_weather (ts, station, temp, n, ok)"
+                     " VALUES (%s, %s, %s, %s, %s)", (minute(3), "oslo", -2.0, 6, True))
+    check("insert inside transaction is visible",
+          conn.execute("SELECT count(*) FROM py3_weather").fetchone()[0], 6)
+
+    copied = [(minute(m), "bergen", 5.0 + m, 100 + m, m % 2 == 0) for m in range(4)]
+    with cur.copy("COPY py3_weather (ts, station, temp, n, ok) FROM STDIN") as copy:
+        for row in copied:
+            copy.write_row(row)
+    check("COPY FROM STDIN rowcount", cur.rowcount, len(copied))
+    check("count after COPY FROM STDIN",
+          conn.execute("SELECT count(*) FROM py3_weather WHERE station = 'bergen'").fetchone()[0],
+          len(copied))
+
+    with cur.copy("COPY (SELECT ts, station, temp, n, ok FROM py3_weather"
+                  " WHERE station = 'bergen' ORDER BY ts) TO STDOUT") as copy:
+        copy.set_types(["timestamp", "text", "float8", "int8", "bool"])
+        back = list(copy.rows())
+    check("COPY (SELECT ...) TO STDOUT rows", back, copied)
+
+    cols = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = 'py3_weather'"
+        " ORDER BY ordinal_position").fetchall()
+    check("information_schema.columns", cols, [
+        ("ts", "timestamp without time zone"), ("station", "text"),
+        ("temp", "double precision"), ("n", "bigint"), ("ok", "boolean")])
+
+    # Named (server-side) cursor: DECLARE ... CURSOR then FETCH FORWARD n, inside a transaction.
+    with conn.transaction():
+        with conn.cursor(name="c") as sc:
+            sc.execute("SELECT n FROM py3_weather WHERE station = %s ORDER BY ts", ("oslo",))
+            check("server cursor fetchmany(2) #1", sc.fetchmany(2), [(1,), (2,)])
+            check("server cursor fetchmany(2) #2", sc.fetchmany(2), [(3,), (6,)])
+            check("server cursor exhausted", sc.fetchmany(2), [])
+
+    conn.close()
+    print("psycopg3: all checks passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except psycopg.Error as e:
+        traceback.print_exc()
+        diag = getattr(e, "diag", None)
+        code = diag.sqlstate if diag is not None else None
+        sys.exit(f"FAIL: {type(e).__name__} (SQLSTATE {code}): {e}")

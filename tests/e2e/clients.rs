@@ -1,0 +1,118 @@
+//! Real PostgreSQL clients against Eddy: psycopg 3, SQLAlchemy over psycopg2, asyncpg, pgjdbc
+//! and psqlODBC. Each test starts a server and runs one program from `tests/clients/` with
+//! `EDDY_PG_PORT` and `EDDY_HTTP_PORT` set; the program asserts answers (values and types) and
+//! exits non-zero on the first wrong one. `scripts/install-test-deps.sh` installs the clients.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Server, data_dir};
+
+/// How long one client program may run before it is killed (a hung protocol exchange).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// The Python with the clients installed: `EDDY_PYTHON`, else the venv that
+/// `scripts/install-test-deps.sh` makes, else `python3`.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDDY_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let venv = std::env::var_os("EDDY_VENV")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/eddy-venv")));
+    if let Some(py) = venv.map(|v| v.join("bin/python")).filter(|p| p.exists()) {
+        return py;
+    }
+    PathBuf::from("python3")
+}
+
+/// Runs `cmd` to completion (killing it after `CLIENT_TIMEOUT`) and returns its stdout; panics
+/// with the exit status, stdout and stderr unless it succeeded.
+fn run(what: &str, cmd: &mut Command) -> String {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{what}: cannot start {cmd:?}: {e} (run scripts/install-test-deps.sh)")
+        });
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let (status, timed_out) = loop {
+        if let Some(st) = child.try_wait().expect("wait for client") {
+            break (Some(st), false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    let ok = status.is_some_and(|s| s.success());
+    if !ok {
+        let why = if timed_out {
+            format!("timed out after {} s", CLIENT_TIMEOUT.as_secs())
+        } else {
+            format!("exited with {}", status.expect("status"))
+        };
+        panic!(
+            "{what} {why}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}--- end of {what} ---"
+        );
+    }
+    stdout
+}
+
+/// Sets the server's ports (and quiet, unbuffered Python) in a client's environment.
+fn with_server<'a>(cmd: &'a mut Command, s: &Server) -> &'a mut Command {
+    cmd.env("EDDY_PG_PORT", s.pg.to_string())
+        .env("EDDY_HTTP_PORT", s.http.to_string())
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+}
+
+/// Starts a fresh server and runs `tests/clients/<script>` with the test Python.
+fn run_python_client(script: &str) -> String {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let mut cmd = Command::new(python());
+    cmd.arg(clients_dir().join(script));
+    let out = run(script, with_server(&mut cmd, &s));
+    assert!(
+        out.contains("all checks passed"),
+        "{script} did not finish its checks:\n{out}"
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg() {
+    run_python_client("asyncpg_test.py");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odbc() {
+    run_python_client("odbc_test.py");
+}
