@@ -19,6 +19,7 @@ installed libpostgresql-jdbc-java || need_apt+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 installed unixodbc || need_apt+=(unixodbc)
 installed odbc-postgresql || need_apt+=(odbc-postgresql)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # `python3 -m venv` needs ensurepip, which Debian ships separately in python3-venv.
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)

@@ -7,5 +7,6 @@ mod common;
 mod continuous;
 mod durability;
 mod ingest;
+mod pgwire;
 mod pruning;
 mod sql;

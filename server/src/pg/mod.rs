@@ -80,9 +80,9 @@ fn output_to_response(output: Output, format: &Format) -> PgWireResult<Response>
     }
 }
 
-/// Encodes a batch as data rows. Timestamps and times in text format are written the way
-/// PostgreSQL prints them (no `.000000` when there is no fraction); clients and tools compare
-/// text output, and drivers parse it. Everything else goes through arrow-pg.
+/// Encodes a batch as data rows. Timestamps, times and floats in text format are written the
+/// way PostgreSQL prints them (no `.000000` fraction, `2` not `2.0`, `1e+20`); clients and
+/// tools compare text output, and drivers parse it. Everything else goes through arrow-pg.
 fn encode_batch(fields: &Arc<Vec<FieldInfo>>, rb: &RecordBatch) -> Vec<PgWireResult<DataRow>> {
     let schema = rb.schema();
     let mut enc = DataRowEncoder::new(fields.clone());
@@ -94,7 +94,11 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, rb: &RecordBatch) -> Vec<PgWireRes
             let pg_text = pf.format() == FieldFormat::Text
                 && matches!(
                     af.data_type(),
-                    DataType::Timestamp(..) | DataType::Time64(_) | DataType::Time32(_)
+                    DataType::Timestamp(..)
+                        | DataType::Time64(_)
+                        | DataType::Time32(_)
+                        | DataType::Float32
+                        | DataType::Float64
                 );
             result = if pg_text {
                 let v = crate::pgtext::format_value(col.as_ref(), row);

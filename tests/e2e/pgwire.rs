@@ -1,0 +1,297 @@
+//! The Postgres front end with psql and tokio-postgres: COPY in and out, PostgreSQL's text
+//! output and start-up parameters, password authentication (SCRAM, md5, cleartext), TLS, the
+//! connection limit and the refusal to listen beyond loopback without passwords.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::common::{Server, data_dir, free_port};
+
+/// Runs psql with a connection string and `sql`, feeding `stdin`; returns (success, stdout,
+/// stderr).
+fn psql_conn(conn: &str, sql: &str, stdin: &str, password: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new("psql");
+    cmd.arg(conn)
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let mut child = cmd.spawn().expect("run psql");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write psql stdin");
+    let out = child.wait_with_output().expect("psql output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn conn(s: &Server, user: &str, extra: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user={user} dbname=eddy {extra}",
+        s.pg
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_with_psql() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    s.psql(
+        "CREATE TABLE w (ts TIMESTAMP NOT NULL, station TEXT, temp DOUBLE PRECISION, n BIGINT, \
+         ok BOOLEAN, note TEXT, PRIMARY KEY (station, ts))",
+    );
+    let c = conn(&s, "eddy", "");
+    // Text format: tabs, \N for NULL, backslash escapes, a terminating \. line.
+    let text = "2024-01-01 00:00:00\toslo\t-3.5\t1\tt\ta\\tb\n\
+                2024-01-01 00:01:00\toslo\t\\N\t2\tf\t\\N\n\
+                2024-01-01T00:02:00Z\tlima\t18.25\t3\ttrue\tline\\nbreak\n\\.\n";
+    let (ok, out, err) = psql_conn(
+        &c,
+        "COPY w (ts, station, temp, n, ok, note) FROM STDIN",
+        text,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "COPY 3");
+    // CSV with a header, a quoted field holding a comma, a quote and a newline.
+    let csv = "station,ts,temp\nbergen,2024-01-01 00:03:00,1.5\n\"ber,\"\"gen\"\"\nx\",2024-01-01 00:04:00,2\n";
+    let (ok, out, err) = psql_conn(
+        &c,
+        "COPY w (station, ts, temp) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        csv,
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "COPY 2");
+    assert_eq!(
+        s.psql("SELECT station, temp, n, ok, note FROM w ORDER BY ts"),
+        "oslo|-3.5|1|t|a\tb\noslo||2|f|\nlima|18.25|3|t|line\nbreak\nbergen|1.5|||\nber,\"gen\"\nx|2|||\n"
+    );
+
+    // A bad value: the error names the line, the column and the type; nothing is written.
+    let bad = "2024-01-02 00:00:00\toslo\t1\n2024-01-02 00:01:00\toslo\t2\n2024-01-02 00:02:00\toslo\tabc\n";
+    let (ok, _, err) = psql_conn(&c, "COPY w (ts, station, temp) FROM STDIN", bad, None);
+    assert!(!ok);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("\"temp\"") && err.contains("double precision"),
+        "{err}"
+    );
+    assert_eq!(s.psql("SELECT count(*) FROM w"), "5\n");
+    let (ok, _, err) = psql_conn(&c, "COPY nope FROM STDIN", "", None);
+    assert!(!ok && err.contains("\"nope\" does not exist"), "{err}");
+
+    // Out: a query as CSV with a header, a table as text.
+    let (ok, out, err) = psql_conn(
+        &c,
+        "COPY (SELECT station, temp FROM w WHERE station = 'oslo' ORDER BY ts) TO STDOUT WITH (FORMAT csv, HEADER)",
+        "",
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "station,temp\noslo,-3.5\noslo,\n");
+    let (ok, out, err) = psql_conn(&c, "COPY w (station, note) TO STDOUT", "", None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("oslo\ta\\tb\n") && out.contains("oslo\t\\N\n"),
+        "{out}"
+    );
+
+    // The server's files are out of reach.
+    let (ok, _, err) = psql_conn(&c, "COPY w TO '/tmp/eddy-copy-out'", "", None);
+    assert!(!ok && err.contains("file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_output_and_parameters_match_postgresql() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    assert_eq!(
+        s.psql(
+            "SELECT TIMESTAMP '2024-01-01 00:00:00', TIMESTAMP '2024-01-01 00:00:00.5', \
+             TIMESTAMP '2024-01-01 12:34:56.123456', true, false, 1.5::float8, 0.1::float8, \
+             1e20::float8, 3::bigint"
+        ),
+        "2024-01-01 00:00:00|2024-01-01 00:00:00.5|2024-01-01 12:34:56.123456|t|f|1.5|0.1|1e+20|3\n"
+    );
+    let v = s.psql("SELECT version()");
+    assert!(v.starts_with("PostgreSQL 16.6 "), "{v}");
+    assert_eq!(s.psql("SHOW server_version"), "16.6\n");
+    assert_eq!(
+        s.psql("SELECT current_setting('server_version_num')::int / 100 AS version"),
+        "1600\n"
+    );
+    let c = s.pg().await;
+    // Start-up parameters as PostgreSQL reports them.
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={} user=eddy dbname=eddy", s.pg),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    drop(client);
+    // Empty and comment-only queries (Grafana's health check) answer EmptyQueryResponse.
+    for q in ["", ";", "-- ping"] {
+        let msgs = c
+            .simple_query(q)
+            .await
+            .unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        assert!(
+            msgs.iter()
+                .all(|m| !matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+            "{q:?}"
+        );
+    }
+    // Several statements in one simple query: one result each.
+    let msgs = c.simple_query("SELECT 1; SELECT 2, 3").await.unwrap();
+    let rows: Vec<usize> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows, vec![1, 2]);
+    // pg_catalog for psql's \d and drivers.
+    s.psql("CREATE TABLE cat_t (ts TIMESTAMP NOT NULL, h TEXT, v DOUBLE PRECISION, PRIMARY KEY (h, ts))");
+    let listed = s.psql(
+        "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relname = 'cat_t'",
+    );
+    assert_eq!(listed, "cat_t\n");
+    let d = s.psql_out(&["-c", "\\d cat_t"]);
+    assert!(d.contains("ts") && d.contains("double precision"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_tls_and_connection_limits() {
+    let dir = data_dir();
+    // SCRAM-SHA-256 (the default with users).
+    let mut s = Server::start_with(
+        dir.path(),
+        &["--pg-user", "alice:s3cret", "--pg-connections-max", "2"],
+    );
+    let c = conn(&s, "alice", "");
+    let (ok, out, err) = psql_conn(&c, "SELECT 1", "", Some("s3cret"));
+    assert!(ok, "{err}");
+    assert_eq!(out, "1\n");
+    let (ok, _, err) = psql_conn(&c, "SELECT 1", "", Some("wrong"));
+    assert!(
+        !ok && err.to_lowercase().contains("password authentication failed"),
+        "{err}"
+    );
+    let (ok, _, err) = psql_conn(&conn(&s, "mallory", ""), "SELECT 1", "", Some("s3cret"));
+    assert!(
+        !ok && err.contains("password authentication failed"),
+        "{err}"
+    );
+    // The connection limit: two held, the third is refused with a reason.
+    let url = format!(
+        "host=127.0.0.1 port={} user=alice password=s3cret dbname=eddy",
+        s.pg
+    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        held.push(client);
+    }
+    let e = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok(_) => panic!("a third connection was accepted over pg_connections_max = 2"),
+        Err(e) => e,
+    };
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    drop(held);
+    s.stop();
+
+    // md5 and cleartext.
+    for method in ["md5", "password"] {
+        let mut s = Server::start_with(dir.path(), &["--pg-user", "bob:pw", "--pg-auth", method]);
+        let (ok, out, err) = psql_conn(&conn(&s, "bob", ""), "SELECT 2", "", Some("pw"));
+        assert!(ok, "{method}: {err}");
+        assert_eq!(out, "2\n");
+        let (ok, _, _) = psql_conn(&conn(&s, "bob", ""), "SELECT 2", "", Some("nope"));
+        assert!(!ok, "{method}: a wrong password was accepted");
+        s.stop();
+    }
+
+    // TLS with a self-signed certificate: sslmode=require works only when it is configured.
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(st.success());
+    let mut plain = Server::start(dir.path());
+    let (ok, _, err) = psql_conn(
+        &conn(&plain, "eddy", "sslmode=require"),
+        "SELECT 1",
+        "",
+        None,
+    );
+    assert!(!ok, "sslmode=require must fail without TLS configured");
+    assert!(err.to_lowercase().contains("ssl"), "{err}");
+    plain.stop();
+    let s = Server::start_with(
+        dir.path(),
+        &[
+            "--pg-tls-cert",
+            cert.to_str().unwrap(),
+            "--pg-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let (ok, out, err) = psql_conn(&conn(&s, "eddy", "sslmode=require"), "SELECT 3", "", None);
+    assert!(ok, "{err}");
+    assert_eq!(out, "3\n");
+}
+
+#[test]
+fn listening_beyond_loopback_needs_passwords() {
+    let dir = data_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--pg-addr")
+        .arg(format!("0.0.0.0:{}", free_port()))
+        .output()
+        .expect("run eddy");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("requires authentication"), "{err}");
+}
