@@ -142,14 +142,21 @@ impl QueryEngine {
             catalog.register_schema(SCHEMA, Arc::new(EddySchema::new(db.clone(), views.clone())));
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            .with_create_default_catalog_and_schema(false);
         // One pool for all sessions: the limit is on what the server's queries hold together.
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_limit(query_memory_bytes_max, 1.0)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        ctx.register_catalog(DATABASE, catalog as Arc<dyn CatalogProvider>);
+        ctx.register_catalog(DATABASE, catalog.clone() as Arc<dyn CatalogProvider>);
+        // Eddy's information_schema replaces DataFusion's built-in one (which the session
+        // would serve ahead of any registered schema), to report PostgreSQL type names.
+        let _ = catalog.register_schema(
+            "information_schema",
+            Arc::new(crate::information_schema::PgInformationSchema::new(
+                ctx.state().catalog_list().clone(),
+            )),
+        );
         ctx.register_udf(TimeBucket::udf());
         ctx.register_udaf(FirstLast::first());
         ctx.register_udaf(FirstLast::last());

@@ -7,6 +7,7 @@ pub mod ddl;
 pub mod engine;
 pub mod error;
 pub mod functions;
+pub mod information_schema;
 pub mod table;
 
 pub use engine::{

@@ -108,6 +108,11 @@ fn run_python_client(script: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3() {
+    run_python_client("psycopg3_test.py");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg() {
     run_python_client("asyncpg_test.py");
 }

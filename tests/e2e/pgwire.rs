@@ -189,7 +189,9 @@ async fn passwords_tls_and_connection_limits() {
     assert_eq!(out, "1\n");
     let (ok, _, err) = psql_conn(&c, "SELECT 1", "", Some("wrong"));
     assert!(
-        !ok && err.to_lowercase().contains("password authentication failed"),
+        !ok && err
+            .to_lowercase()
+            .contains("password authentication failed"),
         "{err}"
     );
     let (ok, _, err) = psql_conn(&conn(&s, "mallory", ""), "SELECT 1", "", Some("s3cret"));
