@@ -39,8 +39,7 @@ const MERGEABLE: &[&str] = &[
     "bool_or",
 ];
 
-/// A view definition as persisted in `views.json`.
-
+/// The error for a view shape that cannot be maintained, naming the part and the alternative.
 pub(super) fn unsupported(part: impl std::fmt::Display, instead: &str) -> QueryError {
     QueryError::unsupported(format!(
         "a continuous aggregate cannot be maintained incrementally with {part}; {instead}"
