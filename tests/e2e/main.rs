@@ -6,6 +6,7 @@ mod clients;
 mod common;
 mod continuous;
 mod durability;
+mod grafana;
 mod ingest;
 mod pgwire;
 mod pruning;
