@@ -424,6 +424,7 @@ impl ViewRegistry {
     }
 }
 
+/// Every second: drops expired buckets, and finalizes views that went idle.
 async fn enforce_retention_periodically(reg: Weak<ViewRegistry>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -431,6 +432,14 @@ async fn enforce_retention_periodically(reg: Weak<ViewRegistry>) {
             return;
         };
         reg.enforce_retention(now_ns());
+        let (views, db) = (reg.list(), reg.db.clone());
+        drop(reg);
+        let _ = tokio::task::spawn_blocking(move || {
+            for v in views {
+                v.warm(&db);
+            }
+        })
+        .await;
     }
 }
 

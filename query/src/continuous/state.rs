@@ -44,6 +44,8 @@ pub(super) struct ViewState {
     pub exact_from: i64,
     /// Rows written during backfill, checked against the backfilled data when it completes.
     pub pending: Vec<(u64, i64)>,
+    /// [`Self::clock`] when the background finalizer last looked: unchanged since means idle.
+    pub warm_seen: u64,
 }
 
 impl ViewState {
@@ -56,6 +58,7 @@ impl ViewState {
             series: HashMap::new(),
             exact_from: i64::MIN,
             pending: Vec::new(),
+            warm_seen: 0,
         }
     }
 

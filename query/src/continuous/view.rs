@@ -888,6 +888,22 @@ impl ContinuousAggregate {
         }
     }
 
+    /// Finalizes (and caches) what changed, once the view has had no write for one tick of
+    /// the caller, so the first read after a burst of writes finds its rows ready. Skipped
+    /// while writes continue: reads then finalize what they need themselves.
+    pub(super) fn warm(&self, db: &Db) {
+        let due = {
+            let mut st = self.state.lock();
+            let cold = !st.dirty.is_empty() || st.chunks.values().any(|c| c.finished.is_none());
+            let idle = st.clock == st.warm_seen;
+            st.warm_seen = st.clock;
+            cold && idle && matches!(st.status, ViewStatus::Ready)
+        };
+        if due && let Err(e) = self.read(db, i64::MIN, i64::MAX) {
+            tracing::warn!(view = %self.name(), error = %e, "background finalization failed; reads will retry");
+        }
+    }
+
     /// Drops buckets that ended before `now - retention`.
     pub(super) fn enforce_retention(&self, now_ns: i64) {
         let Some(retention) = self.retention_ns else {
