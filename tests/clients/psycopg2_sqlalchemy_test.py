@@ -14,18 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import inspect, text
 from sqlalchemy import types as sqltypes
 
-PORT = int(os.environ["EDDY_PG_PORT"])
-T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
-
-
-def check(name, got, want=True):
-    if got != want:
-        sys.exit(f"FAIL: {name}: got {got!r}, want {want!r}")
-    print(f"ok: {name}")
-
-
-def minute(m):
-    return T0 + dt.timedelta(minutes=m)
+from common import PORT, T0, check, minute
 
 
 def main():

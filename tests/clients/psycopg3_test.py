@@ -12,18 +12,7 @@ import traceback
 import psycopg
 from psycopg import pq
 
-PORT = int(os.environ["EDDY_PG_PORT"])
-T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
-
-
-def check(name, got, want=True):
-    if got != want:
-        sys.exit(f"FAIL: {name}: got {got!r}, want {want!r}")
-    print(f"ok: {name}")
-
-
-def minute(m):
-    return T0 + dt.timedelta(minutes=m)
+from common import PORT, T0, check, minute
 
 
 def main():

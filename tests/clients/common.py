@@ -1,0 +1,18 @@
+"""What every client program shares: the server's port, the first timestamp of the test rows,
+and `check`, which prints `ok: <name>` or exits non-zero with what was wrong."""
+import datetime as dt
+import os
+import sys
+
+PORT = int(os.environ["EDDY_PG_PORT"])
+T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
+
+
+def check(name, got, want=True):
+    if got != want:
+        sys.exit(f"FAIL: {name}: got {got!r}, want {want!r}")
+    print(f"ok: {name}")
+
+
+def minute(m):
+    return T0 + dt.timedelta(minutes=m)
