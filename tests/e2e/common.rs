@@ -200,27 +200,7 @@ impl Server {
 
     /// Runs `psql -At -c sql` and returns its stdout; panics with stderr on failure.
     pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg.to_string(),
-                "-U",
-                "eddy",
-                "-d",
-                "eddy",
-            ])
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .expect("run psql (install postgresql-client)");
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.psql_out(&["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 }
 
