@@ -10,10 +10,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::ParamValues;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
@@ -192,9 +193,16 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state((*self.template).clone());
         let vars = Arc::new(Mutex::new(HashMap::new()));
         ctx.register_udf(crate::functions::current_setting_udf(vars.clone()));
+        // A session's state does not change after this point (SET goes to `vars`), so one
+        // snapshot serves every query: SessionContext::state() and TaskContext::from would
+        // otherwise copy the function registries on each one.
+        let state = Arc::new(ctx.state());
+        let task = Arc::new(TaskContext::from(state.as_ref()));
         QuerySession {
             engine: self.clone(),
             ctx,
+            state,
+            task,
             vars,
         }
     }
@@ -204,6 +212,8 @@ impl QueryEngine {
 pub struct QuerySession {
     engine: QueryEngine,
     ctx: SessionContext,
+    state: Arc<SessionState>,
+    task: Arc<TaskContext>,
     vars: SessionVars,
 }
 
@@ -431,7 +441,7 @@ impl QuerySession {
     }
 
     async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
-        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        let plan = self.state.statement_to_plan(stmt).await?;
         check_plan(&plan)?;
         Ok(Prepared::Plan(plan))
     }
@@ -455,14 +465,24 @@ impl QuerySession {
                         ..
                     })
                 );
-                let df = self.ctx.execute_logical_plan(plan).await?;
+                if matches!(
+                    &plan,
+                    LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
+                ) {
+                    // DataFusion's own DDL and statements run through the context.
+                    let df = self.ctx.execute_logical_plan(plan).await?;
+                    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+                    let stream = df.execute_stream().await?;
+                    return Ok(Output::Rows { schema, stream });
+                }
+                let physical = self.state.create_physical_plan(&plan).await?;
                 if is_insert {
-                    let batches = df.collect().await?;
+                    let batches = collect(physical, self.task.clone()).await?;
                     let n = inserted_rows(&batches);
                     return Ok(Output::Command(format!("INSERT 0 {n}")));
                 }
-                let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-                let stream = df.execute_stream().await?;
+                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                let stream = execute_stream(physical, self.task.clone())?;
                 Ok(Output::Rows { schema, stream })
             }
             Prepared::CreateTable { def, if_not_exists } => {

@@ -9,6 +9,7 @@ use datafusion::catalog::Session;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::source::DataSourceExec;
@@ -21,6 +22,12 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use eddy_storage::db::KeyFilter;
+use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, TableSchema};
 use futures::StreamExt;
 
@@ -72,7 +79,11 @@ impl TableProvider for EddyTable {
         // The snapshot's schema may have grown since planning; scan with the planned one.
         let schema = self.schema.arrow_schema().clone();
         let (lo, hi) = time_range(filters, self.schema.time_column());
-        let plan = tokio::task::spawn_blocking(move || snapshot.read_plan(lo, hi))
+        let keep = key_filter(state, &self.schema, filters)?;
+        let tags = tag_selection(&self.schema, filters);
+        let plan = tokio::task::spawn_blocking(move || {
+            snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())
+        })
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -94,7 +105,22 @@ impl TableProvider for EddyTable {
                 let n = groups.len();
                 groups[i % n].push(file);
             }
-            let source = Arc::new(ParquetSource::new(schema.clone()));
+            // Segment footers and page indexes are cached across queries (segments never
+            // change once written); filters are applied while decoding, so only the pages
+            // and rows a point query selects are materialized.
+            let runtime = state.runtime_env();
+            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            let source = Arc::new(
+                ParquetSource::new(schema.clone())
+                    .with_parquet_file_reader_factory(Arc::new(
+                        CachedParquetFileReaderFactory::new(
+                            store,
+                            runtime.cache_manager.get_file_metadata_cache(),
+                        ),
+                    ))
+                    .with_pushdown_filters(true)
+                    .with_reorder_filters(true),
+            );
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
                 .with_projection_indices(projection.cloned())?
@@ -176,6 +202,97 @@ impl DataSink for EddySink {
         }
         Ok(rows)
     }
+}
+
+/// The conjunction of the filters that read only key columns (tags and time), as a function
+/// the storage read path applies before merging overlapping rows. Filters on fields stay out:
+/// an older version of a row could match one where the merged row does not.
+fn key_filter(
+    state: &dyn Session,
+    table: &TableSchema,
+    filters: &[Expr],
+) -> DfResult<Option<Box<KeyFilter>>> {
+    let schema = table.arrow_schema();
+    let is_key = |name: &str| {
+        schema.index_of(name).is_ok_and(|i| {
+            i == table.time_index() || table.tag_indices().contains(&i)
+        })
+    };
+    let keys: Vec<Expr> = filters
+        .iter()
+        .filter(|f| !f.is_volatile() && f.column_refs().iter().all(|c| is_key(&c.name)))
+        .cloned()
+        .collect();
+    let Some(conjunction) = datafusion::logical_expr::utils::conjunction(keys) else {
+        return Ok(None);
+    };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let predicate = state.create_physical_expr(conjunction, &df_schema)?;
+    Ok(Some(Box::new(move |batch: &RecordBatch| {
+        let mask = predicate
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+        mask.as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .ok_or_else(|| ArrowError::ComputeError("key filter is not boolean".into()))
+    })))
+}
+
+/// The tag values the filters require (`tag = 'v'`, `tag IN ('v', 'w')`), which the memtable's
+/// tag index answers without scanning.
+fn tag_selection(table: &TableSchema, filters: &[Expr]) -> TagSelection {
+    let schema = table.arrow_schema();
+    let tag = |e: &Expr| match e {
+        Expr::Column(c) => schema
+            .index_of(&c.name)
+            .ok()
+            .filter(|i| table.tag_indices().contains(i))
+            .map(|_| c.name.clone()),
+        _ => None,
+    };
+    let string = |e: &Expr| match e {
+        Expr::Literal(v, _) => match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut selection = TagSelection::default();
+    let mut conjuncts = Vec::new();
+    for f in filters {
+        conjuncts.extend(datafusion::logical_expr::utils::split_conjunction(f));
+    }
+    for e in conjuncts {
+        match e {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => {
+                let pair = match (tag(left), string(right)) {
+                    (Some(c), Some(v)) => Some((c, v)),
+                    _ => tag(right).zip(string(left)),
+                };
+                if let Some((c, v)) = pair {
+                    selection.any_of.push((c, vec![v]));
+                }
+            }
+            Expr::InList(list) if !list.negated => {
+                if let Some(c) = tag(&list.expr) {
+                    let values: Option<Vec<String>> = list.list.iter().map(string).collect();
+                    if let Some(values) = values {
+                        selection.any_of.push((c, values));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    selection
 }
 
 /// The `[lo, hi]` time range (ns, inclusive) that conjunctive filters on the time column allow.

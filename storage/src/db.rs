@@ -14,7 +14,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, TimestampNanosecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, TimestampNanosecondArray};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -26,6 +27,7 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, MemChunk, Memtable};
 use crate::schema::{TableSchema, dir_name};
+use crate::tag_index::TagSelection;
 use crate::segment::{read_segment, write_segment};
 use crate::wal::{self, WalWriter};
 
@@ -192,6 +194,10 @@ pub struct ReadPlan {
     /// Segments of the table skipped because their time range misses the query's.
     pub segments_pruned: usize,
 }
+
+/// Selects rows of a batch (in the table schema) by their key columns; see
+/// [`TableSnapshot::read_plan_filtered`].
+pub type KeyFilter = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync;
 
 /// A segment file to scan.
 #[derive(Debug, Clone)]
@@ -1040,6 +1046,31 @@ impl TableSnapshot {
     /// source are read as they are; overlapping ones (and memory that may hold duplicate
     /// keys) are merged and deduplicated here, so the reader sees each key once.
     pub fn read_plan(&self, lo: i64, hi: i64) -> Result<ReadPlan> {
+        self.read_plan_filtered(lo, hi, &TagSelection::default(), None)
+    }
+
+    /// [`read_plan`](Self::read_plan) keeping, among the rows that are read here (memory and
+    /// overlapping segments), only those `tags` (through the memtable's tag index) and `keep`
+    /// select. Both must look at key columns (tags, time) only: every version of a key then
+    /// shares their verdict, so filtering before deduplication gives the same rows as filtering
+    /// after it, and a point query merges a handful of rows instead of the memtable.
+    pub fn read_plan_filtered(
+        &self,
+        lo: i64,
+        hi: i64,
+        tags: &TagSelection,
+        keep: Option<&KeyFilter>,
+    ) -> Result<ReadPlan> {
+        let select = |b: &RecordBatch| -> Result<RecordBatch> {
+            let b = conform(b, self.schema.arrow_schema())?;
+            match keep {
+                Some(keep) => Ok(datafusion::arrow::compute::filter_record_batch(
+                    &b,
+                    &keep(&b)?,
+                )?),
+                None => Ok(b),
+            }
+        };
         enum Source<'a> {
             Segment(&'a SegmentMeta),
             Memory(usize, &'a MemChunk),
@@ -1091,8 +1122,11 @@ impl TableSnapshot {
                         continue;
                     }
                     Source::Memory(_, m) if !m.may_have_duplicates => {
-                        for b in &m.batches {
-                            plan.batches.push(conform(b, schema)?);
+                        for b in &m.select(tags)? {
+                            let b = select(b)?;
+                            if b.num_rows() > 0 {
+                                plan.batches.push(b);
+                            }
                         }
                         continue;
                     }
@@ -1108,9 +1142,15 @@ impl TableSnapshot {
             for (_, _, s) in &cluster {
                 match s {
                     Source::Segment(s) => {
-                        batches.extend(read_segment(&self.data_dir.join(&s.path), schema)?)
+                        for b in read_segment(&self.data_dir.join(&s.path), schema)? {
+                            batches.push(select(&b)?);
+                        }
                     }
-                    Source::Memory(_, m) => batches.extend(m.batches.iter().cloned()),
+                    Source::Memory(_, m) => {
+                        for b in &m.select(tags)? {
+                            batches.push(select(b)?);
+                        }
+                    }
                 }
             }
             if let Some(b) = sort_dedup(&self.schema, &batches)? {

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod schema;
 pub mod segment;
+pub mod tag_index;
 pub mod wal;
 
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};

@@ -7,9 +7,14 @@
 //! deduplication when that flag is set.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, TimestampNanosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::tag_index::{TagIndex, TagSelection};
 
 /// Recent rows of one table.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +31,8 @@ pub struct TableMemtable {
     pub may_have_duplicates: bool,
     series_last_time: HashMap<u64, i64>,
     tag_count: usize,
+    /// Tag indexes over `batches`, built by readers as they need them.
+    index: Arc<Mutex<TagIndex>>,
 }
 
 impl TableMemtable {
@@ -127,6 +134,17 @@ pub struct MemChunk {
     pub max_time: i64,
     /// Whether two rows may share a (tags, time) key.
     pub may_have_duplicates: bool,
+    index: Arc<Mutex<TagIndex>>,
+}
+
+impl MemChunk {
+    /// The rows `selection` accepts, by the tag index (all rows when it selects nothing).
+    pub fn select(&self, selection: &TagSelection) -> Result<Vec<RecordBatch>> {
+        if selection.is_empty() {
+            return Ok(self.batches.clone());
+        }
+        self.index.lock().select(&self.batches, selection)
+    }
 }
 
 impl TableMemtable {
@@ -137,6 +155,7 @@ impl TableMemtable {
             min_time: self.min_time,
             max_time: self.max_time,
             may_have_duplicates: self.may_have_duplicates,
+            index: self.index.clone(),
         }
     }
 }

@@ -6,13 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
+    Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 
 use crate::schema::{ColumnDef, ColumnKind, FieldType, TableDef};
+use crate::db::KeyFilter;
+use crate::tag_index::TagSelection;
 use crate::{Db, StorageConfig};
 
 type Row = (u8, i64, Option<i64>, Option<f64>);
@@ -75,9 +78,19 @@ fn batch(rows: &[Row]) -> RecordBatch {
     .expect("batch")
 }
 
-fn read_all(db: &Db) -> Vec<(String, i64, Option<i64>, Option<f64>)> {
+type Out = Vec<(String, i64, Option<i64>, Option<f64>)>;
+
+fn read_all(db: &Db) -> Out {
+    read_selected(db, &TagSelection::default(), None)
+}
+
+/// Reads with a tag selection and a key filter handed to storage, then applies both to every
+/// row (as the query engine does above the scan, since segment files come back unfiltered).
+fn read_selected(db: &Db, tags: &TagSelection, keep: Option<&KeyFilter>) -> Out {
     let snap = db.snapshot("t").expect("table");
-    let plan = snap.read_plan(i64::MIN, i64::MAX).expect("plan");
+    let plan = snap
+        .read_plan_filtered(i64::MIN, i64::MAX, tags, keep)
+        .expect("plan");
     let mut batches = plan.batches.clone();
     for f in &plan.files {
         batches.extend(
@@ -116,8 +129,34 @@ fn read_all(db: &Db) -> Vec<(String, i64, Option<i64>, Option<f64>)> {
             ));
         }
     }
+    out.retain(|r| {
+        tags.any_of
+            .iter()
+            .all(|(_, values)| values.contains(&r.0))
+            && (keep.is_none() || r.1 >= KEEP_FROM_DAY)
+    });
     out.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
     out
+}
+
+const KEEP_FROM_DAY: i64 = 10;
+
+/// `s IN ('s0', 's2')`, read through the memtable's tag index.
+fn some_series() -> TagSelection {
+    TagSelection {
+        any_of: vec![("s".into(), vec!["s0".into(), "s2".into()])],
+    }
+}
+
+/// `time >= KEEP_FROM_DAY days`, a key filter applied before deduplication.
+fn recent(batch: &RecordBatch) -> Result<BooleanArray, ArrowError> {
+    let day = crate::db::PARTITION_NANOS / 4;
+    let t = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| ArrowError::ComputeError("time".into()))?;
+    Ok(t.iter().map(|v| v.map(|v| v >= KEEP_FROM_DAY * day)).collect())
 }
 
 proptest! {
@@ -149,6 +188,13 @@ proptest! {
         }
         let want: Vec<_> = model.iter().map(|((s, t), (a, b))| (s.clone(), *t, *a, *b)).collect();
         prop_assert_eq!(read_all(&db), want.clone());
+        // Filtering by key before deduplication gives the rows filtering after it would.
+        let selected: Vec<_> = want
+            .iter()
+            .filter(|r| (r.0 == "s0" || r.0 == "s2") && r.1 >= KEEP_FROM_DAY)
+            .cloned()
+            .collect();
+        prop_assert_eq!(read_selected(&db, &some_series(), Some(&recent)), selected);
         // And once more after everything is in segments and the engine restarted.
         db.close().expect("close");
         let db = Db::open(config).expect("reopen");
