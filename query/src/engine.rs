@@ -10,8 +10,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::ParamValues;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{collect, execute_stream};
@@ -171,6 +171,10 @@ impl QueryEngine {
         .map_err(|e| QueryError::from(*e))?;
         ctx.register_udf(crate::functions::version_udf());
         ctx.register_udf(crate::functions::pg_get_serial_sequence_udf());
+        // pg_compat: pg_class / pg_attribute / pg_namespace / pg_index / pg_constraint from
+        // Eddy's catalog (stable OIDs, primary keys) and the functions clients' introspection
+        // queries call (json_build_object, _pg_expandarray, pg_get_indexdef, ...).
+        crate::pg_compat::install(&ctx, db.clone(), views.clone()).await?;
         Ok(Self {
             db,
             views,
@@ -232,11 +236,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return Ok(vec![Statement::RefreshView(name)]);
     }
     // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
-    // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them.
+    // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them; pg_compat
+    // adds Eddy's rules after pg-catalog's (set-returning calls, correlated subqueries, ...).
     match PG_PARSER.parse(sql) {
         Ok(stmts) => Ok(stmts
             .into_iter()
-            .map(|s| Statement::Sql(DfStatement::Statement(Box::new(s))))
+            .map(|s| {
+                Statement::Sql(DfStatement::Statement(Box::new(crate::pg_compat::rewrite(
+                    s,
+                ))))
+            })
             .collect()),
         // DataFusion's own statements (and its error messages with positions).
         Err(_) => {
@@ -649,6 +658,8 @@ pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
             "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric"
             | "lc_time" => "C",
             "application_name" => "",
+            // SQLAlchemy's get_table_options compares pg_am.amname with it.
+            "default_table_access_method" => "heap",
             "extra_float_digits" => "1",
             "bytea_output" => "hex",
             "block_size" => "8192",

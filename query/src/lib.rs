@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod information_schema;
+pub mod pg_compat;
 pub mod table;
 
 pub use engine::{

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -22,10 +26,6 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
-use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::DFSchema;
 use eddy_storage::db::KeyFilter;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, TableSchema};
@@ -84,9 +84,9 @@ impl TableProvider for EddyTable {
         let plan = tokio::task::spawn_blocking(move || {
             snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())
         })
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let batches = plan
             .batches
             .iter()
@@ -214,9 +214,9 @@ fn key_filter(
 ) -> DfResult<Option<Box<KeyFilter>>> {
     let schema = table.arrow_schema();
     let is_key = |name: &str| {
-        schema.index_of(name).is_ok_and(|i| {
-            i == table.time_index() || table.tag_indices().contains(&i)
-        })
+        schema
+            .index_of(name)
+            .is_ok_and(|i| i == table.time_index() || table.tag_indices().contains(&i))
     };
     let keys: Vec<Expr> = filters
         .iter()
@@ -253,12 +253,12 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> TagSelection {
         _ => None,
     };
     let string = |e: &Expr| match e {
-        Expr::Literal(v, _) => match v {
+        Expr::Literal(
             ScalarValue::Utf8(Some(s))
             | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
-            _ => None,
-        },
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
         _ => None,
     };
     let mut selection = TagSelection::default();

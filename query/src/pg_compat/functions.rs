@@ -1,0 +1,363 @@
+//! The functions PostgreSQL client introspection calls that pg-catalog lacks or gets wrong:
+//! `_pg_expandarray`, `json_build_object`, `pg_get_indexdef`, `pg_get_constraintdef` (for
+//! Eddy's primary keys) and `pg_collation_is_visible`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Builder, ListArray, StringBuilder, StructArray,
+    new_null_array,
+};
+use datafusion::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::ScalarValue;
+use datafusion::common::cast::{as_int64_array, as_list_array};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SimpleScalarUDF,
+    TypeSignature, Volatility,
+};
+use eddy_storage::{Db, TableSchema};
+
+use super::oids::{key_columns, table_oid};
+use super::tables::list_of;
+use crate::catalog::SCHEMA;
+
+/// Name of the `_pg_expandarray` function (the rewrite in `rewrite.rs` wraps calls in
+/// `unnest`).
+pub(super) const EXPAND_ARRAY: &str = "_pg_expandarray";
+
+/// `_pg_expandarray(array)`: the array as a list of `{x: element, n: position}`;
+/// `information_schema._pg_expandarray` returns these as rows, which `unnest` makes of it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct ExpandArray {
+    pub(super) signature: Signature,
+}
+
+fn expanded_type(element: &DataType) -> DataType {
+    let fields = Fields::from(vec![
+        Field::new("x", element.clone(), true),
+        Field::new("n", DataType::Int32, false),
+    ]);
+    list_of(DataType::Struct(fields))
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        EXPAND_ARRAY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        match arg_types {
+            [DataType::List(f)] => Ok(expanded_type(f.data_type())),
+            [DataType::Null] => Ok(expanded_type(&DataType::Null)),
+            other => Err(DataFusionError::Plan(format!(
+                "{EXPAND_ARRAY} takes an array, got {other:?}"
+            ))),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return Err(DataFusionError::Execution(format!(
+                "{EXPAND_ARRAY} takes one argument"
+            )));
+        };
+        let array = arg.to_array(args.number_rows)?;
+        let out_type = args.return_field.data_type();
+        if array.data_type() == &DataType::Null {
+            return Ok(ColumnarValue::Array(new_null_array(out_type, array.len())));
+        }
+        let (DataType::List(item), list) = (out_type, as_list_array(&array)?) else {
+            return Err(DataFusionError::Internal(format!(
+                "{EXPAND_ARRAY} returns {out_type}"
+            )));
+        };
+        let DataType::Struct(fields) = item.data_type() else {
+            return Err(DataFusionError::Internal(format!(
+                "{EXPAND_ARRAY} returns {out_type}"
+            )));
+        };
+        // Reuse the elements; positions restart at 1 in every row.
+        let offsets = list.value_offsets();
+        let (Some(&start), Some(&end)) = (offsets.first(), offsets.last()) else {
+            return Err(DataFusionError::Internal("list without offsets".into()));
+        };
+        let mut positions = Int32Builder::with_capacity(usize::try_from(end - start).unwrap_or(0));
+        for w in offsets.windows(2) {
+            if let [a, b] = w {
+                (1..=b - a).for_each(|p| positions.append_value(p));
+            }
+        }
+        let elements = list.values().slice(
+            usize::try_from(start).unwrap_or(0),
+            usize::try_from(end - start).unwrap_or(0),
+        );
+        let structs = StructArray::try_new(
+            fields.clone(),
+            vec![elements, Arc::new(positions.finish()) as ArrayRef],
+            None,
+        )?;
+        let rebased: Vec<i32> = offsets.iter().map(|o| o - start).collect();
+        let out = ListArray::try_new(
+            item.clone(),
+            OffsetBuffer::new(ScalarBuffer::from(rebased)),
+            Arc::new(structs),
+            list.nulls().cloned(),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `json_build_object(k1, v1, ...)`: a JSON object as PostgreSQL formats it (as text).
+pub(super) fn json_build_object_udf() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "json_build_object",
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            if !args.len().is_multiple_of(2) {
+                return Err(DataFusionError::Execution(
+                    "json_build_object: argument list must have even number of elements".into(),
+                ));
+            }
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let rows = arrays.first().map_or(1, |a| a.len());
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                let mut text = String::from("{");
+                for (i, pair) in arrays.chunks_exact(2).enumerate() {
+                    let [k, v] = pair else { continue };
+                    let key = ScalarValue::try_from_array(k, row)?;
+                    if key.is_null() {
+                        return Err(DataFusionError::Execution(format!(
+                            "json_build_object: argument {}: key must not be null",
+                            2 * i + 1
+                        )));
+                    }
+                    if i > 0 {
+                        text.push_str(", ");
+                    }
+                    text.push_str(&json_string(&scalar_text(&key)));
+                    text.push_str(" : ");
+                    text.push_str(&json_value(&ScalarValue::try_from_array(v, row)?));
+                }
+                text.push('}');
+                out.append_value(text);
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+fn scalar_text(v: &ScalarValue) -> String {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn json_value(v: &ScalarValue) -> String {
+    match v {
+        _ if v.is_null() => "null".to_string(),
+        ScalarValue::Boolean(Some(b)) => b.to_string(),
+        ScalarValue::Int8(_)
+        | ScalarValue::Int16(_)
+        | ScalarValue::Int32(_)
+        | ScalarValue::Int64(_)
+        | ScalarValue::UInt8(_)
+        | ScalarValue::UInt16(_)
+        | ScalarValue::UInt32(_)
+        | ScalarValue::UInt64(_) => v.to_string(),
+        ScalarValue::Float32(Some(f)) if f.is_finite() => f.to_string(),
+        ScalarValue::Float64(Some(f)) if f.is_finite() => f.to_string(),
+        other => json_string(&scalar_text(other)),
+    }
+}
+
+/// What a primary key OID (index or constraint) names.
+enum KeyObject {
+    Index,
+    Constraint,
+}
+
+/// The Eddy table whose primary key index or constraint has OID `oid`.
+fn key_owner(
+    tables: &HashMap<i32, Arc<TableSchema>>,
+    oid: i64,
+) -> Option<(KeyObject, &TableSchema)> {
+    let oid = i32::try_from(oid).ok()?;
+    // Table OIDs are multiples of 4; the index is table + 1, the constraint table + 2.
+    let (object, table) = match oid.rem_euclid(4) {
+        1 => (KeyObject::Index, oid - 1),
+        2 => (KeyObject::Constraint, oid - 2),
+        _ => return None,
+    };
+    tables.get(&table).map(|t| (object, t.as_ref()))
+}
+
+/// Eddy tables by OID.
+fn tables_by_oid(db: &Db) -> DfResult<HashMap<i32, Arc<TableSchema>>> {
+    db.catalog()
+        .tables()
+        .into_iter()
+        .map(|t| Ok((table_oid(&t)?, t)))
+        .collect()
+}
+
+/// `name` as PostgreSQL prints an identifier: bare if it can be, else double-quoted.
+fn quote_ident(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn key_list(t: &TableSchema) -> Vec<String> {
+    let columns = t.columns();
+    key_columns(t)
+        .into_iter()
+        .filter_map(|i| columns.get(i).map(|c| quote_ident(&c.name)))
+        .collect()
+}
+
+/// The arguments as arrays of one length, each cast to `Int64` (OIDs, column numbers).
+fn int64_args(args: &[ColumnarValue]) -> DfResult<Vec<ArrayRef>> {
+    ColumnarValue::values_to_arrays(args)?
+        .iter()
+        .map(|a| Ok(cast(a, &DataType::Int64)?))
+        .collect()
+}
+
+/// Value `row` of an `Int64` argument array, if given and not NULL.
+fn int64_at(args: &[ArrayRef], arg: usize, row: usize) -> DfResult<Option<i64>> {
+    let Some(a) = args.get(arg) else {
+        return Ok(None);
+    };
+    let a = as_int64_array(a)?;
+    Ok((row < a.len() && !a.is_null(row)).then(|| a.value(row)))
+}
+
+/// `pg_get_indexdef(index [, column, pretty])` for primary key indexes; NULL for others.
+pub(super) fn pg_get_indexdef_udf(db: Db) -> ScalarUDF {
+    let signature = Signature::one_of(
+        vec![TypeSignature::Any(1), TypeSignature::Any(3)],
+        Volatility::Stable,
+    );
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_get_indexdef",
+        signature,
+        DataType::Utf8,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let args = int64_args(args)?;
+            let tables = tables_by_oid(&db)?;
+            let rows = args.first().map_or(0, |a| a.len());
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                let owner = int64_at(&args, 0, row)?.and_then(|oid| key_owner(&tables, oid));
+                let Some((KeyObject::Index, t)) = owner else {
+                    out.append_null();
+                    continue;
+                };
+                let keys = key_list(t);
+                match int64_at(&args, 1, row)? {
+                    // Column `k` alone: its name ('' past the last column, as PostgreSQL).
+                    Some(k) if k > 0 => out.append_value(
+                        usize::try_from(k - 1)
+                            .ok()
+                            .and_then(|i| keys.get(i))
+                            .map_or("", String::as_str),
+                    ),
+                    _ => out.append_value(format!(
+                        "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
+                        quote_ident(&format!("{}_pkey", t.name())),
+                        SCHEMA,
+                        quote_ident(t.name()),
+                        keys.join(", ")
+                    )),
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+/// `pg_get_constraintdef(constraint [, pretty])`: `PRIMARY KEY (...)` for Eddy's primary
+/// keys (replacing pg-catalog's, which returns '' for everything); NULL for others.
+pub(super) fn pg_get_constraintdef_udf(db: Db) -> ScalarUDF {
+    let signature = Signature::one_of(
+        vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+        Volatility::Stable,
+    );
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_get_constraintdef",
+        signature,
+        DataType::Utf8,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let args = int64_args(args)?;
+            let tables = tables_by_oid(&db)?;
+            let rows = args.first().map_or(0, |a| a.len());
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                match int64_at(&args, 0, row)?.and_then(|oid| key_owner(&tables, oid)) {
+                    Some((KeyObject::Constraint, t)) => {
+                        out.append_value(format!("PRIMARY KEY ({})", key_list(t).join(", ")));
+                    }
+                    _ => out.append_null(),
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+/// `pg_collation_is_visible(oid)`: true, every collation is in pg_catalog.
+pub(super) fn pg_collation_is_visible_udf() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_collation_is_visible",
+        Signature::any(1, Volatility::Stable),
+        DataType::Boolean,
+        Arc::new(|args: &[ColumnarValue]| {
+            let oids = ColumnarValue::values_to_arrays(args)?;
+            let visible: BooleanArray = oids
+                .first()
+                .map(|oids| (0..oids.len()).map(move |row| (!oids.is_null(row)).then_some(true)))
+                .into_iter()
+                .flatten()
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(visible)))
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_quote_like_postgresql() {
+        assert_eq!(quote_ident("station"), "station");
+        assert_eq!(quote_ident("Station"), "\"Station\"");
+        assert_eq!(quote_ident("a b"), "\"a b\"");
+    }
+}

@@ -1,0 +1,104 @@
+//! What PostgreSQL client introspection needs beyond datafusion-pg-catalog: SQL rewrites
+//! DataFusion can then plan, the functions those queries call, and the relation catalog
+//! tables (`pg_namespace`, `pg_class`, `pg_attribute`, `pg_index`, `pg_constraint`) computed
+//! from Eddy's catalog with OIDs that stay the same across restarts.
+//!
+//! Queries this serves: pgjdbc `getPrimaryKeys` / `getTypeInfo`, SQLAlchemy's inspector
+//! (`get_columns`, `get_pk_constraint`, `get_indexes`, `get_table_options`).
+
+mod functions;
+mod oids;
+mod rewrite;
+mod tables;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::cast::{as_int32_array, as_string_array};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
+use datafusion::prelude::SessionContext;
+use eddy_storage::Db;
+
+use self::functions::{
+    ExpandArray, json_build_object_udf, pg_collation_is_visible_udf, pg_get_constraintdef_udf,
+    pg_get_indexdef_udf,
+};
+use self::tables::{CatalogState, PgCatalog};
+use crate::catalog::DATABASE;
+use crate::continuous::ViewRegistry;
+use crate::error::{QueryError, Result};
+
+pub use self::rewrite::rewrite;
+
+/// Replaces pg-catalog's relation tables with ones computed from Eddy's catalog and
+/// registers the functions client introspection calls; run after `setup_pg_catalog`.
+pub async fn install(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Result<()> {
+    let missing = |what: &str| QueryError::new("XX000", format!("{what} is not set up"));
+    let catalog = ctx
+        .catalog(DATABASE)
+        .ok_or_else(|| missing("catalog eddy"))?;
+    let inner = catalog
+        .schema("pg_catalog")
+        .ok_or_else(|| missing("pg_catalog"))?;
+    let state = Arc::new(CatalogState {
+        catalog: catalog.clone(),
+        db: db.clone(),
+        views,
+        system: system_relation_oids(ctx).await?,
+    });
+    catalog.register_schema("pg_catalog", Arc::new(PgCatalog { inner, state }))?;
+    ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+    ctx.register_udf(json_build_object_udf());
+    ctx.register_udf(pg_get_indexdef_udf(db.clone()));
+    ctx.register_udf(pg_get_constraintdef_udf(db));
+    ctx.register_udf(pg_collation_is_visible_udf());
+    Ok(())
+}
+
+/// (namespace OID, relation name) → (relation OID, row type OID) of the system relations
+/// whose row types pg-catalog's static `pg_type` holds (`pg_class` is 1259, as in
+/// PostgreSQL), so `pg_type.typrelid` and `pg_description.objoid` join to them.
+async fn system_relation_oids(ctx: &SessionContext) -> Result<HashMap<(i32, String), (i32, i32)>> {
+    let batches = ctx.table("pg_catalog.pg_type").await?.collect().await?;
+    let mut oids = HashMap::new();
+    for b in &batches {
+        let column = |name: &str, dt: &DataType| -> DfResult<ArrayRef> {
+            let c = b.column_by_name(name).ok_or_else(|| {
+                DataFusionError::Plan(format!("pg_catalog.pg_type has no column {name}"))
+            })?;
+            Ok(cast(c, dt)?)
+        };
+        let (names, nsps, relids, typids) = (
+            column("typname", &DataType::Utf8)?,
+            column("typnamespace", &DataType::Int32)?,
+            column("typrelid", &DataType::Int32)?,
+            column("oid", &DataType::Int32)?,
+        );
+        let (names, nsps) = (as_string_array(&names)?, as_int32_array(&nsps)?);
+        let (relids, typids) = (as_int32_array(&relids)?, as_int32_array(&typids)?);
+        for i in 0..b.num_rows() {
+            if [
+                names.is_null(i),
+                nsps.is_null(i),
+                relids.is_null(i),
+                typids.is_null(i),
+            ]
+            .contains(&true)
+                || relids.value(i) == 0
+            {
+                continue;
+            }
+            oids.insert(
+                (nsps.value(i), names.value(i).to_string()),
+                (relids.value(i), typids.value(i)),
+            );
+        }
+    }
+    Ok(oids)
+}
