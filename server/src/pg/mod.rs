@@ -2,6 +2,7 @@
 //! the query engine, results encoded from Arrow in text or binary format, and COPY.
 
 mod auth;
+mod cancel;
 mod copy;
 
 pub use auth::{AuthMethod, PgConfig};
@@ -27,6 +28,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// A statement prepared through the extended protocol.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct PgConnection {
     parser: Arc<PgQueryParser>,
     /// The COPY FROM STDIN in progress, if any.
     copy_in: tokio::sync::Mutex<Option<copy::CopyIn>>,
+    /// Where cancel requests for this connection arrive.
+    cancel: cancel::CancelSignal,
 }
 
 /// Plans SQL of `Parse` messages in the connection's session.
@@ -60,17 +64,21 @@ fn user_error(e: QueryError) -> PgWireError {
     )))
 }
 
-fn output_to_response(output: Output, format: &Format) -> PgWireResult<Response> {
+fn output_to_response(
+    output: Output,
+    format: &Format,
+    cancel: watch::Receiver<u64>,
+) -> PgWireResult<Response> {
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
         Output::Rows { schema, stream } => {
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
             let f = fields.clone();
-            let rows = stream
-                .map(move |rb: datafusion::error::Result<RecordBatch>| {
+            let rows = cancel::rows_until_cancelled(stream, cancel)
+                .map(move |rb: PgWireResult<RecordBatch>| {
                     let rows = match rb {
                         Ok(rb) => encode_batch(&f, &rb),
-                        Err(e) => vec![Err(user_error(e.into()))],
+                        Err(e) => vec![Err(e)],
                     };
                     stream::iter(rows)
                 })
@@ -146,13 +154,14 @@ fn transaction_response(tag: &str, response: Response) -> Response {
 
 #[async_trait]
 impl SimpleQueryHandler for PgConnection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let mut cancel = self.cancel.start(client);
         let stmts = eddy_query::parse(query).map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in stmts {
@@ -171,7 +180,7 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 continue;
             }
-            let result = async {
+            let result = cancel::unless_cancelled(&mut cancel, async {
                 let p = self.session.prepare(stmt).await?;
                 let tag = match &p {
                     Prepared::Accept(t) => *t,
@@ -179,11 +188,11 @@ impl SimpleQueryHandler for PgConnection {
                 };
                 let out = self.session.execute(&p, None).await?;
                 Ok::<_, QueryError>((tag, out))
-            }
+            })
             .await;
             match result {
                 Ok((tag, out)) => {
-                    let r = output_to_response(out, &Format::UnifiedText)?;
+                    let r = output_to_response(out, &Format::UnifiedText, cancel.clone())?;
                     responses.push(transaction_response(tag, r));
                 }
                 Err(e) => {
@@ -479,7 +488,7 @@ impl ExtendedQueryHandler for PgConnection {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Self::Statement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -501,12 +510,12 @@ impl ExtendedQueryHandler for PgConnection {
             Prepared::Accept(t) => *t,
             _ => "",
         };
-        let out = self
-            .session
-            .execute(&stmt.prepared, params)
-            .await
-            .map_err(user_error)?;
-        let r = output_to_response(out, &portal.result_column_format)?;
+        let mut cancel = self.cancel.start(client);
+        let out =
+            cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
+                .await
+                .map_err(user_error)?;
+        let r = output_to_response(out, &portal.result_column_format, cancel)?;
         Ok(transaction_response(tag, r))
     }
 }
@@ -549,6 +558,7 @@ fn startup_parameters() -> [(&'static str, String); 3] {
 struct PgHandlers {
     conn: Arc<PgConnection>,
     startup: Arc<auth::Startup>,
+    cancels: Arc<cancel::CancelRegistry>,
 }
 
 impl PgWireServerHandlers for PgHandlers {
@@ -566,6 +576,10 @@ impl PgWireServerHandlers for PgHandlers {
 
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.conn.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancels.clone()
     }
 }
 
@@ -609,6 +623,7 @@ async fn serve(
         connections_max,
     } = front;
     let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let cancels = Arc::new(cancel::CancelRegistry::default());
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -629,6 +644,7 @@ async fn serve(
             }),
             session,
             copy_in: tokio::sync::Mutex::new(None),
+            cancel: cancel::CancelSignal::new(cancels.clone()),
         });
         // Over the limit, the connection is still answered, with an error a client can show.
         let permit = slots.clone().try_acquire_owned().ok();
@@ -639,6 +655,7 @@ async fn serve(
         let handlers = PgHandlers {
             conn,
             startup: Arc::new(startup),
+            cancels: cancels.clone(),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
