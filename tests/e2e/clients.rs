@@ -113,6 +113,11 @@ async fn psycopg3() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_sqlalchemy() {
+    run_python_client("psycopg2_sqlalchemy_test.py");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg() {
     run_python_client("asyncpg_test.py");
 }
@@ -120,4 +125,44 @@ async fn asyncpg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odbc() {
     run_python_client("odbc_test.py");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc() {
+    let jar = std::env::var_os("EDDY_PGJDBC_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
+    assert!(
+        jar.exists(),
+        "pgjdbc not found at {} (run scripts/install-test-deps.sh)",
+        jar.display()
+    );
+    let classes = tempfile::tempdir().expect("tempdir");
+    run(
+        "javac EddyJdbcTest.java",
+        Command::new("javac")
+            .arg("-d")
+            .arg(classes.path())
+            .arg("-cp")
+            .arg(&jar)
+            .arg(clients_dir().join("jdbc/EddyJdbcTest.java")),
+    );
+
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let classpath = std::env::join_paths([classes.path(), jar.as_path()]).expect("classpath");
+    let out = run(
+        "EddyJdbcTest",
+        with_server(
+            Command::new("java")
+                .arg("-cp")
+                .arg(classpath)
+                .arg("EddyJdbcTest"),
+            &s,
+        ),
+    );
+    assert!(
+        out.contains("all checks passed"),
+        "EddyJdbcTest did not finish its checks:\n{out}"
+    );
 }

@@ -176,6 +176,89 @@ async fn text_output_and_parameters_match_postgresql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_stop_running_queries() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    let token = c.cancel_token();
+    // Streaming rows: the count runs inside the result stream, after planning.
+    let long = "SELECT count(*) FROM generate_series(1, 100000000000) AS t(x) WHERE x % 7 = 3";
+    let started = std::time::Instant::now();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c
+        .simple_query(long)
+        .await
+        .expect_err("the query was cancelled");
+    cancel.await.unwrap().unwrap();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // The same through the extended protocol, then the connection goes on working.
+    let token = c.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c
+        .query(long, &[])
+        .await
+        .expect_err("the query was cancelled");
+    cancel.await.unwrap().unwrap();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+    );
+    let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    // A cancel request while nothing runs changes nothing.
+    c.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let two: i64 = c.query_one("SELECT 2::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(two, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_oids_and_primary_keys_survive_restarts() {
+    let dir = data_dir();
+    let mut s = Server::start(dir.path());
+    s.psql("CREATE TABLE oid_t (ts TIMESTAMP NOT NULL, h TEXT, r TEXT, v DOUBLE PRECISION, PRIMARY KEY (h, r, ts))");
+    s.psql("CREATE TABLE oid_u (ts TIMESTAMP NOT NULL, v DOUBLE PRECISION)");
+    let oids =
+        "SELECT relname, oid FROM pg_catalog.pg_class WHERE relname LIKE 'oid_%' ORDER BY relname";
+    let before = s.psql(oids);
+    // The primary key is the tags, then time, as pg_index and pg_constraint tell drivers.
+    let pk = "SELECT con.conname, a.attname FROM pg_catalog.pg_constraint con \
+              JOIN pg_catalog.pg_class c ON c.oid = con.conrelid \
+              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+              WHERE c.relname = 'oid_t' AND con.contype = 'p' AND array_has(con.conkey, a.attnum) \
+              ORDER BY a.attnum";
+    assert_eq!(s.psql(pk), "oid_t_pkey|ts\noid_t_pkey|h\noid_t_pkey|r\n");
+    let d = s.psql_out(&["-c", "\\d oid_t"]);
+    assert!(
+        d.contains("\"oid_t_pkey\" PRIMARY KEY, btree (h, r, ts)"),
+        "{d}"
+    );
+    s.stop();
+    s.restart();
+    assert_eq!(s.psql(oids), before);
+    // Listing in another order after a restart does not renumber either.
+    s.kill9();
+    s.restart();
+    s.psql("SELECT oid FROM pg_catalog.pg_class WHERE relname = 'oid_u'");
+    assert_eq!(s.psql(oids), before);
+    let lines: Vec<&str> = before.lines().collect();
+    assert_eq!(lines.len(), 4, "tables and their key indexes: {before}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_tls_and_connection_limits() {
     let dir = data_dir();
     // SCRAM-SHA-256 (the default with users).
