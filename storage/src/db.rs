@@ -27,8 +27,8 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, MemChunk, Memtable};
 use crate::schema::{TableSchema, dir_name};
-use crate::tag_index::TagSelection;
 use crate::segment::{read_segment, write_segment};
+use crate::tag_index::TagSelection;
 use crate::wal::{self, WalWriter};
 
 /// Nanoseconds in a day, the width of a time partition.
@@ -197,7 +197,8 @@ pub struct ReadPlan {
 
 /// Selects rows of a batch (in the table schema) by their key columns; see
 /// [`TableSnapshot::read_plan_filtered`].
-pub type KeyFilter = dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync;
+pub type KeyFilter =
+    dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync;
 
 /// A segment file to scan.
 #[derive(Debug, Clone)]

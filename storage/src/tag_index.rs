@@ -124,8 +124,7 @@ impl ColumnIndex {
                         continue;
                     }
                     let v = strings.value(r);
-                    while end < strings.len() && strings.is_valid(end) && strings.value(end) == v
-                    {
+                    while end < strings.len() && strings.is_valid(end) && strings.value(end) == v {
                         end += 1;
                     }
                     let rows = starts[i] + r as u32..starts[i] + end as u32;
@@ -194,11 +193,20 @@ mod tests {
         let sel = |v: &[&str]| TagSelection {
             any_of: vec![("host".into(), v.iter().map(|s| s.to_string()).collect())],
         };
-        assert_eq!(values(&index.select(&batches, &sel(&["a"])).unwrap()), [0, 2, 4]);
+        assert_eq!(
+            values(&index.select(&batches, &sel(&["a"])).unwrap()),
+            [0, 2, 4]
+        );
         batches.push(batch(&[Some("b"), Some("a")], 5));
-        assert_eq!(values(&index.select(&batches, &sel(&["a"])).unwrap()), [0, 2, 4, 6]);
+        assert_eq!(
+            values(&index.select(&batches, &sel(&["a"])).unwrap()),
+            [0, 2, 4, 6]
+        );
         // A reader holding an older prefix sees only its own rows.
-        assert_eq!(values(&index.select(&batches[..1], &sel(&["a", "b"])).unwrap()), [0, 1, 2]);
+        assert_eq!(
+            values(&index.select(&batches[..1], &sel(&["a", "b"])).unwrap()),
+            [0, 1, 2]
+        );
         assert!(index.select(&batches, &sel(&["zz"])).unwrap().is_empty());
     }
 }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, BooleanArray, Float64Array, Int64Array, StringArray, TimestampNanosecondArray,
 };
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 
-use crate::schema::{ColumnDef, ColumnKind, FieldType, TableDef};
 use crate::db::KeyFilter;
+use crate::schema::{ColumnDef, ColumnKind, FieldType, TableDef};
 use crate::tag_index::TagSelection;
 use crate::{Db, StorageConfig};
 
@@ -130,9 +130,7 @@ fn read_selected(db: &Db, tags: &TagSelection, keep: Option<&KeyFilter>) -> Out 
         }
     }
     out.retain(|r| {
-        tags.any_of
-            .iter()
-            .all(|(_, values)| values.contains(&r.0))
+        tags.any_of.iter().all(|(_, values)| values.contains(&r.0))
             && (keep.is_none() || r.1 >= KEEP_FROM_DAY)
     });
     out.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
@@ -156,7 +154,9 @@ fn recent(batch: &RecordBatch) -> Result<BooleanArray, ArrowError> {
         .as_any()
         .downcast_ref::<TimestampNanosecondArray>()
         .ok_or_else(|| ArrowError::ComputeError("time".into()))?;
-    Ok(t.iter().map(|v| v.map(|v| v >= KEEP_FROM_DAY * day)).collect())
+    Ok(t.iter()
+        .map(|v| v.map(|v| v >= KEEP_FROM_DAY * day))
+        .collect())
 }
 
 proptest! {
