@@ -216,11 +216,14 @@ async fn cancel_requests_stop_running_queries() {
     );
     let one: i64 = c.query_one("SELECT 1::bigint", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
-    // A cancel request while nothing runs changes nothing.
+    // A cancel request while nothing runs changes nothing. The server handles it on its own
+    // connection after the client has sent it, so give it time to land before the next query
+    // (a late cancel would stop that query, in PostgreSQL too).
     c.cancel_token()
         .cancel_query(tokio_postgres::NoTls)
         .await
         .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let two: i64 = c.query_one("SELECT 2::bigint", &[]).await.unwrap().get(0);
     assert_eq!(two, 2);
 }
