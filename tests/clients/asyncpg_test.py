@@ -9,12 +9,10 @@ import asyncio
 import datetime as dt
 import io
 import os
-import sys
-import traceback
 
 import asyncpg
 
-from common import PORT, T0, check, minute
+from common import PORT, T0, check, minute, run
 
 
 async def main():
@@ -96,8 +94,4 @@ async def main():
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(main())
-    except Exception as e:  # noqa: BLE001 - report any failure with its traceback
-        traceback.print_exc()
-        sys.exit(f"FAIL: {type(e).__name__}: {e}")
+    run(lambda: asyncio.run(main()))

@@ -8,12 +8,10 @@ with a message on the first failure.
 import configparser
 import datetime as dt
 import os
-import sys
-import traceback
 
 import pyodbc
 
-from common import PORT, T0, check, minute
+from common import PORT, T0, check, minute, run
 
 ODBCINST = os.environ.get("ODBCSYSINI", "/etc") + "/odbcinst.ini"
 DRIVER = "PostgreSQL Unicode"
@@ -68,8 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001 - report any failure with its traceback
-        traceback.print_exc()
-        sys.exit(f"FAIL: {type(e).__name__}: {e}")
+    run(main)

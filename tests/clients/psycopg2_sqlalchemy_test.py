@@ -7,14 +7,12 @@ with a message on the first failure.
 """
 import datetime as dt
 import os
-import sys
-import traceback
 
 import sqlalchemy as sa
 from sqlalchemy import inspect, text
 from sqlalchemy import types as sqltypes
 
-from common import PORT, T0, check, minute
+from common import PORT, T0, check, minute, run
 
 
 def main():
@@ -91,8 +89,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001 - report any failure with its traceback
-        traceback.print_exc()
-        sys.exit(f"FAIL: {type(e).__name__}: {e}")
+    run(main)

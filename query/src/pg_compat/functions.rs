@@ -260,57 +260,56 @@ fn int64_at(args: &[ArrayRef], arg: usize, row: usize) -> DfResult<Option<i64>> 
 
 /// `pg_get_indexdef(index [, column, pretty])` for primary key indexes; NULL for others.
 pub(super) fn pg_get_indexdef_udf(db: Db) -> ScalarUDF {
-    let signature = Signature::one_of(
-        vec![TypeSignature::Any(1), TypeSignature::Any(3)],
-        Volatility::Stable,
-    );
-    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
-        "pg_get_indexdef",
-        signature,
-        DataType::Utf8,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let args = int64_args(args)?;
-            let tables = tables_by_oid(&db)?;
-            let rows = args.first().map_or(0, |a| a.len());
-            let mut out = StringBuilder::new();
-            for row in 0..rows {
-                let owner = int64_at(&args, 0, row)?.and_then(|oid| key_owner(&tables, oid));
-                let Some((KeyObject::Index, t)) = owner else {
-                    out.append_null();
-                    continue;
-                };
-                let keys = key_list(t);
-                match int64_at(&args, 1, row)? {
-                    // Column `k` alone: its name ('' past the last column, as PostgreSQL).
-                    Some(k) if k > 0 => out.append_value(
-                        usize::try_from(k - 1)
-                            .ok()
-                            .and_then(|i| keys.get(i))
-                            .map_or("", String::as_str),
-                    ),
-                    _ => out.append_value(format!(
-                        "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
-                        quote_ident(&format!("{}_pkey", t.name())),
-                        SCHEMA,
-                        quote_ident(t.name()),
-                        keys.join(", ")
-                    )),
-                }
-            }
-            Ok(ColumnarValue::Array(Arc::new(out.finish())))
-        }),
-    ))
+    key_definition_udf("pg_get_indexdef", &[1, 3], db, |object, t, args, row| {
+        if !matches!(object, KeyObject::Index) {
+            return Ok(None);
+        }
+        let keys = key_list(t);
+        Ok(Some(match int64_at(args, 1, row)? {
+            // Column `k` alone: its name ('' past the last column, as PostgreSQL).
+            Some(k) if k > 0 => usize::try_from(k - 1)
+                .ok()
+                .and_then(|i| keys.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            _ => format!(
+                "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
+                quote_ident(&format!("{}_pkey", t.name())),
+                SCHEMA,
+                quote_ident(t.name()),
+                keys.join(", ")
+            ),
+        }))
+    })
 }
 
 /// `pg_get_constraintdef(constraint [, pretty])`: `PRIMARY KEY (...)` for Eddy's primary
 /// keys (replacing pg-catalog's, which returns '' for everything); NULL for others.
 pub(super) fn pg_get_constraintdef_udf(db: Db) -> ScalarUDF {
+    key_definition_udf("pg_get_constraintdef", &[1, 2], db, |object, t, _, _| {
+        Ok(matches!(object, KeyObject::Constraint)
+            .then(|| format!("PRIMARY KEY ({})", key_list(t).join(", "))))
+    })
+}
+
+/// A `pg_get_*def(oid, ...)` function over Eddy's primary keys, taking `arities` integer
+/// arguments: `describe` gives the text for the key object the first argument names (it sees
+/// all arguments and the row), and any other OID gives NULL.
+fn key_definition_udf(
+    name: &str,
+    arities: &[usize],
+    db: Db,
+    describe: impl Fn(KeyObject, &TableSchema, &[ArrayRef], usize) -> DfResult<Option<String>>
+    + Send
+    + Sync
+    + 'static,
+) -> ScalarUDF {
     let signature = Signature::one_of(
-        vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+        arities.iter().map(|&n| TypeSignature::Any(n)).collect(),
         Volatility::Stable,
     );
     ScalarUDF::from(SimpleScalarUDF::new_with_signature(
-        "pg_get_constraintdef",
+        name,
         signature,
         DataType::Utf8,
         Arc::new(move |args: &[ColumnarValue]| {
@@ -319,12 +318,11 @@ pub(super) fn pg_get_constraintdef_udf(db: Db) -> ScalarUDF {
             let rows = args.first().map_or(0, |a| a.len());
             let mut out = StringBuilder::new();
             for row in 0..rows {
-                match int64_at(&args, 0, row)?.and_then(|oid| key_owner(&tables, oid)) {
-                    Some((KeyObject::Constraint, t)) => {
-                        out.append_value(format!("PRIMARY KEY ({})", key_list(t).join(", ")));
-                    }
-                    _ => out.append_null(),
-                }
+                let text = match int64_at(&args, 0, row)?.and_then(|oid| key_owner(&tables, oid)) {
+                    Some((object, t)) => describe(object, t, &args, row)?,
+                    None => None,
+                };
+                out.append_option(text);
             }
             Ok(ColumnarValue::Array(Arc::new(out.finish())))
         }),
