@@ -101,7 +101,10 @@ impl TableProvider for EddyTable {
                 vec![Vec::new(); target.min(plan.files.len())];
             for (i, f) in plan.files.iter().enumerate() {
                 let path = f.path.to_string_lossy();
-                let file = PartitionedFile::new(path.trim_start_matches('/'), f.meta.bytes);
+                let mut file = PartitionedFile::new(path.trim_start_matches('/'), f.meta.bytes);
+                // The scan (and each Parquet reader, which keeps its PartitionedFile) holds
+                // the segment, so retention cannot delete it under a running query.
+                file.extensions.insert_arc(Arc::clone(f));
                 let n = groups.len();
                 groups[i % n].push(file);
             }

@@ -27,7 +27,7 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, MemChunk, Memtable};
 use crate::schema::{TableSchema, dir_name};
-use crate::segment::{read_segment, write_segment};
+use crate::segment::{SegmentFile, read_segment, write_segment};
 use crate::tag_index::TagSelection;
 use crate::wal::{self, WalWriter};
 
@@ -127,6 +127,8 @@ struct State {
     active: Memtable,
     frozen: Vec<Arc<FrozenMemtable>>,
     manifest: Arc<Manifest>,
+    /// The manifest's segments by id, as handed to readers.
+    files: BTreeMap<u64, Arc<SegmentFile>>,
 }
 
 struct Inner {
@@ -176,19 +178,19 @@ impl std::fmt::Debug for Db {
 pub struct TableSnapshot {
     /// The table's schema at that instant.
     pub schema: Arc<TableSchema>,
-    /// Live segments of the table, by increasing id.
-    pub segments: Vec<SegmentMeta>,
+    /// Live segments of the table, by increasing id; held, so their files stay readable.
+    pub segments: Vec<Arc<SegmentFile>>,
     /// In-memory chunks, oldest first.
     pub memory: Vec<MemChunk>,
-    data_dir: PathBuf,
 }
 
 /// How to read a snapshot for a time range: files that can be scanned as they are, plus rows
 /// that had to be merged in memory because their sources overlap.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
-    /// Segments that overlap no other source in the range: read directly.
-    pub files: Vec<SegmentFile>,
+    /// Segments that overlap no other source in the range: read directly (hold the
+    /// `Arc` until the read is done; see [`SegmentFile`]).
+    pub files: Vec<Arc<SegmentFile>>,
     /// Rows from memory and from overlapping segments, deduplicated, in the table schema.
     pub batches: Vec<RecordBatch>,
     /// Segments of the table skipped because their time range misses the query's.
@@ -199,15 +201,6 @@ pub struct ReadPlan {
 /// [`TableSnapshot::read_plan_filtered`].
 pub type KeyFilter =
     dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync;
-
-/// A segment file to scan.
-#[derive(Debug, Clone)]
-pub struct SegmentFile {
-    /// Absolute path.
-    pub path: PathBuf,
-    /// Its metadata.
-    pub meta: SegmentMeta,
-}
 
 impl Db {
     /// Opens (or creates) a data directory: loads catalog and manifest, replays the WAL above
@@ -253,6 +246,14 @@ impl Db {
             );
         }
 
+        let files = manifest
+            .segments
+            .iter()
+            .map(|s| {
+                let file = SegmentFile::new(config.data_dir.join(&s.path), s.clone());
+                (s.id, Arc::new(file))
+            })
+            .collect();
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             config,
@@ -261,6 +262,7 @@ impl Db {
                 active,
                 frozen: Vec::new(),
                 manifest: Arc::new(manifest),
+                files,
             }),
             wal: Mutex::new(writer),
             commit_tx: Mutex::new(Some(tx)),
@@ -481,17 +483,15 @@ impl Db {
             memory.push(t.chunk());
         }
         let segments = st
-            .manifest
-            .segments
-            .iter()
-            .filter(|s| s.table_id == id)
+            .files
+            .values()
+            .filter(|s| s.meta.table_id == id)
             .cloned()
             .collect();
         TableSnapshot {
             schema: schema.clone(),
             segments,
             memory,
-            data_dir: self.inner.config.data_dir.clone(),
         }
     }
 
@@ -519,19 +519,16 @@ impl Db {
         // never segments that no table owns (and that orphan cleanup would not see).
         manifest.store(&self.inner.config.data_dir)?;
         self.inner.catalog.drop_table(name)?;
-        {
+        let retired = {
             let mut st = self.inner.state.write();
             if let Some(t) = st.active.tables.remove(&id) {
                 st.active.bytes -= t.bytes;
             }
             st.manifest = Arc::new(manifest);
-        }
-        for s in gone {
-            let path = self.inner.config.data_dir.join(&s.path);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove segment of dropped table");
-            }
-        }
+            retire(&mut st.files, &gone)
+        };
+        // Files are deleted here unless a running query still reads them.
+        drop(retired);
         Ok(())
     }
 
@@ -605,14 +602,14 @@ impl Inner {
         }
         manifest.segments = kept;
         manifest.store(&self.config.data_dir)?;
-        self.state.write().manifest = Arc::new(manifest);
+        let retired = {
+            let mut st = self.state.write();
+            st.manifest = Arc::new(manifest);
+            retire(&mut st.files, &gone)
+        };
+        // Files are deleted here unless a running query still reads them.
+        drop(retired);
         let rows: u64 = gone.iter().map(|s| s.rows).sum();
-        for s in &gone {
-            let path = self.config.data_dir.join(&s.path);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot remove expired segment");
-            }
-        }
         tracing::info!(
             segments = gone.len(),
             rows,
@@ -645,6 +642,7 @@ impl Inner {
         let mut manifest = (*self.state.read().manifest).clone();
         let started = Instant::now();
         let mut rows = 0u64;
+        let mut written = Vec::new();
         for (&table_id, tm) in &frozen.mem.tables {
             let Some(schema) = self.catalog.get_by_id(table_id) else {
                 continue;
@@ -668,7 +666,7 @@ impl Inner {
                 let path = self.config.data_dir.join(&rel);
                 let bytes = write_segment(&path, &schema, &sorted)?;
                 rows += sorted.num_rows() as u64;
-                manifest.segments.push(SegmentMeta {
+                let meta = SegmentMeta {
                     id,
                     table_id,
                     partition,
@@ -677,7 +675,9 @@ impl Inner {
                     max_time,
                     rows: sorted.num_rows() as u64,
                     bytes,
-                });
+                };
+                manifest.segments.push(meta.clone());
+                written.push(Arc::new(SegmentFile::new(path, meta)));
             }
         }
         manifest.flushed_seq = manifest.flushed_seq.max(frozen.mem.last_seq);
@@ -685,6 +685,7 @@ impl Inner {
         {
             let mut st = self.state.write();
             st.manifest = Arc::new(manifest);
+            st.files.extend(written.into_iter().map(|f| (f.meta.id, f)));
             st.frozen.retain(|f| !Arc::ptr_eq(f, &frozen));
         }
         let flushed_seq = frozen.mem.last_seq;
@@ -977,6 +978,18 @@ pub fn partition_date(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Takes the `gone` segments out of the live set and marks them retired; the caller drops the
+/// result outside the state lock (dropping may delete files).
+fn retire(
+    files: &mut BTreeMap<u64, Arc<SegmentFile>>,
+    gone: &[SegmentMeta],
+) -> Vec<Arc<SegmentFile>> {
+    gone.iter()
+        .filter_map(|s| files.remove(&s.id))
+        .inspect(|f| f.retire())
+        .collect()
+}
+
 /// Deletes segment files that the manifest does not list (left by a flush that crashed before
 /// its manifest was written), and temporary files.
 fn remove_orphans(dir: &Path, manifest: &Manifest) -> Result<u64> {
@@ -1026,14 +1039,14 @@ impl TableSnapshot {
     pub fn max_time(&self) -> Option<i64> {
         self.segments
             .iter()
-            .map(|s| s.max_time)
+            .map(|s| s.meta.max_time)
             .chain(self.memory.iter().map(|m| m.max_time))
             .max()
     }
 
     /// Rows in the snapshot (before deduplication of overlapping sources).
     pub fn row_count(&self) -> u64 {
-        let seg: u64 = self.segments.iter().map(|s| s.rows).sum();
+        let seg: u64 = self.segments.iter().map(|s| s.meta.rows).sum();
         let mem: usize = self
             .memory
             .iter()
@@ -1073,16 +1086,16 @@ impl TableSnapshot {
             }
         };
         enum Source<'a> {
-            Segment(&'a SegmentMeta),
+            Segment(&'a Arc<SegmentFile>),
             Memory(usize, &'a MemChunk),
         }
         let mut items: Vec<(i64, i64, Source)> = Vec::new();
         let mut pruned = 0;
         for s in &self.segments {
-            if s.max_time < lo || s.min_time > hi {
+            if s.meta.max_time < lo || s.meta.min_time > hi {
                 pruned += 1;
             } else {
-                items.push((s.min_time, s.max_time, Source::Segment(s)));
+                items.push((s.meta.min_time, s.meta.max_time, Source::Segment(s)));
             }
         }
         for (i, m) in self.memory.iter().enumerate() {
@@ -1116,10 +1129,7 @@ impl TableSnapshot {
             if cluster.len() == 1 {
                 match &cluster[0].2 {
                     Source::Segment(s) => {
-                        plan.files.push(SegmentFile {
-                            path: self.data_dir.join(&s.path),
-                            meta: (*s).clone(),
-                        });
+                        plan.files.push(Arc::clone(s));
                         continue;
                     }
                     Source::Memory(_, m) if !m.may_have_duplicates => {
@@ -1136,14 +1146,14 @@ impl TableSnapshot {
             }
             // Write order: segments by id, then memory (which is newer than every segment).
             cluster.sort_by_key(|(_, _, s)| match s {
-                Source::Segment(s) => (0, s.id),
+                Source::Segment(s) => (0, s.meta.id),
                 Source::Memory(i, _) => (1, *i as u64),
             });
             let mut batches = Vec::new();
             for (_, _, s) in &cluster {
                 match s {
                     Source::Segment(s) => {
-                        for b in read_segment(&self.data_dir.join(&s.path), schema)? {
+                        for b in read_segment(&s.path, schema)? {
                             batches.push(select(&b)?);
                         }
                     }

@@ -19,11 +19,12 @@ pub mod wal;
 
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
 pub use db::{
-    CommitHook, Db, Prepared as CommitPrepared, ReadPlan, RecoveryReport, SegmentFile,
-    StorageConfig, TableSnapshot, WalSync,
+    CommitHook, Db, Prepared as CommitPrepared, ReadPlan, RecoveryReport, StorageConfig,
+    TableSnapshot, WalSync,
 };
 pub use error::{Result, StorageError};
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
+pub use segment::SegmentFile;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //! time, with statistics and page index so any Parquet engine can read and prune them.
 
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -16,6 +17,7 @@ use datafusion::parquet::schema::types::ColumnPath;
 use crate::dedup::conform;
 use crate::error::{IoContext, Result};
 use crate::fsutil::sync_dir;
+use crate::manifest::SegmentMeta;
 use crate::schema::TableSchema;
 
 /// Rows per Parquet row group.
@@ -23,6 +25,51 @@ pub const ROW_GROUP_ROWS_MAX: usize = 256 * 1024;
 
 /// Rows per Parquet data page (checked every write batch of 1,024 rows).
 pub const DATA_PAGE_ROWS_MAX: usize = 4096;
+
+/// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
+/// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
+/// the last holder lets go: a query that took a snapshot before keeps reading the file instead
+/// of failing half-way. A crash with retired files still held leaves them behind as orphans,
+/// which the next start removes.
+#[derive(Debug)]
+pub struct SegmentFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Its metadata.
+    pub meta: SegmentMeta,
+    retired: AtomicBool,
+}
+
+impl SegmentFile {
+    /// A live segment at `path`.
+    pub(crate) fn new(path: PathBuf, meta: SegmentMeta) -> Self {
+        Self {
+            path,
+            meta,
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the segment as gone from the manifest: the last holder deletes the file.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for SegmentFile {
+    fn drop(&mut self) {
+        if !*self.retired.get_mut() {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot remove retired segment")
+            }
+        }
+    }
+}
 
 /// Writes `batch` (sorted and deduplicated) to `path` durably: a temporary file is written and
 /// fsynced, then renamed into place. Returns the file size.

@@ -202,3 +202,44 @@ proptest! {
         db.close().expect("close");
     }
 }
+
+/// A segment that leaves the manifest stays readable for a reader that took its snapshot
+/// before, and is deleted from disk once that reader is done.
+#[test]
+fn retired_segments_outlive_the_readers_that_hold_them() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(StorageConfig::new(dir.path())).expect("open");
+    db.catalog().create_table(def(), false).expect("create");
+    rt.block_on(db.write(
+        "t",
+        batch(&[(0, 1, Some(1), None), (1, 2, None, Some(2.0))]),
+    ))
+    .expect("write");
+    db.flush().expect("flush");
+    let snap = db.snapshot("t").expect("table");
+    let plan = snap.read_plan(i64::MIN, i64::MAX).expect("plan");
+    let schema = snap.schema.arrow_schema().clone();
+    drop(snap);
+    let paths: Vec<_> = plan.files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(paths.len(), 1, "one segment read directly");
+
+    db.drop_table("t").expect("drop");
+    assert!(db.segments().is_empty());
+    let rows: usize = crate::segment::read_segment(&paths[0], &schema)
+        .expect("a held segment is still readable")
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 2);
+
+    drop(plan);
+    assert!(
+        !paths[0].exists(),
+        "the last holder deletes the retired file"
+    );
+    db.close().expect("close");
+}
