@@ -238,7 +238,15 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
     // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them; pg_compat
     // adds Eddy's rules after pg-catalog's (set-returning calls, correlated subqueries, ...).
-    match PG_PARSER.parse(sql) {
+    let parsed = if expands_search_path(sql) {
+        // pg-catalog's token blacklist replaces Grafana's search_path expansion with `''`
+        // (so its table and column listings came back empty); pg_compat plans it instead.
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map(|stmts| stmts.into_iter().map(|s| PG_PARSER.rewrite(s)).collect())
+    } else {
+        PG_PARSER.parse(sql)
+    };
+    match parsed {
         Ok(stmts) => Ok(stmts
             .into_iter()
             .map(|s| {
@@ -254,6 +262,17 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             Ok(stmts.into_iter().map(Statement::Sql).collect())
         }
     }
+}
+
+/// Whether `sql` holds Grafana's `search_path` expansion (`string_to_array(current_setting(
+/// 'search_path'), ',')`), whatever its spacing.
+fn expands_search_path(sql: &str) -> bool {
+    let compact: String = sql
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect();
+    compact.contains("string_to_array(current_setting('search_path'),',')")
 }
 
 static PG_PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
@@ -702,7 +721,28 @@ fn parse_set(text: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_set;
+    use super::{Statement, parse, parse_set};
+
+    #[test]
+    fn grafana_builder_listing_is_rewritten() {
+        let sql = "SELECT quote_ident(table_schema) IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' \
+                   THEN user ELSE trim(s[i]) END FROM generate_series(\
+                   array_lower(string_to_array(current_setting('search_path'),','),1), \
+                   array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+                   string_to_array(current_setting('search_path'),',') s) \
+                   FROM information_schema.tables";
+        let stmts = parse(sql).expect("parses");
+        let [Statement::Sql(stmt)] = stmts.as_slice() else {
+            panic!("one SQL statement");
+        };
+        let text = stmt.to_string();
+        assert!(
+            text.contains(
+                "(SELECT string_to_array(current_setting('search_path'), ',') AS s) AS s"
+            ) && text.contains("THEN session_user() ELSE"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn set_statements_parse() {

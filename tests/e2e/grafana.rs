@@ -2,7 +2,8 @@
 //! query builder produce it (pkg/tsdb/grafana-postgresql-datasource/macros.go and
 //! postgresMetaQuery.ts): health check, version and TimescaleDB detection, `$__timeFilter`,
 //! `$__timeGroupAlias` (plain and with the TimescaleDB toggle), `$__unixEpochFilter` and
-//! `$__unixEpochGroupAlias`, and the columns of a table with their PostgreSQL type names.
+//! `$__unixEpochGroupAlias`, and the builder's listings of schemas, tables and columns (with
+//! PostgreSQL type names).
 //! Grafana uses the simple query protocol and text results, as this test does.
 
 use tokio_postgres::SimpleQueryMessage;
@@ -94,24 +95,96 @@ async fn grafana_postgres_data_source_queries() {
         vec![vec![s("1704067200"), s("4")], vec![s("1704067320"), s("2")]]
     );
 
-    // The columns a panel can use, with the PostgreSQL type names Grafana matches on. (The
-    // builder's own listing query, which expands the search_path with generate_series and
-    // string_to_array in FROM, does not run yet; see docs/clients.md.)
-    let mut cols = rows(
+    // The query builder's drop-downs: schemas, tables (in the search_path unqualified) and
+    // the columns a panel can use, with the PostgreSQL type names Grafana matches on.
+    let schemas = rows(
         &c,
-        "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" \
-         FROM information_schema.columns WHERE quote_ident(table_name) = 'gm' \
-         AND quote_ident(table_schema) = 'public'",
+        "SELECT schema_name AS \"name\"
+    FROM information_schema.schemata
+    WHERE schema_name NOT IN ('information_schema',
+                              'pg_catalog',
+                              'pg_toast',
+                              '_timescaledb_cache',
+                              '_timescaledb_catalog',
+                              '_timescaledb_internal',
+                              '_timescaledb_config',
+                              'timescaledb_information',
+                              'timescaledb_experimental')
+    ORDER BY schema_name",
     )
     .await;
-    cols.sort();
-    assert_eq!(
-        cols,
-        vec![
-            vec![s("host"), s("text")],
-            vec![s("time"), s("timestamp without time zone")],
-            vec![s("ts_s"), s("bigint")],
-            vec![s("v"), s("double precision")],
-        ]
+    assert_eq!(schemas, vec![vec![s("public")]]);
+    let in_search_path = "
+          quote_ident(table_schema) IN (
+          SELECT
+            CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END
+          FROM
+            generate_series(
+              array_lower(string_to_array(current_setting('search_path'),','),1),
+              array_upper(string_to_array(current_setting('search_path'),','),1)
+            ) as i,
+            string_to_array(current_setting('search_path'),',') s
+          )";
+    let tables = rows(
+        &c,
+        &format!(
+            "SELECT
+    CASE WHEN {in_search_path}
+      THEN quote_ident(table_name)
+      ELSE quote_ident(table_schema) || '.' || quote_ident(table_name)
+    END AS \"table\"
+    FROM information_schema.tables
+    WHERE quote_ident(table_schema) NOT IN ('information_schema',
+                             'pg_catalog',
+                             '_timescaledb_cache',
+                             '_timescaledb_catalog',
+                             '_timescaledb_internal',
+                             '_timescaledb_config',
+                             'timescaledb_information',
+                             'timescaledb_experimental')
+    ORDER BY CASE WHEN {in_search_path} THEN 0 ELSE 1 END, 1"
+        ),
+    )
+    .await;
+    assert!(tables.contains(&vec![s("gm")]), "{tables:?}");
+    assert!(
+        tables
+            .iter()
+            .all(|t| !t[0].as_deref().unwrap_or("").contains('.')),
+        "every table is in the search path: {tables:?}"
     );
+    let tables_of_public = rows(
+        &c,
+        "SELECT quote_ident(table_name) AS \"table\"
+      FROM information_schema.tables
+      WHERE quote_ident(table_schema) = 'public'
+      ORDER BY 1",
+    )
+    .await;
+    assert_eq!(tables_of_public, tables);
+    let want = vec![
+        vec![s("host"), s("text")],
+        vec![s("time"), s("timestamp without time zone")],
+        vec![s("ts_s"), s("bigint")],
+        vec![s("v"), s("double precision")],
+    ];
+    for table in ["gm", "public.gm"] {
+        let mut cols = rows(
+            &c,
+            &format!(
+                "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\"
+    FROM information_schema.columns
+    WHERE
+      CASE WHEN array_length(parse_ident('{table}'),1) = 2
+        THEN quote_ident(table_schema) = (parse_ident('{table}'))[1]
+          AND quote_ident(table_name) = (parse_ident('{table}'))[2]
+        ELSE quote_ident(table_name) = '{table}'
+          AND {in_search_path}
+      END"
+            ),
+        )
+        .await;
+        cols.sort();
+        assert_eq!(cols, want, "columns of {table}");
+    }
 }

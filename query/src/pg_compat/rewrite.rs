@@ -42,7 +42,27 @@ impl VisitorMut for Rewriter {
         ControlFlow::Continue(())
     }
 
+    fn post_visit_query(&mut self, q: &mut sql::Query) -> ControlFlow<()> {
+        if let sql::SetExpr::Select(select) = q.body.as_mut() {
+            for item in &mut select.projection {
+                if let sql::SelectItem::UnnamedExpr(e)
+                | sql::SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    in_subqueries_as_arrays(e);
+                }
+            }
+        }
+        subquery_in_order_by(q);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, t: &mut sql::TableFactor) -> ControlFlow<()> {
+        function_in_from(t);
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, e: &mut sql::Expr) -> ControlFlow<()> {
+        bare_user(e);
         set_returning_call(e);
         field_access_by_name(e);
         regproc_comparison(e);
@@ -95,6 +115,269 @@ fn set_returning_call(e: &mut sql::Expr) {
             );
         }
         _ => {}
+    }
+}
+
+/// Table functions DataFusion has; any other function call in `FROM` is a scalar one.
+const TABLE_FUNCTIONS: [&str; 4] = ["generate_series", "range", "unnest", "pg_get_keywords"];
+
+/// A function call in `FROM` (without a column list) is, in PostgreSQL, a one-column table
+/// named by its alias (or the function). DataFusion only knows table functions there, whose
+/// column is `value`. Grafana's builder lists tables with
+/// `FROM generate_series(array_lower(a, 1), array_upper(a, 1)) AS i, string_to_array(...) s`
+/// and reads `s[i]`: the series becomes `(SELECT unnest(generate_series(..)) AS i) AS i`
+/// (the scalar form also takes non-constant bounds) and a scalar call
+/// `(SELECT string_to_array(..) AS s) AS s`.
+fn function_in_from(t: &mut sql::TableFactor) {
+    let sql::TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        with_ordinality: false,
+        ..
+    } = t
+    else {
+        return;
+    };
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) || args.settings.is_some() {
+        return;
+    }
+    let Some(function) = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_lowercase())
+    else {
+        return;
+    };
+    let column = alias
+        .as_ref()
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| sql::Ident::new(function.clone()));
+    let mut value = sql::Expr::Function(sql::Function {
+        name: name.clone(),
+        uses_odbc_syntax: false,
+        parameters: sql::FunctionArguments::None,
+        args: sql::FunctionArguments::List(sql::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args.args.clone(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    });
+    match function.as_str() {
+        "generate_series" if alias.is_some() => value = call("unnest", vec![value]),
+        f if TABLE_FUNCTIONS.contains(&f) => return,
+        _ => {}
+    }
+    let projection = vec![sql::SelectItem::ExprWithAlias {
+        expr: value,
+        alias: column.clone(),
+    }];
+    let Some(subquery) = select_without_from(projection) else {
+        return;
+    };
+    *t = sql::TableFactor::Derived {
+        lateral: false,
+        subquery: Box::new(subquery),
+        alias: Some(sql::TableAlias {
+            explicit: true,
+            name: column,
+            columns: vec![],
+            at: None,
+        }),
+        sample: None,
+    };
+}
+
+/// Applies [`in_subquery_as_array`] throughout `e`.
+fn in_subqueries_as_arrays(e: &mut sql::Expr) {
+    let _ = visit_expressions_mut(e, |x| {
+        in_subquery_as_array(x);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// DataFusion plans `x IN (SELECT ...)` only in filters. In a select list (Grafana's
+/// `CASE WHEN schema IN (SELECT ...)`, and sort keys moved there by [`subquery_in_order_by`])
+/// it becomes `coalesce(array_has((SELECT array_agg(...) ...), x), false)`, a scalar subquery
+/// DataFusion can join. Unlike PostgreSQL, a NULL `x` gives false rather than NULL.
+fn in_subquery_as_array(e: &mut sql::Expr) {
+    let sql::Expr::InSubquery {
+        expr,
+        subquery,
+        negated,
+    } = e
+    else {
+        return;
+    };
+    if subquery.order_by.is_some() || subquery.limit_clause.is_some() || subquery.with.is_some() {
+        return;
+    }
+    let sql::SetExpr::Select(select) = subquery.body.as_mut() else {
+        return;
+    };
+    let simple = select.distinct.is_none()
+        && select.having.is_none()
+        && matches!(&select.group_by, sql::GroupByExpr::Expressions(g, _) if g.is_empty());
+    let [sql::SelectItem::UnnamedExpr(value) | sql::SelectItem::ExprWithAlias { expr: value, .. }] =
+        select.projection.as_mut_slice()
+    else {
+        return;
+    };
+    if !simple {
+        return;
+    }
+    let value = value.clone();
+    select.projection = vec![sql::SelectItem::UnnamedExpr(call("array_agg", vec![value]))];
+    let member = call(
+        "coalesce",
+        vec![
+            call(
+                "array_has",
+                vec![sql::Expr::Subquery(subquery.clone()), (**expr).clone()],
+            ),
+            sql::Expr::Value(sql::Value::Boolean(false).with_empty_span()),
+        ],
+    );
+    *e = if *negated {
+        sql::Expr::UnaryOp {
+            op: sql::UnaryOperator::Not,
+            expr: Box::new(member),
+        }
+    } else {
+        member
+    };
+}
+
+/// DataFusion cannot sort by an expression holding a subquery (Grafana's table listing
+/// orders by `CASE WHEN schema IN (SELECT ...) THEN 0 ELSE 1 END`). Such sort keys are
+/// computed as hidden columns of the query, which becomes a derived table sorted outside:
+/// `SELECT a AS x FROM t ORDER BY <k>, 1` is
+/// `SELECT x FROM (SELECT a AS x, <k> AS __eddy_order_0 FROM t) AS __eddy_ordered
+/// ORDER BY __eddy_order_0, 1`. Only when every output column has a name the outer query can
+/// repeat (an alias or a column); ordinals and output names stay as they are.
+fn subquery_in_order_by(q: &mut sql::Query) {
+    let Some(sql::OrderBy {
+        kind: sql::OrderByKind::Expressions(items),
+        ..
+    }) = &mut q.order_by
+    else {
+        return;
+    };
+    if !items.iter().any(|o| has_subquery(&o.expr)) {
+        return;
+    }
+    let sql::SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    // Hidden columns would change what DISTINCT compares.
+    if select.distinct.is_some() {
+        return;
+    }
+    let names: Option<Vec<sql::Ident>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            sql::SelectItem::ExprWithAlias { alias, .. } => Some(alias.clone()),
+            sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(id)) => Some(id.clone()),
+            sql::SelectItem::UnnamedExpr(sql::Expr::CompoundIdentifier(ids)) => ids.last().cloned(),
+            _ => None,
+        })
+        .collect();
+    let Some(names) = names else { return };
+    let Some(mut outer) = select_without_from(vec![]) else {
+        return;
+    };
+    let output_name = |id: &sql::Ident| {
+        names.iter().any(|n| match (n.quote_style, id.quote_style) {
+            (None, None) => n.value.eq_ignore_ascii_case(&id.value),
+            _ => n.value == id.value,
+        })
+    };
+    for (k, item) in items.iter_mut().enumerate() {
+        match &item.expr {
+            sql::Expr::Value(v) if matches!(v.value, sql::Value::Number(..)) => {}
+            sql::Expr::Identifier(id) if output_name(id) => {}
+            _ => {
+                let hidden = sql::Ident::new(format!("__eddy_order_{k}"));
+                let mut expr =
+                    std::mem::replace(&mut item.expr, sql::Expr::Identifier(hidden.clone()));
+                in_subqueries_as_arrays(&mut expr);
+                select.projection.push(sql::SelectItem::ExprWithAlias {
+                    expr,
+                    alias: hidden,
+                });
+            }
+        }
+    }
+    let inner = sql::Query {
+        with: None,
+        body: std::mem::replace(&mut q.body, outer.body.clone()),
+        order_by: None,
+        limit_clause: None,
+        fetch: None,
+        locks: vec![],
+        for_clause: None,
+        settings: None,
+        format_clause: None,
+        pipe_operators: vec![],
+    };
+    let sql::SetExpr::Select(wrapper) = outer.body.as_mut() else {
+        return;
+    };
+    wrapper.projection = names
+        .into_iter()
+        .map(|n| sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(n)))
+        .collect();
+    wrapper.from = vec![sql::TableWithJoins {
+        relation: sql::TableFactor::Derived {
+            lateral: false,
+            subquery: Box::new(inner),
+            alias: Some(sql::TableAlias {
+                explicit: true,
+                name: sql::Ident::new("__eddy_ordered"),
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        },
+        joins: vec![],
+    }];
+    q.body = outer.body;
+}
+
+/// `SELECT <projection>` with no `FROM`, built from a parsed template so the many optional
+/// parts of a query keep their defaults.
+fn select_without_from(projection: Vec<sql::SelectItem>) -> Option<sql::Query> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1").ok()?;
+    let sql::Statement::Query(mut q) = stmts.pop()? else {
+        return None;
+    };
+    let sql::SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    select.projection = projection;
+    Some(*q)
+}
+
+/// `user` is PostgreSQL's `current_user`; the parser reads the keyword as a call of a
+/// function `user`, which DataFusion does not have. It becomes `session_user()`, which is
+/// what pg-catalog turns `current_user` into.
+fn bare_user(e: &mut sql::Expr) {
+    if let sql::Expr::Function(f) = e
+        && matches!(f.args, sql::FunctionArguments::None)
+        && let [part] = f.name.0.as_slice()
+        && part
+            .as_ident()
+            .is_some_and(|i| i.quote_style.is_none() && i.value.eq_ignore_ascii_case("user"))
+    {
+        *e = call("session_user", vec![]);
     }
 }
 
@@ -532,6 +815,51 @@ mod tests {
             "SELECT CASE WHEN (SELECT count(1) FROM s WHERE (s.k = t.k)) > 0 \
              THEN f(t.a, (SELECT max(s.v) FROM s WHERE (s.k = t.k))) END FROM t"
         );
+    }
+
+    #[test]
+    fn functions_in_from_become_one_column_tables() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END \
+                 FROM generate_series(array_lower(string_to_array(p, ','), 1), 2) AS i, \
+                 string_to_array(p, ',') s"
+            ),
+            "SELECT CASE WHEN TRIM(s[i]) = '\"$user\"' THEN session_user() ELSE TRIM(s[i]) END \
+             FROM (SELECT unnest(generate_series(array_lower(string_to_array(p, ','), 1), 2)) AS i) AS i, \
+             (SELECT string_to_array(p, ',') AS s) AS s"
+        );
+        // Table functions without an alias, and column lists, stay as they are.
+        for sql in [
+            "SELECT * FROM generate_series(1, 3)",
+            "SELECT * FROM generate_series(1, 3) AS g(n)",
+            "SELECT * FROM pg_get_keywords() AS k",
+        ] {
+            let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
+            assert_eq!(rewritten(sql), stmts.remove(0).to_string());
+        }
+    }
+
+    #[test]
+    fn sort_keys_with_subqueries_become_hidden_columns() {
+        assert_eq!(
+            rewritten(
+                "SELECT CASE WHEN s IN (SELECT x FROM p) THEN a ELSE b END AS \"table\" FROM t \
+                 WHERE c ORDER BY CASE WHEN s IN (SELECT x FROM p) THEN 0 ELSE 1 END, 1 LIMIT 5"
+            ),
+            "SELECT \"table\" FROM (SELECT CASE WHEN coalesce(array_has((SELECT array_agg(x) \
+             FROM p), s), false) THEN a ELSE b END AS \"table\", CASE WHEN \
+             coalesce(array_has((SELECT array_agg(x) FROM p), s), false) THEN 0 ELSE 1 END \
+             AS __eddy_order_0 FROM t WHERE c) AS __eddy_ordered ORDER BY __eddy_order_0, 1 LIMIT 5"
+        );
+        // Unnamed output columns cannot be repeated outside: left alone.
+        let sql = "SELECT a + 1 FROM t ORDER BY a IN (SELECT x FROM p)";
+        // A filter's IN subquery is DataFusion's own (a semi join).
+        let filter = "SELECT a FROM t WHERE a IN (SELECT x FROM p)";
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, filter).expect("parses");
+        assert_eq!(rewritten(filter), stmts.remove(0).to_string());
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
+        assert_eq!(rewritten(sql), stmts.remove(0).to_string());
     }
 
     #[test]
