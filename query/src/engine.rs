@@ -361,7 +361,10 @@ impl QuerySession {
             SqlStatement::Rollback { .. } => Ok(Prepared::Accept("ROLLBACK")),
             SqlStatement::Savepoint { .. } => Ok(Prepared::Accept("SAVEPOINT")),
             SqlStatement::ReleaseSavepoint { .. } => Ok(Prepared::Accept("RELEASE")),
-            SqlStatement::Discard { .. } => Ok(Prepared::Accept("DISCARD ALL")),
+            SqlStatement::Discard { .. } => {
+                self.vars.lock().clear();
+                Ok(Prepared::Accept("DISCARD ALL"))
+            }
             SqlStatement::Copy { .. } => Err(QueryError::unsupported(
                 "COPY is not supported yet; write with INSERT or line protocol over HTTP",
             )),
@@ -441,9 +444,23 @@ impl QuerySession {
                         .await;
                 }
                 if let Some((name, value)) = parse_set(&text) {
+                    if name == "statement_timeout" {
+                        parse_timeout(&value)?;
+                    }
                     self.vars.lock().insert(name, value);
                 }
                 Ok(Prepared::Accept("SET"))
+            }
+            SqlStatement::Reset(r) => {
+                use datafusion::sql::sqlparser::ast::Reset;
+                match r.reset {
+                    Reset::ALL => self.vars.lock().clear(),
+                    Reset::ConfigurationParameter(name) => {
+                        let name = name.to_string().to_lowercase();
+                        self.vars.lock().remove(&name);
+                    }
+                }
+                Ok(Prepared::Accept("RESET"))
             }
             SqlStatement::ShowVariable { variable } => {
                 let name = variable
@@ -466,6 +483,12 @@ impl QuerySession {
     /// The value of a PostgreSQL setting clients ask for, if Eddy knows it.
     pub fn setting(&self, name: &str) -> Option<String> {
         setting(&self.vars, name)
+    }
+
+    /// How long a statement may run (`SET statement_timeout`), if limited.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let value = self.vars.lock().get("statement_timeout").cloned()?;
+        parse_timeout(&value).ok().flatten()
     }
 
     async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
@@ -687,6 +710,39 @@ pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
         }
         .to_string(),
     )
+}
+
+/// A `statement_timeout` value as PostgreSQL reads it: milliseconds, or a number with a unit
+/// (`us`, `ms`, `s`, `min`, `h`, `d`); 0 means no limit.
+fn parse_timeout(value: &str) -> Result<Option<std::time::Duration>> {
+    let invalid = || {
+        QueryError::new(
+            "22023",
+            format!(
+                "invalid value for parameter \"statement_timeout\": \"{value}\" (expected milliseconds, or a number with a unit: us, ms, s, min, h, d)"
+            ),
+        )
+    };
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().map_err(|_| invalid())?;
+    let ms_per_unit = match unit.trim().to_lowercase().as_str() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(invalid()),
+    };
+    let ms = number * ms_per_unit;
+    if !ms.is_finite() || ms > i32::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok((ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64)))
 }
 
 /// `SET name = value` / `SET name TO value` as (lower-case name, value without quotes).

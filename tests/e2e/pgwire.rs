@@ -176,7 +176,7 @@ async fn text_output_and_parameters_match_postgresql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_requests_stop_running_queries() {
+async fn cancel_requests_and_statement_timeout_stop_running_queries() {
     let dir = data_dir();
     let s = Server::start(dir.path());
     let c = s.pg().await;
@@ -226,6 +226,51 @@ async fn cancel_requests_stop_running_queries() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let two: i64 = c.query_one("SELECT 2::bigint", &[]).await.unwrap().get(0);
     assert_eq!(two, 2);
+
+    // statement_timeout stops the same query on its own, over both protocols.
+    c.batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(show.get::<_, String>(0), "300ms");
+    for extended in [false, true] {
+        let err = if extended {
+            c.query(long, &[]).await.map(|_| ()).unwrap_err()
+        } else {
+            c.simple_query(long).await.map(|_| ()).unwrap_err()
+        };
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(db.code(), &tokio_postgres::error::SqlState::QUERY_CANCELED);
+        assert_eq!(db.message(), "canceling statement due to statement timeout");
+    }
+    // Short statements still run; a bad value is refused and the old one kept.
+    let three: i64 = c.query_one("SELECT 3::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(three, 3);
+    let err = c
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE
+    );
+    assert!(
+        db.message().contains("statement_timeout"),
+        "{}",
+        db.message()
+    );
+    let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(show.get::<_, String>(0), "300ms");
+    // RESET lifts the limit again.
+    c.batch_execute("RESET statement_timeout").await.unwrap();
+    let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(show.get::<_, String>(0), "0");
+    c.batch_execute("SET statement_timeout = 1000; RESET ALL")
+        .await
+        .unwrap();
+    let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(show.get::<_, String>(0), "0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

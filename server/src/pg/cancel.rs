@@ -1,9 +1,12 @@
-//! Cancel requests. A client stops a running query by opening a second connection that names
-//! the first one's process id and secret key (sent to it at start-up). The query stops whether
-//! it is still being planned or already streaming rows, and the client gets SQLSTATE 57014.
+//! Cancel requests and `statement_timeout`. A client stops a running query by opening a
+//! second connection that names the first one's process id and secret key (sent to it at
+//! start-up); a session's `statement_timeout` stops queries that run longer. Either way the
+//! query stops whether it is still being planned or already streaming rows, and the client
+//! gets SQLSTATE 57014.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,8 +62,9 @@ impl CancelSignal {
         }
     }
 
-    /// Called as a query starts: a receiver that fires on a cancel request from now on.
-    pub fn start<C: ClientInfo>(&self, client: &C) -> watch::Receiver<u64> {
+    /// Called as a query starts: what interrupts it from now on, a cancel request or, after
+    /// `timeout`, the statement timeout.
+    pub fn start<C: ClientInfo>(&self, client: &C, timeout: Option<Duration>) -> Interrupt {
         self.key.get_or_init(|| {
             let (pid, secret) = client.pid_and_secret_key();
             let key = (pid, secret.to_bytes());
@@ -70,7 +74,36 @@ impl CancelSignal {
                 .insert(key.clone(), Arc::downgrade(&self.sender));
             key
         });
-        self.sender.subscribe()
+        Interrupt {
+            cancel: self.sender.subscribe(),
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        }
+    }
+}
+
+/// What stops one running query: a cancel request, or its deadline.
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    cancel: watch::Receiver<u64>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Interrupt {
+    /// Waits until the query must stop; the error says why.
+    async fn fired(&mut self) -> QueryError {
+        let deadline = self.deadline;
+        let timed_out = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Ok(()) = self.cancel.changed() => cancelled(),
+            () = timed_out => QueryError::new("57014", "canceling statement due to statement timeout"),
+            // The connection is gone and no deadline is set: nothing will interrupt.
+            else => std::future::pending().await,
+        }
     }
 }
 
@@ -87,31 +120,31 @@ pub fn cancelled() -> QueryError {
     QueryError::new("57014", "canceling statement due to user request")
 }
 
-/// Runs `work` unless a cancel request arrives first.
+/// Runs `work` unless the query is interrupted first.
 pub async fn unless_cancelled<T>(
-    cancel: &mut watch::Receiver<u64>,
+    interrupt: &mut Interrupt,
     work: impl std::future::Future<Output = Result<T, QueryError>>,
 ) -> Result<T, QueryError> {
     tokio::select! {
         r = work => r,
-        Ok(()) = cancel.changed() => Err(cancelled()),
+        e = interrupt.fired() => Err(e),
     }
 }
 
-/// `rows`, ending with the cancellation error if a cancel request arrives while they are
-/// produced. Dropping the DataFusion stream stops its tasks.
+/// `rows`, ending with an error if the query is interrupted while they are produced.
+/// Dropping the DataFusion stream stops its tasks.
 pub fn rows_until_cancelled(
     rows: SendableRecordBatchStream,
-    cancel: watch::Receiver<u64>,
+    interrupt: Interrupt,
 ) -> impl Stream<Item = Result<RecordBatch, PgWireError>> + Send {
-    stream::unfold(Some((rows, cancel)), |state| async move {
-        let (mut rows, mut cancel) = state?;
+    stream::unfold(Some((rows, interrupt)), |state| async move {
+        let (mut rows, mut interrupt) = state?;
         tokio::select! {
             batch = rows.next() => {
                 let batch = batch?.map_err(|e| super::user_error(e.into()));
-                Some((batch, Some((rows, cancel))))
+                Some((batch, Some((rows, interrupt))))
             }
-            Ok(()) = cancel.changed() => Some((Err(super::user_error(cancelled())), None)),
+            e = interrupt.fired() => Some((Err(super::user_error(e)), None)),
         }
     })
 }

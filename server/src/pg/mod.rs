@@ -28,7 +28,6 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// A statement prepared through the extended protocol.
 #[derive(Debug, Clone)]
@@ -67,7 +66,7 @@ fn user_error(e: QueryError) -> PgWireError {
 fn output_to_response(
     output: Output,
     format: &Format,
-    cancel: watch::Receiver<u64>,
+    cancel: cancel::Interrupt,
 ) -> PgWireResult<Response> {
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
@@ -161,7 +160,7 @@ impl SimpleQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let mut cancel = self.cancel.start(client);
+        let mut cancel = self.cancel.start(client, self.session.statement_timeout());
         let stmts = eddy_query::parse(query).map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in stmts {
@@ -510,7 +509,7 @@ impl ExtendedQueryHandler for PgConnection {
             Prepared::Accept(t) => *t,
             _ => "",
         };
-        let mut cancel = self.cancel.start(client);
+        let mut cancel = self.cancel.start(client, self.session.statement_timeout());
         let out =
             cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
                 .await
