@@ -17,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{DeclareType, ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use eddy_storage::{Db, TableDef};
 use futures::StreamExt;
@@ -110,6 +110,24 @@ pub enum Prepared {
         /// Its value.
         value: String,
     },
+    /// `DECLARE name CURSOR FOR query`.
+    DeclareCursor {
+        /// Cursor name.
+        name: String,
+        /// The query; may hold `$n` placeholders.
+        plan: LogicalPlan,
+        /// `WITH HOLD`: the cursor outlives the transaction.
+        hold: bool,
+    },
+    /// `FETCH [FORWARD] n | ALL | NEXT FROM name`.
+    Fetch {
+        /// Cursor name.
+        name: String,
+        /// Rows to fetch; `None` for all that remain.
+        count: Option<u64>,
+    },
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    CloseCursor(Option<String>),
 }
 
 /// What running a statement produced.
@@ -208,6 +226,7 @@ impl QueryEngine {
             state,
             task,
             vars,
+            cursors: Arc::default(),
         }
     }
 }
@@ -219,6 +238,7 @@ pub struct QuerySession {
     state: Arc<SessionState>,
     task: Arc<TaskContext>,
     vars: SessionVars,
+    cursors: Arc<crate::cursor::Cursors>,
 }
 
 /// Settings a session changed with `SET`, by lower-case name.
@@ -361,8 +381,86 @@ impl QuerySession {
             SqlStatement::Rollback { .. } => Ok(Prepared::Accept("ROLLBACK")),
             SqlStatement::Savepoint { .. } => Ok(Prepared::Accept("SAVEPOINT")),
             SqlStatement::ReleaseSavepoint { .. } => Ok(Prepared::Accept("RELEASE")),
+            SqlStatement::Declare { mut stmts } if stmts.len() == 1 => {
+                let d = stmts.remove(0);
+                let unsupported = |what: &str| {
+                    Err(QueryError::unsupported(format!(
+                        "{what} cursors are not supported; DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query"
+                    )))
+                };
+                match (&d.declare_type, &d.for_query, d.names.as_slice()) {
+                    (Some(DeclareType::Cursor), Some(q), [name]) => {
+                        if d.scroll == Some(true) {
+                            return unsupported("SCROLL");
+                        }
+                        if d.binary == Some(true) {
+                            return unsupported("BINARY");
+                        }
+                        let Prepared::Plan(plan) = self
+                            .plan(DfStatement::Statement(Box::new(SqlStatement::Query(
+                                q.clone(),
+                            ))))
+                            .await?
+                        else {
+                            return Err(QueryError::new("42601", "DECLARE CURSOR needs a query"));
+                        };
+                        Ok(Prepared::DeclareCursor {
+                            name: ddl::ident_name(name),
+                            plan,
+                            hold: d.hold == Some(true),
+                        })
+                    }
+                    _ => Err(QueryError::unsupported(format!(
+                        "{d} is not supported; the DECLARE Eddy runs is DECLARE name CURSOR FOR query"
+                    ))),
+                }
+            }
+            SqlStatement::Fetch {
+                name,
+                direction,
+                into: None,
+                ..
+            } => {
+                use datafusion::sql::sqlparser::ast::FetchDirection as D;
+                let count = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| match &v.value {
+                    datafusion::sql::sqlparser::ast::Value::Number(n, _) => {
+                        n.parse::<u64>().map_err(|_| {
+                            QueryError::new(
+                                "22023",
+                                format!("FETCH count must be a non-negative integer, got {n}"),
+                            )
+                        })
+                    }
+                    other => Err(QueryError::new(
+                        "22023",
+                        format!("FETCH count must be a non-negative integer, got {other}"),
+                    )),
+                };
+                let count = match &direction {
+                    D::Count { limit } | D::Forward { limit: Some(limit) } => Some(count(limit)?),
+                    D::Next | D::Forward { limit: None } => Some(1),
+                    D::All | D::ForwardAll => None,
+                    other => {
+                        return Err(QueryError::unsupported(format!(
+                            "FETCH {other} is not supported: cursors only move forward (FETCH [FORWARD] n | ALL | NEXT)"
+                        )));
+                    }
+                };
+                Ok(Prepared::Fetch {
+                    name: ddl::ident_name(&name),
+                    count,
+                })
+            }
+            SqlStatement::Close { cursor } => {
+                use datafusion::sql::sqlparser::ast::CloseCursor;
+                Ok(Prepared::CloseCursor(match cursor {
+                    CloseCursor::All => None,
+                    CloseCursor::Specific { name } => Some(ddl::ident_name(&name)),
+                }))
+            }
             SqlStatement::Discard { .. } => {
                 self.vars.lock().clear();
+                self.cursors.close(None)?;
                 Ok(Prepared::Accept("DISCARD ALL"))
             }
             SqlStatement::Copy { .. } => Err(QueryError::unsupported(
@@ -485,6 +583,12 @@ impl QuerySession {
         setting(&self.vars, name)
     }
 
+    /// The result columns of the session's open cursor `name` (for a `Describe` of it as a
+    /// portal, which psycopg sends after `DECLARE`).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.schema(name)
+    }
+
     /// How long a statement may run (`SET statement_timeout`), if limited.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         let value = self.vars.lock().get("statement_timeout").cloned()?;
@@ -599,7 +703,35 @@ impl QuerySession {
                 }
                 Ok(Output::Command("DROP TABLE".into()))
             }
-            Prepared::Accept(tag) => Ok(Output::Command((*tag).to_string())),
+            Prepared::Accept(tag) => {
+                if matches!(*tag, "COMMIT" | "ROLLBACK") {
+                    self.cursors.end_transaction();
+                }
+                Ok(Output::Command((*tag).to_string()))
+            }
+            Prepared::DeclareCursor { name, plan, hold } => {
+                let plan = match params {
+                    Some(p) => plan.clone().with_param_values(p)?,
+                    None => plan.clone(),
+                };
+                let physical = self.state.create_physical_plan(&plan).await?;
+                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                let stream = execute_stream(physical, self.task.clone())?;
+                self.cursors.declare(name, schema, stream, *hold)?;
+                Ok(Output::Command("DECLARE CURSOR".into()))
+            }
+            Prepared::Fetch { name, count } => {
+                let (schema, rows) = self.cursors.fetch(name, *count).await?;
+                let stream = Box::pin(RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    futures::stream::iter(rows.into_iter().map(Ok)),
+                ));
+                Ok(Output::Rows { schema, stream })
+            }
+            Prepared::CloseCursor(name) => {
+                self.cursors.close(name.as_deref())?;
+                Ok(Output::Command("CLOSE CURSOR".into()))
+            }
             Prepared::Show { name, value } => {
                 let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
                 let batch = RecordBatch::try_new(

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod continuous;
+pub mod cursor;
 pub mod ddl;
 pub mod engine;
 pub mod error;

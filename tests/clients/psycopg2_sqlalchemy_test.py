@@ -84,6 +84,16 @@ def main():
         check("Core GROUP BY on reflected table", [tuple(r) for r in rows],
               [("lima", 18.25), ("oslo", -2.5)])
 
+        # stream_results: psycopg2's named cursor (DECLARE ... CURSOR WITHOUT HOLD, then
+        # FETCH FORWARD n), a page of yield_per rows at a time.
+        every = conn.execute(
+            sa.select(table.c.ts, table.c.n).order_by(table.c.station, table.c.ts)).all()
+        streamed = conn.execution_options(stream_results=True, yield_per=2).execute(
+            sa.select(table.c.ts, table.c.n).order_by(table.c.station, table.c.ts))
+        pages = [[tuple(r) for r in page] for page in streamed.partitions()]
+        check("stream_results pages of yield_per rows", [len(p) for p in pages][:1], [2])
+        check("stream_results rows", [r for p in pages for r in p], [tuple(r) for r in every])
+
     engine.dispose()
     print("psycopg2_sqlalchemy: all checks passed")
 

@@ -96,18 +96,50 @@ def main():
         ("ts", "timestamp without time zone"), ("station", "text"),
         ("temp", "double precision"), ("n", "bigint"), ("ok", "boolean")])
 
-    # SQL cursors (DECLARE ... CURSOR, which psycopg's named cursors send) are not supported
-    # yet: the error must say so with SQLSTATE 0A000 and leave the connection usable.
-    # Protocol-level portals with row limits are covered by the asyncpg and pgjdbc programs.
+    # Named (server-side) cursors: DECLARE with parameters, Describe of the cursor as a portal,
+    # then FETCH FORWARD n a page at a time, in text and binary.
+    q = "SELECT ts, n FROM py3_weather WHERE station = %s ORDER BY ts"
+    every = conn.execute(q, ("oslo",)).fetchall()
+    check("oslo has rows to page through", len(every) >= 4, True)
+    for binary in (False, True):
+        fmt = "binary" if binary else "text"
+        with conn.transaction():
+            with conn.cursor(name=f"c_{fmt}", binary=binary) as sc:
+                sc.execute(q, ("oslo",))
+                check(f"named cursor description ({fmt})",
+                      [d.name for d in sc.description], ["ts", "n"])
+                first = sc.fetchmany(2)
+                check(f"named cursor fetchmany(2) ({fmt})", first, every[:2])
+                check(f"named cursor fetchone ({fmt})", sc.fetchone(), every[2])
+                check(f"named cursor fetchall ({fmt})", sc.fetchall(), every[3:])
+                check(f"named cursor at the end ({fmt})", sc.fetchone(), None)
+    # Iteration fetches itersize rows per round trip; WITH HOLD works outside a transaction.
+    with conn.cursor(name="held", withhold=True) as sc:
+        sc.itersize = 2
+        sc.execute(q, ("oslo",))
+        check("WITH HOLD cursor iterated in pages", list(sc), every)
+    # Unknown cursors and backward movement give PostgreSQL's errors.
+    try:
+        conn.execute("FETCH 1 FROM no_such_cursor")
+        sys.exit("FAIL: FETCH from an unknown cursor succeeded")
+    except psycopg.errors.InvalidCursorName as e:
+        check("FETCH from an unknown cursor: 34000 naming it", "no_such_cursor" in str(e), True)
     try:
         with conn.transaction():
-            with conn.cursor(name="c") as sc:
-                sc.execute("SELECT n FROM py3_weather WHERE station = %s ORDER BY ts", ("oslo",))
-                sc.fetchmany(2)
-        sys.exit("FAIL: DECLARE CURSOR was accepted; replace this check with real cursor checks")
+            with conn.cursor(name="s", scrollable=True) as sc:
+                sc.execute(q, ("oslo",))
+        sys.exit("FAIL: a SCROLL cursor was accepted")
     except psycopg.errors.FeatureNotSupported as e:
-        check("DECLARE CURSOR refused with 0A000 naming DECLARE", "DECLARE" in str(e), True)
-    check("connection usable after the refusal",
+        check("SCROLL cursor refused with 0A000", "SCROLL" in str(e), True)
+    # COMMIT closes cursors declared without WITH HOLD.
+    with conn.transaction():
+        conn.execute("DECLARE gone CURSOR FOR SELECT 1")
+    try:
+        conn.execute("FETCH 1 FROM gone")
+        sys.exit("FAIL: a cursor outlived its transaction")
+    except psycopg.errors.InvalidCursorName:
+        check("COMMIT closes cursors without WITH HOLD", True, True)
+    check("connection usable after cursor errors",
           conn.execute("SELECT count(*) FROM py3_weather").fetchone()[0] > 0, True)
 
     conn.close()

@@ -324,7 +324,7 @@ impl QueryParser for PgQueryParser {
         };
         let prepared = self.session.prepare(stmt).await.map_err(user_error)?;
         let param_types = match &prepared {
-            Prepared::Plan(plan) => {
+            Prepared::Plan(plan) | Prepared::DeclareCursor { plan, .. } => {
                 let types = plan
                     .get_parameter_types()
                     .map_err(|e| user_error(e.into()))?;
@@ -384,6 +384,10 @@ impl QueryParser for PgQueryParser {
             Prepared::Plan(plan) if returns_rows(plan) => {
                 arrow_schema_to_pg_fields(plan.schema().as_arrow(), &format, None)
             }
+            Prepared::Fetch { name, .. } => match self.session.cursor_schema(name) {
+                Some(schema) => arrow_schema_to_pg_fields(&schema, &format, None),
+                None => Ok(Vec::new()),
+            },
             Prepared::Show { name, .. } => Ok(vec![FieldInfo::new(
                 name.clone(),
                 None,
@@ -480,6 +484,21 @@ impl ExtendedQueryHandler for PgConnection {
                         .await?;
                     return Ok(());
                 }
+            }
+        }
+        // A cursor from DECLARE is also a portal in PostgreSQL: psycopg describes it by name
+        // to learn its columns.
+        if message.target_type == b'P' {
+            let name = message.name.as_deref().unwrap_or("");
+            if client.portal_store().get_portal(name).is_none()
+                && let Some(schema) = self.session.cursor_schema(name)
+            {
+                let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                return pgwire::api::query::send_describe_response(
+                    client,
+                    &pgwire::api::results::DescribePortalResponse::new(fields),
+                )
+                .await;
             }
         }
         self._on_describe(client, message).await
