@@ -87,6 +87,12 @@ def main():
         copy.set_types(["timestamp", "text", "float8", "int8", "bool"])
         back = list(copy.rows())
     check("COPY (SELECT ...) TO STDOUT rows", back, copied)
+    with cur.copy("COPY (SELECT station, n FROM py3_weather WHERE station = 'bergen'"
+                  " ORDER BY ts) TO STDOUT WITH (FORMAT csv, HEADER)") as copy:
+        text = b"".join(bytes(b) for b in copy).decode()
+    check("COPY TO STDOUT CSV with a header", text,
+          "station,n\n" + "".join(f"bergen,{100 + m}\n" for m in range(4)))
+    check("COPY TO rowcount leaves the header out", cur.rowcount, 4)
 
     cols = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns"

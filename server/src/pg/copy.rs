@@ -288,14 +288,18 @@ pub(super) async fn copy_out(
         encode_header(&schema, &options, &mut header);
     }
     let options = Arc::new(options);
-    let head =
-        futures::stream::iter((!header.is_empty()).then(|| Ok(CopyData::new(header.into()))));
+    // pgwire's COPY tag counts CopyData messages, so the header travels with the first row
+    // (a result without rows still sends it, and then reports one row).
+    let header = Arc::new(parking_lot::Mutex::new(
+        (!header.is_empty()).then_some(header),
+    ));
+    let leftover = header.clone();
     let rows = stream
         .map(move |rb| {
             let rows: Vec<PgWireResult<CopyData>> = match rb {
                 Ok(rb) => (0..rb.num_rows())
                     .map(|i| {
-                        let mut line = Vec::new();
+                        let mut line = header.lock().take().unwrap_or_default();
                         encode_rows(&rb.slice(i, 1), &options, &mut line);
                         Ok(CopyData::new(line.into()))
                     })
@@ -305,5 +309,7 @@ pub(super) async fn copy_out(
             futures::stream::iter(rows)
         })
         .flatten();
-    Ok(CopyResponse::new(0, ncols, head.chain(rows)))
+    let tail = futures::stream::once(async move { leftover.lock().take() })
+        .filter_map(|h| async move { h.map(|h| Ok(CopyData::new(h.into()))) });
+    Ok(CopyResponse::new(0, ncols, rows.chain(tail)))
 }
