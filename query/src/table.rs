@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
-use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{Result as DfResult, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
@@ -105,6 +106,14 @@ impl TableProvider for EddyTable {
                 // The scan (and each Parquet reader, which keeps its PartitionedFile) holds
                 // the segment, so retention cannot delete it under a running query.
                 file.extensions.insert_arc(Arc::clone(f));
+                // The segment's row count and time range are known exactly: DataFusion skips
+                // files by them, and for `ORDER BY time DESC LIMIT n` its top-k filter then
+                // rules out files older than the rows it already holds.
+                let file = file.with_statistics(Arc::new(segment_statistics(
+                    &schema,
+                    self.schema.time_index(),
+                    &f.meta,
+                )));
                 let n = groups.len();
                 groups[i % n].push(file);
             }
@@ -167,6 +176,31 @@ impl TableProvider for EddyTable {
         });
         Ok(Arc::new(DataSinkExec::new(input, sink, None)))
     }
+}
+
+/// Statistics of a segment for DataFusion: its row count and its time column's range.
+fn segment_statistics(
+    schema: &SchemaRef,
+    time_index: usize,
+    meta: &eddy_storage::manifest::SegmentMeta,
+) -> Statistics {
+    let mut stats = Statistics::new_unknown(schema);
+    stats.num_rows = Precision::Exact(meta.rows as usize);
+    stats.total_byte_size = Precision::Inexact(meta.bytes as usize);
+    if let DataType::Timestamp(TimeUnit::Nanosecond, tz) = schema.field(time_index).data_type()
+        && let Some(time) = stats.column_statistics.get_mut(time_index)
+    {
+        time.null_count = Precision::Exact(0);
+        time.min_value = Precision::Exact(ScalarValue::TimestampNanosecond(
+            Some(meta.min_time),
+            tz.clone(),
+        ));
+        time.max_value = Precision::Exact(ScalarValue::TimestampNanosecond(
+            Some(meta.max_time),
+            tz.clone(),
+        ));
+    }
+    stats
 }
 
 /// Writes the rows of an `INSERT` through the storage write path.
