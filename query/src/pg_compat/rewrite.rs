@@ -180,17 +180,7 @@ fn function_in_from(t: &mut sql::TableFactor) {
     let Some(subquery) = select_without_from(projection) else {
         return;
     };
-    *t = sql::TableFactor::Derived {
-        lateral: false,
-        subquery: Box::new(subquery),
-        alias: Some(sql::TableAlias {
-            explicit: true,
-            name: column,
-            columns: vec![],
-            at: None,
-        }),
-        sample: None,
-    };
+    *t = derived_table(subquery, column);
 }
 
 /// Applies [`in_subquery_as_array`] throughout `e`.
@@ -289,7 +279,14 @@ fn subquery_in_order_by(q: &mut sql::Query) {
         })
         .collect();
     let Some(names) = names else { return };
-    let Some(mut outer) = select_without_from(vec![]) else {
+    let outer_projection = names
+        .iter()
+        .map(|n| sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(n.clone())))
+        .collect();
+    let (Some(mut inner), Some(outer)) = (
+        select_without_from(vec![]),
+        select_without_from(outer_projection),
+    ) else {
         return;
     };
     let output_name = |id: &sql::Ident| {
@@ -314,40 +311,29 @@ fn subquery_in_order_by(q: &mut sql::Query) {
             }
         }
     }
-    let inner = sql::Query {
-        with: None,
-        body: std::mem::replace(&mut q.body, outer.body.clone()),
-        order_by: None,
-        limit_clause: None,
-        fetch: None,
-        locks: vec![],
-        for_clause: None,
-        settings: None,
-        format_clause: None,
-        pipe_operators: vec![],
-    };
-    let sql::SetExpr::Select(wrapper) = outer.body.as_mut() else {
-        return;
-    };
-    wrapper.projection = names
-        .into_iter()
-        .map(|n| sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(n)))
-        .collect();
-    wrapper.from = vec![sql::TableWithJoins {
-        relation: sql::TableFactor::Derived {
-            lateral: false,
-            subquery: Box::new(inner),
-            alias: Some(sql::TableAlias {
-                explicit: true,
-                name: sql::Ident::new("__eddy_ordered"),
-                columns: vec![],
-                at: None,
-            }),
-            sample: None,
-        },
-        joins: vec![],
-    }];
-    q.body = outer.body;
+    // The query keeps its WITH, ORDER BY and LIMIT; its SELECT moves into the derived table.
+    inner.body = std::mem::replace(&mut q.body, outer.body);
+    if let sql::SetExpr::Select(wrapper) = q.body.as_mut() {
+        wrapper.from = vec![sql::TableWithJoins {
+            relation: derived_table(inner, sql::Ident::new("__eddy_ordered")),
+            joins: vec![],
+        }];
+    }
+}
+
+/// `(subquery) AS alias`.
+fn derived_table(subquery: sql::Query, alias: sql::Ident) -> sql::TableFactor {
+    sql::TableFactor::Derived {
+        lateral: false,
+        subquery: Box::new(subquery),
+        alias: Some(sql::TableAlias {
+            explicit: true,
+            name: alias,
+            columns: vec![],
+            at: None,
+        }),
+        sample: None,
+    }
 }
 
 /// `SELECT <projection>` with no `FROM`, built from a parsed template so the many optional
