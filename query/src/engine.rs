@@ -28,6 +28,7 @@ use crate::continuous::{ViewDef, ViewRegistry};
 use crate::ddl;
 use crate::error::{QueryError, Result};
 use crate::functions::{FirstLast, TimeBucket};
+use crate::latest::LatestRowQuery;
 
 /// The PostgreSQL version Eddy reports to clients.
 pub const PG_SERVER_VERSION: &str = "16.6";
@@ -629,6 +630,16 @@ impl QuerySession {
                     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                     let stream = df.execute_stream().await?;
                     return Ok(Output::Rows { schema, stream });
+                }
+                if let Some(latest) = LatestRowQuery::recognize(&plan) {
+                    let schema = latest.schema().clone();
+                    if let Some(row) = latest.run().await? {
+                        let stream = Box::pin(RecordBatchStreamAdapter::new(
+                            schema.clone(),
+                            futures::stream::iter([Ok(row)]),
+                        ));
+                        return Ok(Output::Rows { schema, stream });
+                    }
                 }
                 let physical = self.state.create_physical_plan(&plan).await?;
                 if is_insert {

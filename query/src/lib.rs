@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod functions;
 pub mod information_schema;
+pub mod latest;
 pub mod pg_compat;
 pub mod table;
 

@@ -44,6 +44,16 @@ impl EddyTable {
     pub fn new(db: Db, schema: Arc<TableSchema>) -> Self {
         Self { db, schema }
     }
+
+    /// The table's schema as planned.
+    pub fn table_schema(&self) -> &Arc<TableSchema> {
+        &self.schema
+    }
+
+    /// The storage engine it reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
 }
 
 #[async_trait]

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::catalog::Catalog;
 use crate::dedup::{conform, filter_time, sort_dedup};
 use crate::error::{IoContext, Result, StorageError};
+use crate::latest::{LatestCache, SegmentLatest};
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, MemChunk, Memtable};
 use crate::schema::{TableSchema, dir_name};
@@ -59,6 +60,9 @@ pub struct StorageConfig {
     pub memtable_flush_bytes: usize,
     /// Age of the oldest unflushed write that triggers a flush.
     pub flush_interval_ms: u64,
+    /// Memory for the per-segment latest-row summaries that answer
+    /// `ORDER BY time DESC LIMIT 1` lookups without a scan (see [`crate::latest`]).
+    pub latest_cache_bytes: usize,
 }
 
 impl StorageConfig {
@@ -71,6 +75,7 @@ impl StorageConfig {
             memtable_bytes_max: 512 * 1024 * 1024,
             memtable_flush_bytes: 128 * 1024 * 1024,
             flush_interval_ms: 300_000,
+            latest_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -151,6 +156,8 @@ struct Inner {
     /// Held by the committer while it applies a group; readers hold it to see a consistent
     /// pair of table data and derived state.
     apply_lock: Mutex<()>,
+    /// Latest-row summaries of segments, for [`Db::latest_row`].
+    latest: Mutex<LatestCache>,
 }
 
 #[derive(Default)]
@@ -255,6 +262,7 @@ impl Db {
             })
             .collect();
         let (tx, rx) = mpsc::channel();
+        let latest_cache_bytes = config.latest_cache_bytes;
         let inner = Arc::new(Inner {
             config,
             catalog,
@@ -278,6 +286,7 @@ impl Db {
             },
             hook: RwLock::new(None),
             apply_lock: Mutex::new(()),
+            latest: Mutex::new(LatestCache::new(latest_cache_bytes)),
         });
         let committer = {
             let inner = inner.clone();
@@ -527,6 +536,7 @@ impl Db {
             st.manifest = Arc::new(manifest);
             retire(&mut st.files, &gone)
         };
+        self.inner.forget_latest(&gone);
         // Files are deleted here unless a running query still reads them.
         drop(retired);
         Ok(())
@@ -559,6 +569,28 @@ impl Db {
         st.active.bytes + st.frozen.iter().map(|f| f.mem.bytes).sum::<usize>()
     }
 
+    /// The row `SELECT * FROM t WHERE tag = v AND ... ORDER BY time DESC LIMIT 1` returns on
+    /// `snapshot`, in the table schema, found without a scan (see [`crate::latest`]); `tags`
+    /// are `(tag column, value)` pairs, all of which must hold.
+    pub fn latest_row(
+        &self,
+        snapshot: &TableSnapshot,
+        tags: &[(String, String)],
+    ) -> Result<Option<RecordBatch>> {
+        let table = &snapshot.schema;
+        crate::latest::latest_row(table, &snapshot.memory, &snapshot.segments, tags, |f| {
+            if let Some(s) = self.inner.latest.lock().get(f.meta.id) {
+                return Ok(Some(s));
+            }
+            let Some(summary) = SegmentLatest::read(f, table)? else {
+                return Ok(None);
+            };
+            let summary = Arc::new(summary);
+            self.inner.latest.lock().insert(f.meta.id, summary.clone());
+            Ok(Some(summary))
+        })
+    }
+
     /// All live segments.
     pub fn segments(&self) -> Vec<SegmentMeta> {
         self.inner.state.read().manifest.segments.clone()
@@ -566,6 +598,13 @@ impl Db {
 }
 
 impl Inner {
+    fn forget_latest(&self, gone: &[SegmentMeta]) {
+        let mut cache = self.latest.lock();
+        for s in gone {
+            cache.remove(s.id);
+        }
+    }
+
     fn request_flush(&self) {
         let (lock, cv) = &self.flush_wake;
         lock.lock().requested = true;
@@ -607,6 +646,7 @@ impl Inner {
             st.manifest = Arc::new(manifest);
             retire(&mut st.files, &gone)
         };
+        self.forget_latest(&gone);
         // Files are deleted here unless a running query still reads them.
         drop(retired);
         let rows: u64 = gone.iter().map(|s| s.rows).sum();
@@ -643,6 +683,7 @@ impl Inner {
         let started = Instant::now();
         let mut rows = 0u64;
         let mut written = Vec::new();
+        let mut summaries = Vec::new();
         for (&table_id, tm) in &frozen.mem.tables {
             let Some(schema) = self.catalog.get_by_id(table_id) else {
                 continue;
@@ -677,6 +718,13 @@ impl Inner {
                     bytes,
                 };
                 manifest.segments.push(meta.clone());
+                // The rows are in hand: summarizing them now spares the first latest-row
+                // lookup a read of the new file.
+                match SegmentLatest::from_sorted(&schema, &sorted) {
+                    Ok(Some(summary)) => summaries.push((id, Arc::new(summary))),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot summarize a new segment"),
+                }
                 written.push(Arc::new(SegmentFile::new(path, meta)));
             }
         }
@@ -687,6 +735,10 @@ impl Inner {
             st.manifest = Arc::new(manifest);
             st.files.extend(written.into_iter().map(|f| (f.meta.id, f)));
             st.frozen.retain(|f| !Arc::ptr_eq(f, &frozen));
+        }
+        // Only now: a failed flush reuses its segment ids.
+        for (id, summary) in summaries {
+            self.latest.lock().insert(id, summary);
         }
         let flushed_seq = frozen.mem.last_seq;
         tracing::debug!(

@@ -10,6 +10,7 @@ pub mod db;
 pub mod dedup;
 pub mod error;
 pub mod fsutil;
+pub mod latest;
 pub mod manifest;
 pub mod memtable;
 pub mod schema;

@@ -147,6 +147,17 @@ impl MemChunk {
     }
 }
 
+impl MemChunk {
+    /// The (batch, row) positions of the rows `selection` accepts, in write order, by the tag
+    /// index; `None` when it selects nothing (all rows).
+    pub fn positions(&self, selection: &TagSelection) -> Option<Vec<(usize, usize)>> {
+        if selection.is_empty() {
+            return None;
+        }
+        self.index.lock().positions(&self.batches, selection)
+    }
+}
+
 impl TableMemtable {
     /// A read-only view of the rows, for a reader.
     pub fn chunk(&self) -> MemChunk {

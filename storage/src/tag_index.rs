@@ -45,13 +45,13 @@ pub struct TagIndex {
 }
 
 impl TagIndex {
-    /// The rows of `batches` (a prefix, in write order, of the batches this index covers)
-    /// that `selection` accepts, batch by batch; batches without a match are left out.
-    pub fn select(
+    /// The row numbers (across `batches`, a prefix in write order of the batches this index
+    /// covers) that `selection` accepts; `None` when it selects nothing (all rows).
+    fn matching(
         &mut self,
         batches: &[RecordBatch],
         selection: &TagSelection,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Option<RoaringBitmap> {
         self.cover(batches);
         let mut rows: Option<RoaringBitmap> = None;
         for (column, values) in &selection.any_of {
@@ -68,7 +68,38 @@ impl TagIndex {
                 None => matched,
             });
         }
-        let Some(rows) = rows else {
+        rows
+    }
+
+    /// The (batch, row) positions in `batches` that `selection` accepts, in write order;
+    /// `None` when it selects nothing (all rows).
+    pub fn positions(
+        &mut self,
+        batches: &[RecordBatch],
+        selection: &TagSelection,
+    ) -> Option<Vec<(usize, usize)>> {
+        let rows = self.matching(batches, selection)?;
+        // The index may already cover batches appended after this reader's prefix.
+        let end = self.starts[batches.len()];
+        let mut out = Vec::new();
+        let mut b = 0;
+        for r in rows.range(..end) {
+            while self.starts[b + 1] <= r {
+                b += 1;
+            }
+            out.push((b, (r - self.starts[b]) as usize));
+        }
+        Some(out)
+    }
+
+    /// The rows of `batches` (a prefix, in write order, of the batches this index covers)
+    /// that `selection` accepts, batch by batch; batches without a match are left out.
+    pub fn select(
+        &mut self,
+        batches: &[RecordBatch],
+        selection: &TagSelection,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(rows) = self.matching(batches, selection) else {
             return Ok(batches.to_vec());
         };
         // One interleave per run of batches sharing a schema: a take per batch and column
@@ -208,5 +239,16 @@ mod tests {
             [0, 1, 2]
         );
         assert!(index.select(&batches, &sel(&["zz"])).unwrap().is_empty());
+        // Positions name the same rows without copying them.
+        assert_eq!(
+            index.positions(&batches, &sel(&["a"])),
+            Some(vec![(0, 0), (0, 2), (1, 1), (2, 1)])
+        );
+        assert_eq!(
+            index.positions(&batches[..2], &sel(&["b"])),
+            Some(vec![(0, 1)])
+        );
+        assert_eq!(index.positions(&batches, &sel(&["zz"])), Some(vec![]));
+        assert_eq!(index.positions(&batches, &TagSelection::default()), None);
     }
 }

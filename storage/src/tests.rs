@@ -97,38 +97,7 @@ fn read_selected(db: &Db, tags: &TagSelection, keep: Option<&KeyFilter>) -> Out 
             crate::segment::read_segment(&f.path, snap.schema.arrow_schema()).expect("read"),
         );
     }
-    let day = crate::db::PARTITION_NANOS / 4;
-    let mut out = Vec::new();
-    for b in batches {
-        let t = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<TimestampNanosecondArray>()
-            .expect("t");
-        let s = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("s");
-        let a = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("a");
-        let f = b
-            .column(3)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .expect("b");
-        for i in 0..b.num_rows() {
-            out.push((
-                s.value(i).to_string(),
-                t.value(i) / day,
-                a.is_valid(i).then(|| a.value(i)),
-                f.is_valid(i).then(|| f.value(i)),
-            ));
-        }
-    }
+    let mut out: Out = batches.into_iter().flat_map(read_rows).collect();
     out.retain(|r| {
         tags.any_of.iter().all(|(_, values)| values.contains(&r.0))
             && (keep.is_none() || r.1 >= KEEP_FROM_DAY)
@@ -137,7 +106,73 @@ fn read_selected(db: &Db, tags: &TagSelection, keep: Option<&KeyFilter>) -> Out 
     out
 }
 
+/// The rows of a batch in the table schema, with time in model days.
+fn read_rows(b: RecordBatch) -> Out {
+    let day = crate::db::PARTITION_NANOS / 4;
+    let t = b
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .expect("t");
+    let s = b
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("s");
+    let a = b
+        .column(2)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("a");
+    let f = b
+        .column(3)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("b");
+    (0..b.num_rows())
+        .map(|i| {
+            (
+                s.value(i).to_string(),
+                t.value(i) / day,
+                a.is_valid(i).then(|| a.value(i)),
+                f.is_valid(i).then(|| f.value(i)),
+            )
+        })
+        .collect()
+}
+
 const KEEP_FROM_DAY: i64 = 10;
+
+/// The latest row of series `s` (of the table with no filter) by [`Db::latest_row`].
+fn latest(db: &Db, s: Option<&str>) -> Option<(String, i64, Option<i64>, Option<f64>)> {
+    let snap = db.snapshot("t").expect("table");
+    let tags: Vec<(String, String)> = s.map(|s| ("s".into(), s.into())).into_iter().collect();
+    let row = db.latest_row(&snap, &tags).expect("latest")?;
+    assert_eq!(row.num_rows(), 1);
+    read_rows(row).pop()
+}
+
+/// Checks [`Db::latest_row`] against the model: per series, and over the whole table (where
+/// series tied at the newest time may come back in any order).
+fn check_latest(db: &Db, model: &Model) {
+    for s in ["s0", "s1", "s2", "s9"] {
+        let want = model
+            .range((s.to_string(), i64::MIN)..=(s.to_string(), i64::MAX))
+            .next_back()
+            .map(|((s, t), (a, b))| (s.clone(), *t, *a, *b));
+        assert_eq!(latest(db, Some(s)), want, "latest row of {s}");
+    }
+    let newest = model.keys().map(|(_, t)| *t).max();
+    let got = latest(db, None);
+    assert_eq!(
+        got.as_ref().map(|r| r.1),
+        newest,
+        "newest time of the table"
+    );
+    if let Some((s, t, a, b)) = got {
+        assert_eq!(model.get(&(s, t)), Some(&(a, b)), "a real row");
+    }
+}
 
 /// `s IN ('s0', 's2')`, read through the memtable's tag index.
 fn some_series() -> TagSelection {
@@ -165,7 +200,9 @@ proptest! {
     fn reads_back_field_wise_last_write_wins(ops in prop::collection::vec(op(), 1..25)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = StorageConfig::new(dir.path());
+        let mut config = StorageConfig::new(dir.path());
+        // Room for one segment summary: lookups also read summaries back from files.
+        config.latest_cache_bytes = 0;
         let mut db = Db::open(config.clone()).expect("open");
         db.catalog().create_table(def(), false).expect("create");
         let mut model = Model::new();
@@ -188,6 +225,7 @@ proptest! {
         }
         let want: Vec<_> = model.iter().map(|((s, t), (a, b))| (s.clone(), *t, *a, *b)).collect();
         prop_assert_eq!(read_all(&db), want.clone());
+        check_latest(&db, &model);
         // Filtering by key before deduplication gives the rows filtering after it would.
         let selected: Vec<_> = want
             .iter()
@@ -199,6 +237,7 @@ proptest! {
         db.close().expect("close");
         let db = Db::open(config).expect("reopen");
         prop_assert_eq!(read_all(&db), want);
+        check_latest(&db, &model);
         db.close().expect("close");
     }
 }

@@ -8,6 +8,7 @@ mod continuous;
 mod durability;
 mod grafana;
 mod ingest;
+mod latest;
 mod pgwire;
 mod pruning;
 mod sql;
