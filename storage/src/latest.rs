@@ -272,19 +272,29 @@ pub(crate) fn latest_row(
             }
             continue;
         };
-        // Only the time of each matching row is looked at; the one row kept is sliced.
+        // Only the times of the matching rows are read; just the newest rows are sliced.
         let mut current: Option<(usize, ScalarBuffer<i64>)> = None;
+        let mut matched: Vec<(usize, usize, i64)> = Vec::with_capacity(positions.len());
         for (bi, r) in positions {
             if current.as_ref().is_none_or(|(b, _)| *b != bi) {
                 current = times_of(&chunk.batches[bi]).map(|t| (bi, t));
             }
-            let Some((_, times)) = &current else {
-                continue;
-            };
-            let t = times[r];
-            let batch = &chunk.batches[bi];
-            let order = (1, ci as u64, ((bi as u64) << 32) | r as u64);
-            best.offer(order, t, || batch.slice(r, 1));
+            if let Some((_, times)) = &current {
+                matched.push((bi, r, times[r]));
+            }
+        }
+        let Some(newest) = matched.iter().map(|m| m.2).max() else {
+            continue;
+        };
+        if best.beats(newest) {
+            continue;
+        }
+        for (bi, r, t) in matched {
+            if t == newest {
+                let batch = &chunk.batches[bi];
+                let order = (1, ci as u64, ((bi as u64) << 32) | r as u64);
+                best.offer(order, t, || batch.slice(r, 1));
+            }
         }
     }
     let mut newest_first: Vec<&Arc<SegmentFile>> = segments.iter().collect();
