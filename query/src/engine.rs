@@ -918,44 +918,6 @@ fn parse_set(text: &str) -> Option<(String, String)> {
     Some((name, value))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{Statement, parse, parse_set};
-
-    #[test]
-    fn grafana_builder_listing_is_rewritten() {
-        let sql = "SELECT quote_ident(table_schema) IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' \
-                   THEN user ELSE trim(s[i]) END FROM generate_series(\
-                   array_lower(string_to_array(current_setting('search_path'),','),1), \
-                   array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
-                   string_to_array(current_setting('search_path'),',') s) \
-                   FROM information_schema.tables";
-        let stmts = parse(sql).expect("parses");
-        let [Statement::Sql(stmt)] = stmts.as_slice() else {
-            panic!("one SQL statement");
-        };
-        let text = stmt.to_string();
-        assert!(
-            text.contains(
-                "(SELECT string_to_array(current_setting('search_path'), ',') AS s) AS s"
-            ) && text.contains("THEN session_user() ELSE"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn set_statements_parse() {
-        assert_eq!(
-            parse_set("SET extra_float_digits = 3"),
-            Some(("extra_float_digits".into(), "3".into()))
-        );
-        assert_eq!(
-            parse_set("SET application_name TO 'psql'"),
-            Some(("application_name".into(), "psql".into()))
-        );
-    }
-}
-
 /// The `retention` of a `WITH (...)`/`SET (...)` option list, as written; other options are
 /// errors naming them.
 fn retention_option(
@@ -994,4 +956,42 @@ fn retention_option(
         }
     }
     Ok(retention)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Statement, parse, parse_set};
+
+    #[test]
+    fn grafana_builder_listing_is_rewritten() {
+        let sql = "SELECT quote_ident(table_schema) IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' \
+                   THEN user ELSE trim(s[i]) END FROM generate_series(\
+                   array_lower(string_to_array(current_setting('search_path'),','),1), \
+                   array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+                   string_to_array(current_setting('search_path'),',') s) \
+                   FROM information_schema.tables";
+        let stmts = parse(sql).expect("parses");
+        let [Statement::Sql(stmt)] = stmts.as_slice() else {
+            panic!("one SQL statement");
+        };
+        let text = stmt.to_string();
+        assert!(
+            text.contains(
+                "(SELECT string_to_array(current_setting('search_path'), ',') AS s) AS s"
+            ) && text.contains("THEN session_user() ELSE"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn set_statements_parse() {
+        assert_eq!(
+            parse_set("SET extra_float_digits = 3"),
+            Some(("extra_float_digits".into(), "3".into()))
+        );
+        assert_eq!(
+            parse_set("SET application_name TO 'psql'"),
+            Some(("application_name".into(), "psql".into()))
+        );
+    }
 }

@@ -249,12 +249,12 @@ fn text_literal(e: &Expr) -> Option<String> {
 
 fn plain_text(e: &Expr) -> Option<String> {
     match e {
-        Expr::Literal(v, _) => match v {
+        Expr::Literal(
             ScalarValue::Utf8(Some(s))
             | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
-            _ => None,
-        },
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
         Expr::Cast(c)
             if matches!(
                 c.field.data_type(),
