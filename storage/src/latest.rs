@@ -220,6 +220,40 @@ impl Best {
     }
 }
 
+/// Offers the newest of the rows of memory chunk number `ci` at `positions` (batch, row).
+/// Only their times are read, and only the rows at the newest time are sliced: a series in
+/// memory has thousands of rows, each newer than the one before.
+fn offer_newest(
+    best: &mut Best,
+    table: &TableSchema,
+    ci: usize,
+    chunk: &MemChunk,
+    positions: impl Iterator<Item = (usize, usize)> + Clone,
+) {
+    let times: Vec<Option<ScalarBuffer<i64>>> = chunk
+        .batches
+        .iter()
+        .map(|b| {
+            b.column_by_name(table.time_column())
+                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+                .map(|t| t.values().clone())
+        })
+        .collect();
+    let time_at = |(bi, r): (usize, usize)| times[bi].as_ref().map(|t| t[r]);
+    let Some(newest) = positions.clone().filter_map(time_at).max() else {
+        return;
+    };
+    if best.beats(newest) {
+        return;
+    }
+    for (bi, r) in positions {
+        if time_at((bi, r)) == Some(newest) {
+            let order = (1, ci as u64, ((bi as u64) << 32) | r as u64);
+            best.offer(order, newest, || chunk.batches[bi].slice(r, 1));
+        }
+    }
+}
+
 /// The latest row, in the table schema, among the rows of `memory` and `segments` whose tags
 /// hold every `(column, value)` of `tags`; `summary` gives a segment's [`SegmentLatest`].
 pub(crate) fn latest_row(
@@ -245,55 +279,16 @@ pub(crate) fn latest_row(
         if chunk.batches.is_empty() || best.beats(chunk.max_time) {
             continue;
         }
-        let times_of = |batch: &RecordBatch| {
-            batch
-                .column_by_name(table.time_column())
-                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-                .map(|t| t.values().clone())
-        };
-        let Some(positions) = chunk.positions(&selection) else {
+        match chunk.positions(&selection) {
+            Some(positions) => offer_newest(&mut best, table, ci, chunk, positions.into_iter()),
             // No tag condition: every row is a candidate.
-            for (bi, batch) in chunk.batches.iter().enumerate() {
-                let Some(times) = times_of(batch) else {
-                    continue;
-                };
-                let Some(&newest) = times.iter().max() else {
-                    continue;
-                };
-                if best.beats(newest) {
-                    continue;
-                }
-                for (r, &t) in times.iter().enumerate() {
-                    if t == newest {
-                        let order = (1, ci as u64, ((bi as u64) << 32) | r as u64);
-                        best.offer(order, t, || batch.slice(r, 1));
-                    }
-                }
-            }
-            continue;
-        };
-        // Only the times of the matching rows are read; just the newest rows are sliced.
-        let mut current: Option<(usize, ScalarBuffer<i64>)> = None;
-        let mut matched: Vec<(usize, usize, i64)> = Vec::with_capacity(positions.len());
-        for (bi, r) in positions {
-            if current.as_ref().is_none_or(|(b, _)| *b != bi) {
-                current = times_of(&chunk.batches[bi]).map(|t| (bi, t));
-            }
-            if let Some((_, times)) = &current {
-                matched.push((bi, r, times[r]));
-            }
-        }
-        let Some(newest) = matched.iter().map(|m| m.2).max() else {
-            continue;
-        };
-        if best.beats(newest) {
-            continue;
-        }
-        for (bi, r, t) in matched {
-            if t == newest {
-                let batch = &chunk.batches[bi];
-                let order = (1, ci as u64, ((bi as u64) << 32) | r as u64);
-                best.offer(order, t, || batch.slice(r, 1));
+            None => {
+                let all = chunk
+                    .batches
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(bi, b)| (0..b.num_rows()).map(move |r| (bi, r)));
+                offer_newest(&mut best, table, ci, chunk, all)
             }
         }
     }
