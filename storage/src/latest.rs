@@ -5,9 +5,9 @@
 //! tags is that series' latest row in the segment. A [`SegmentLatest`] holds those rows with an
 //! index by tag value; it is computed when the segment is flushed (from the rows in hand) or
 //! the first time a query needs it (by reading the file), and kept in a [`LatestCache`] under
-//! a memory budget. A lookup walks the memtable and then segments newest first, and stops at
-//! the first segment whose newest row is older than the best row found: the answer is exact
-//! at any time without maintaining anything on the write path.
+//! a memory budget. A lookup walks the memtable (through the newest-row marks it keeps per
+//! series) and then segments newest first, and stops at the first segment whose newest row is
+//! older than the best row found: the answer is exact at any time, with no cache to invalidate.
 //!
 //! Equal keys in several sources are merged as the read path merges them (field by field,
 //! later write wins), so the answer is the row a full scan would have returned.
@@ -277,6 +277,11 @@ pub(crate) fn latest_row(
     // Memory is newer than every segment, and later chunks newer than earlier ones.
     for (ci, chunk) in memory.iter().enumerate().rev() {
         if chunk.batches.is_empty() || best.beats(chunk.max_time) {
+            continue;
+        }
+        // Each series' newest row is marked: look at those few rows only.
+        if let Some(newest) = chunk.newest_positions(&selection) {
+            offer_newest(&mut best, table, ci, chunk, newest.into_iter());
             continue;
         }
         match chunk.positions(&selection) {

@@ -5,6 +5,10 @@
 //! series (hash of its tag values), and a row that is not strictly newer than its series' last
 //! row marks the table as possibly holding duplicates. Readers only pay for sorting and
 //! deduplication when that flag is set.
+//!
+//! The same pass marks each series' newest row in a roaring bitmap (two bitmap updates per
+//! row that advances its series), so a latest-row lookup intersects that bitmap with the tag
+//! index's rows instead of reading the time of every row of the series.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, TimestampNanosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
+use roaring::RoaringBitmap;
 
 use crate::error::Result;
 use crate::tag_index::{TagIndex, TagSelection};
@@ -29,7 +34,16 @@ pub struct TableMemtable {
     pub max_time: i64,
     /// Whether two rows may share a (tags, time) key.
     pub may_have_duplicates: bool,
-    series_last_time: HashMap<u64, i64>,
+    /// Per series (hash of its tags): its newest time and the row number (across `batches`,
+    /// in write order) that holds it.
+    series_last: HashMap<u64, (i64, u32)>,
+    /// The row numbers `series_last` points at: each series' newest row, for latest-row
+    /// lookups. Exact unless `newest_inexact`.
+    newest_rows: RoaringBitmap,
+    /// No series received two rows with one time, and the tags never changed: every series'
+    /// newest row is one row, not a merge of several.
+    newest_inexact: bool,
+    rows: u32,
     tag_count: usize,
     /// Tag indexes over `batches`, built by readers as they need them.
     index: Arc<Mutex<TagIndex>>,
@@ -60,19 +74,31 @@ impl TableMemtable {
         } else if self.tag_count != tag_count {
             // A tag was added: series hashes are no longer comparable with earlier ones.
             self.may_have_duplicates = true;
+            self.newest_inexact = true;
         }
         for (i, &h) in series_hashes.iter().enumerate() {
             let t = times.value(i);
+            let row = self.rows + i as u32;
             self.min_time = self.min_time.min(t);
             self.max_time = self.max_time.max(t);
-            match self.series_last_time.get_mut(&h) {
-                Some(last) if *last >= t => self.may_have_duplicates = true,
-                Some(last) => *last = t,
+            match self.series_last.get_mut(&h) {
+                Some((last, _)) if *last > t => self.may_have_duplicates = true,
+                Some((last, _)) if *last == t => {
+                    self.may_have_duplicates = true;
+                    self.newest_inexact = true;
+                }
+                Some((last, at)) => {
+                    self.newest_rows.remove(*at);
+                    self.newest_rows.insert(row);
+                    (*last, *at) = (t, row);
+                }
                 None => {
-                    self.series_last_time.insert(h, t);
+                    self.series_last.insert(h, (t, row));
+                    self.newest_rows.insert(row);
                 }
             }
         }
+        self.rows += batch.num_rows() as u32;
         self.bytes += batch.get_array_memory_size() + series_hashes.len() * 16;
         self.batches.push(batch);
     }
@@ -134,6 +160,8 @@ pub struct MemChunk {
     pub max_time: i64,
     /// Whether two rows may share a (tags, time) key.
     pub may_have_duplicates: bool,
+    /// Each series' newest row (row numbers across `batches`), when that is one row.
+    newest_rows: Option<RoaringBitmap>,
     index: Arc<Mutex<TagIndex>>,
 }
 
@@ -154,7 +182,18 @@ impl MemChunk {
         if selection.is_empty() {
             return None;
         }
-        self.index.lock().positions(&self.batches, selection)
+        self.index.lock().positions(&self.batches, selection, None)
+    }
+
+    /// The positions of the newest row of each series `selection` accepts, or `None` when
+    /// a series' newest row may be a merge of several (then use [`positions`](Self::positions)).
+    pub fn newest_positions(&self, selection: &TagSelection) -> Option<Vec<(usize, usize)>> {
+        let newest = self.newest_rows.as_ref()?;
+        let positions = self
+            .index
+            .lock()
+            .positions(&self.batches, selection, Some(newest));
+        Some(positions.unwrap_or_default())
     }
 }
 
@@ -166,7 +205,71 @@ impl TableMemtable {
             min_time: self.min_time,
             max_time: self.max_time,
             may_have_duplicates: self.may_have_duplicates,
+            // Copied: writers move these marks as newer rows arrive. Roaring keeps one mark
+            // per series in a few kilobytes, so the copy is cheap.
+            newest_rows: (!self.newest_inexact).then(|| self.newest_rows.clone()),
             index: self.index.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{StringArray, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::TableMemtable;
+    use crate::tag_index::TagSelection;
+
+    /// Rows of (host, time); the host's string is its series hash too.
+    fn apply(m: &mut TableMemtable, rows: &[(&str, i64)]) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("time", crate::schema::time_data_type(), false),
+            Field::new("host", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampNanosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            ],
+        )
+        .expect("batch");
+        let hashes: Vec<u64> = rows.iter().map(|r| r.0.as_bytes()[0] as u64).collect();
+        m.apply(batch, 0, 1, &hashes);
+    }
+
+    fn host(h: &str) -> TagSelection {
+        TagSelection {
+            any_of: vec![("host".into(), vec![h.into()])],
+        }
+    }
+
+    #[test]
+    fn marks_each_series_newest_row_until_a_time_repeats() {
+        let mut m = TableMemtable::default();
+        apply(&mut m, &[("a", 1), ("b", 5), ("a", 3)]);
+        // Out of order: the newest stays where it was.
+        apply(&mut m, &[("a", 2), ("b", 6)]);
+        let chunk = m.chunk();
+        assert_eq!(chunk.newest_positions(&host("a")), Some(vec![(0, 2)]));
+        assert_eq!(chunk.newest_positions(&host("b")), Some(vec![(1, 1)]));
+        assert_eq!(chunk.newest_positions(&host("c")), Some(vec![]));
+        assert_eq!(
+            chunk.newest_positions(&TagSelection::default()),
+            Some(vec![(0, 2), (1, 1)])
+        );
+        // A snapshot keeps its marks while writers move on.
+        apply(&mut m, &[("a", 9)]);
+        assert_eq!(chunk.newest_positions(&host("a")), Some(vec![(0, 2)]));
+        assert_eq!(m.chunk().newest_positions(&host("a")), Some(vec![(2, 0)]));
+        // A repeated time needs a merge: no marks from then on.
+        apply(&mut m, &[("b", 6)]);
+        assert_eq!(m.chunk().newest_positions(&host("b")), None);
     }
 }

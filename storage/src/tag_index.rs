@@ -71,14 +71,23 @@ impl TagIndex {
         rows
     }
 
-    /// The (batch, row) positions in `batches` that `selection` accepts, in write order;
-    /// `None` when it selects nothing (all rows).
+    /// The (batch, row) positions in `batches` that `selection` accepts and, if given, that
+    /// `among` holds, in write order; `None` when neither restricts anything (all rows).
     pub fn positions(
         &mut self,
         batches: &[RecordBatch],
         selection: &TagSelection,
+        among: Option<&RoaringBitmap>,
     ) -> Option<Vec<(usize, usize)>> {
-        let rows = self.matching(batches, selection)?;
+        let rows = match (self.matching(batches, selection), among) {
+            (Some(rows), Some(among)) => rows & among,
+            (Some(rows), None) => rows,
+            (None, Some(among)) => {
+                self.cover(batches);
+                among.clone()
+            }
+            (None, None) => return None,
+        };
         // The index may already cover batches appended after this reader's prefix.
         let end = self.starts[batches.len()];
         let mut out = Vec::new();
@@ -241,14 +250,17 @@ mod tests {
         assert!(index.select(&batches, &sel(&["zz"])).unwrap().is_empty());
         // Positions name the same rows without copying them.
         assert_eq!(
-            index.positions(&batches, &sel(&["a"])),
+            index.positions(&batches, &sel(&["a"]), None),
             Some(vec![(0, 0), (0, 2), (1, 1), (2, 1)])
         );
         assert_eq!(
-            index.positions(&batches[..2], &sel(&["b"])),
+            index.positions(&batches[..2], &sel(&["b"]), None),
             Some(vec![(0, 1)])
         );
-        assert_eq!(index.positions(&batches, &sel(&["zz"])), Some(vec![]));
-        assert_eq!(index.positions(&batches, &TagSelection::default()), None);
+        assert_eq!(index.positions(&batches, &sel(&["zz"]), None), Some(vec![]));
+        assert_eq!(
+            index.positions(&batches, &TagSelection::default(), None),
+            None
+        );
     }
 }
