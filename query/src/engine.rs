@@ -58,6 +58,8 @@ pub enum Statement {
     Sql(DfStatement),
     /// `REFRESH MATERIALIZED VIEW name`, which the parser does not know.
     RefreshView(String),
+    /// `FETCH` or `MOVE`, which the parser knows only in part.
+    Cursor(crate::cursor::command::CursorCommand),
 }
 
 /// A parsed, planned statement, ready to run (possibly many times with parameters).
@@ -111,22 +113,15 @@ pub enum Prepared {
         /// Its value.
         value: String,
     },
-    /// `DECLARE name CURSOR FOR query`.
+    /// `DECLARE name [SCROLL] CURSOR [WITH HOLD] FOR query`.
     DeclareCursor {
-        /// Cursor name.
-        name: String,
+        /// Name, options and text.
+        declaration: crate::cursor::Declaration,
         /// The query; may hold `$n` placeholders.
         plan: LogicalPlan,
-        /// `WITH HOLD`: the cursor outlives the transaction.
-        hold: bool,
     },
-    /// `FETCH [FORWARD] n | ALL | NEXT FROM name`.
-    Fetch {
-        /// Cursor name.
-        name: String,
-        /// Rows to fetch; `None` for all that remain.
-        count: Option<u64>,
-    },
+    /// `FETCH` or `MOVE`.
+    Fetch(crate::cursor::command::CursorCommand),
     /// `CLOSE name`, or `CLOSE ALL` (`None`).
     CloseCursor(Option<String>),
 }
@@ -213,21 +208,20 @@ impl QueryEngine {
 
     /// A new session (one per client connection): its own settings, shared tables.
     pub fn session(&self) -> QuerySession {
-        let ctx = SessionContext::new_with_state((*self.template).clone());
+        // pg_cursors lists the session's own cursors: it finds them in the session's config.
+        let cursors: Arc<crate::cursor::Cursors> = Arc::default();
+        let mut state = (*self.template).clone();
+        state.config_mut().set_extension(cursors.clone());
+        let ctx = SessionContext::new_with_state(state);
         let vars = Arc::new(Mutex::new(HashMap::new()));
         ctx.register_udf(crate::functions::current_setting_udf(vars.clone()));
-        // A session's state does not change after this point (SET goes to `vars`), so one
-        // snapshot serves every query: SessionContext::state() and TaskContext::from would
-        // otherwise copy the function registries on each one.
-        let state = Arc::new(ctx.state());
-        let task = Arc::new(TaskContext::from(state.as_ref()));
+        let snapshot = Mutex::new(Snapshot::of(&ctx));
         QuerySession {
             engine: self.clone(),
             ctx,
-            state,
-            task,
+            snapshot,
             vars,
-            cursors: Arc::default(),
+            cursors,
         }
     }
 }
@@ -236,10 +230,25 @@ impl QueryEngine {
 pub struct QuerySession {
     engine: QueryEngine,
     ctx: SessionContext,
-    state: Arc<SessionState>,
-    task: Arc<TaskContext>,
+    snapshot: Mutex<Snapshot>,
     vars: SessionVars,
     cursors: Arc<crate::cursor::Cursors>,
+}
+
+/// The session's planning state and the task context its queries run in. One snapshot serves
+/// every statement (SessionContext::state() and TaskContext::from copy the function
+/// registries each time); it is taken again only when `SET datafusion.*` changes the context.
+struct Snapshot {
+    state: Arc<SessionState>,
+    task: Arc<TaskContext>,
+}
+
+impl Snapshot {
+    fn of(ctx: &SessionContext) -> Self {
+        let state = Arc::new(ctx.state());
+        let task = Arc::new(TaskContext::from(state.as_ref()));
+        Snapshot { state, task }
+    }
 }
 
 /// Settings a session changed with `SET`, by lower-case name.
@@ -251,8 +260,28 @@ impl std::fmt::Debug for QuerySession {
     }
 }
 
+/// The `Prepared::Accept` of `ROLLBACK TO SAVEPOINT`, told apart from the `ROLLBACK` that ends
+/// the transaction.
+pub const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT";
+
 /// Splits SQL text into statements with the PostgreSQL dialect.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    use crate::cursor::command::{self, Piece};
+    let Some(pieces) = command::split(sql) else {
+        return parse_statements(sql);
+    };
+    let mut out = Vec::new();
+    for piece in pieces? {
+        match piece {
+            Piece::Command(c) => out.push(Statement::Cursor(c)),
+            Piece::Sql(text) => out.extend(parse_statements(text)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits SQL text without `FETCH` or `MOVE` into statements.
+fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     if let Some(name) = refresh_target(sql) {
         return Ok(vec![Statement::RefreshView(name)]);
     }
@@ -337,6 +366,7 @@ impl QuerySession {
     pub async fn prepare(&self, stmt: Statement) -> Result<Prepared> {
         let stmt = match stmt {
             Statement::RefreshView(name) => return Ok(Prepared::RefreshView(name)),
+            Statement::Cursor(c) => return Ok(Prepared::Fetch(c)),
             Statement::Sql(s) => s,
         };
         let sql_stmt = match stmt {
@@ -379,23 +409,21 @@ impl QuerySession {
             }),
             SqlStatement::StartTransaction { .. } => Ok(Prepared::Accept("BEGIN")),
             SqlStatement::Commit { .. } => Ok(Prepared::Accept("COMMIT")),
+            // Rolling back to a savepoint leaves the transaction (and its cursors) open.
+            SqlStatement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(Prepared::Accept(ROLLBACK_TO_SAVEPOINT)),
             SqlStatement::Rollback { .. } => Ok(Prepared::Accept("ROLLBACK")),
             SqlStatement::Savepoint { .. } => Ok(Prepared::Accept("SAVEPOINT")),
             SqlStatement::ReleaseSavepoint { .. } => Ok(Prepared::Accept("RELEASE")),
             SqlStatement::Declare { mut stmts } if stmts.len() == 1 => {
                 let d = stmts.remove(0);
-                let unsupported = |what: &str| {
-                    Err(QueryError::unsupported(format!(
-                        "{what} cursors are not supported; DECLARE name [NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query"
-                    )))
-                };
                 match (&d.declare_type, &d.for_query, d.names.as_slice()) {
                     (Some(DeclareType::Cursor), Some(q), [name]) => {
-                        if d.scroll == Some(true) {
-                            return unsupported("SCROLL");
-                        }
                         if d.binary == Some(true) {
-                            return unsupported("BINARY");
+                            return Err(QueryError::unsupported(
+                                "BINARY cursors are not supported; fetch in binary through the extended protocol (a driver's binary result format) instead",
+                            ));
                         }
                         let Prepared::Plan(plan) = self
                             .plan(DfStatement::Statement(Box::new(SqlStatement::Query(
@@ -406,51 +434,19 @@ impl QuerySession {
                             return Err(QueryError::new("42601", "DECLARE CURSOR needs a query"));
                         };
                         Ok(Prepared::DeclareCursor {
-                            name: ddl::ident_name(name),
+                            declaration: crate::cursor::Declaration {
+                                name: ddl::ident_name(name),
+                                statement: format!("DECLARE {d}"),
+                                hold: d.hold == Some(true),
+                                scroll: d.scroll == Some(true),
+                            },
                             plan,
-                            hold: d.hold == Some(true),
                         })
                     }
                     _ => Err(QueryError::unsupported(format!(
-                        "{d} is not supported; the DECLARE Eddy runs is DECLARE name CURSOR FOR query"
+                        "{d} is not supported; the DECLARE Eddy runs is DECLARE name [SCROLL | NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query"
                     ))),
                 }
-            }
-            SqlStatement::Fetch {
-                name,
-                direction,
-                into: None,
-                ..
-            } => {
-                use datafusion::sql::sqlparser::ast::FetchDirection as D;
-                let count = |v: &datafusion::sql::sqlparser::ast::ValueWithSpan| match &v.value {
-                    datafusion::sql::sqlparser::ast::Value::Number(n, _) => {
-                        n.parse::<u64>().map_err(|_| {
-                            QueryError::new(
-                                "22023",
-                                format!("FETCH count must be a non-negative integer, got {n}"),
-                            )
-                        })
-                    }
-                    other => Err(QueryError::new(
-                        "22023",
-                        format!("FETCH count must be a non-negative integer, got {other}"),
-                    )),
-                };
-                let count = match &direction {
-                    D::Count { limit } | D::Forward { limit: Some(limit) } => Some(count(limit)?),
-                    D::Next | D::Forward { limit: None } => Some(1),
-                    D::All | D::ForwardAll => None,
-                    other => {
-                        return Err(QueryError::unsupported(format!(
-                            "FETCH {other} is not supported: cursors only move forward (FETCH [FORWARD] n | ALL | NEXT)"
-                        )));
-                    }
-                };
-                Ok(Prepared::Fetch {
-                    name: ddl::ident_name(&name),
-                    count,
-                })
             }
             SqlStatement::Close { cursor } => {
                 use datafusion::sql::sqlparser::ast::CloseCursor;
@@ -542,9 +538,10 @@ impl QuerySession {
                         .plan(DfStatement::Statement(Box::new(SqlStatement::Set(set))))
                         .await;
                 }
-                if let Some((name, value)) = parse_set(&text) {
-                    if name == "statement_timeout" {
-                        parse_timeout(&value)?;
+                if let Some((name, mut value)) = parse_set(&text) {
+                    if is_timeout(&name) {
+                        // Stored as PostgreSQL shows it: `SET statement_timeout = 5000` is `5s`.
+                        value = show_millis(timeout_millis(&name, &value)?);
                     }
                     self.vars.lock().insert(name, value);
                 }
@@ -593,11 +590,23 @@ impl QuerySession {
     /// How long a statement may run (`SET statement_timeout`), if limited.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         let value = self.vars.lock().get("statement_timeout").cloned()?;
-        parse_timeout(&value).ok().flatten()
+        let ms = timeout_millis("statement_timeout", &value).ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// The planning state and task context for a statement starting now: `now()` and
+    /// `current_timestamp` are this moment, as PostgreSQL's are the statement's start (within a
+    /// transaction, PostgreSQL keeps the transaction's start; Eddy has no such transactions).
+    fn begin(&self) -> (Arc<SessionState>, Arc<TaskContext>) {
+        let mut snapshot = self.snapshot.lock();
+        // Copies the state only while an earlier statement still holds it.
+        Arc::make_mut(&mut snapshot.state).mark_start_execution();
+        (snapshot.state.clone(), snapshot.task.clone())
     }
 
     async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
-        let plan = self.state.statement_to_plan(stmt).await?;
+        let (state, _) = self.begin();
+        let plan = state.statement_to_plan(stmt).await?;
         check_plan(&plan)?;
         Ok(Prepared::Plan(plan))
     }
@@ -625,8 +634,10 @@ impl QuerySession {
                     &plan,
                     LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_)
                 ) {
-                    // DataFusion's own DDL and statements run through the context.
+                    // DataFusion's own DDL and statements run through the context; a
+                    // `SET datafusion.*` changes it, so later statements take a new snapshot.
                     let df = self.ctx.execute_logical_plan(plan).await?;
+                    *self.snapshot.lock() = Snapshot::of(&self.ctx);
                     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                     let stream = df.execute_stream().await?;
                     return Ok(Output::Rows { schema, stream });
@@ -641,14 +652,15 @@ impl QuerySession {
                         return Ok(Output::Rows { schema, stream });
                     }
                 }
-                let physical = self.state.create_physical_plan(&plan).await?;
+                let (state, task) = self.begin();
+                let physical = state.create_physical_plan(&plan).await?;
                 if is_insert {
-                    let batches = collect(physical, self.task.clone()).await?;
+                    let batches = collect(physical, task).await?;
                     let n = inserted_rows(&batches);
                     return Ok(Output::Command(format!("INSERT 0 {n}")));
                 }
                 let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                let stream = execute_stream(physical, self.task.clone())?;
+                let stream = execute_stream(physical, task)?;
                 Ok(Output::Rows { schema, stream })
             }
             Prepared::CreateTable { def, if_not_exists } => {
@@ -718,21 +730,36 @@ impl QuerySession {
                 if matches!(*tag, "COMMIT" | "ROLLBACK") {
                     self.cursors.end_transaction();
                 }
-                Ok(Output::Command((*tag).to_string()))
+                // PostgreSQL's tag for ROLLBACK TO SAVEPOINT is ROLLBACK.
+                let tag = if *tag == ROLLBACK_TO_SAVEPOINT {
+                    "ROLLBACK"
+                } else {
+                    tag
+                };
+                Ok(Output::Command(tag.to_string()))
             }
-            Prepared::DeclareCursor { name, plan, hold } => {
+            Prepared::DeclareCursor { declaration, plan } => {
                 let plan = match params {
                     Some(p) => plan.clone().with_param_values(p)?,
                     None => plan.clone(),
                 };
-                let physical = self.state.create_physical_plan(&plan).await?;
+                let (state, task) = self.begin();
+                let physical = state.create_physical_plan(&plan).await?;
                 let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                let stream = execute_stream(physical, self.task.clone())?;
-                self.cursors.declare(name, schema, stream, *hold)?;
+                let stream = execute_stream(physical, task)?;
+                self.cursors.declare(
+                    declaration.clone(),
+                    schema,
+                    stream,
+                    &state.runtime_env().memory_pool,
+                )?;
                 Ok(Output::Command("DECLARE CURSOR".into()))
             }
-            Prepared::Fetch { name, count } => {
-                let (schema, rows) = self.cursors.fetch(name, *count).await?;
+            Prepared::Fetch(command) => {
+                let (schema, rows, count) = self.cursors.fetch(command).await?;
+                if command.move_only {
+                    return Ok(Output::Command(format!("MOVE {count}")));
+                }
                 let stream = Box::pin(RecordBatchStreamAdapter::new(
                     schema.clone(),
                     futures::stream::iter(rows.into_iter().map(Ok)),
@@ -855,14 +882,22 @@ pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
     )
 }
 
-/// A `statement_timeout` value as PostgreSQL reads it: milliseconds, or a number with a unit
-/// (`us`, `ms`, `s`, `min`, `h`, `d`); 0 means no limit.
-fn parse_timeout(value: &str) -> Result<Option<std::time::Duration>> {
+/// Whether setting `name` is a timeout in milliseconds.
+fn is_timeout(name: &str) -> bool {
+    matches!(
+        name,
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout"
+    )
+}
+
+/// A timeout setting's value as PostgreSQL reads it, in whole milliseconds (rounded):
+/// milliseconds, or a number with a unit (`us`, `ms`, `s`, `min`, `h`, `d`); 0 means no limit.
+fn timeout_millis(name: &str, value: &str) -> Result<u64> {
     let invalid = || {
         QueryError::new(
             "22023",
             format!(
-                "invalid value for parameter \"statement_timeout\": \"{value}\" (expected milliseconds, or a number with a unit: us, ms, s, min, h, d)"
+                "invalid value for parameter \"{name}\": \"{value}\" (expected milliseconds, or a number with a unit: us, ms, s, min, h, d)"
             ),
         )
     };
@@ -881,11 +916,29 @@ fn parse_timeout(value: &str) -> Result<Option<std::time::Duration>> {
         "d" => 86_400_000.0,
         _ => return Err(invalid()),
     };
-    let ms = number * ms_per_unit;
+    let ms = (number * ms_per_unit).round();
     if !ms.is_finite() || ms > i32::MAX as f64 {
         return Err(invalid());
     }
-    Ok((ms >= 1.0).then(|| std::time::Duration::from_millis(ms as u64)))
+    Ok(ms as u64)
+}
+
+/// A millisecond setting as PostgreSQL shows it: in the largest unit that divides it exactly.
+fn show_millis(ms: u64) -> String {
+    if ms == 0 {
+        return "0".to_string();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// `SET name = value` / `SET name TO value` as (lower-case name, value without quotes).
@@ -960,7 +1013,27 @@ fn retention_option(
 
 #[cfg(test)]
 mod tests {
-    use super::{Statement, parse, parse_set};
+    use super::{Statement, parse, parse_set, show_millis, timeout_millis};
+
+    #[test]
+    fn timeouts_read_and_show_as_postgresql_does() {
+        for (value, ms, shown) in [
+            ("250", 250, "250ms"),
+            ("5000", 5_000, "5s"),
+            ("1.5s", 1_500, "1500ms"),
+            ("3min", 180_000, "3min"),
+            ("0.4", 0, "0"),
+            ("2500us", 3, "3ms"),
+            ("1d", 86_400_000, "1d"),
+        ] {
+            let got = timeout_millis("statement_timeout", value).expect(value);
+            assert_eq!((got, show_millis(got).as_str()), (ms, shown), "{value}");
+        }
+        for bad in ["-1", "soon", "5 weeks", "1e10"] {
+            let e = timeout_millis("lock_timeout", bad).expect_err(bad);
+            assert!(e.message.contains("lock_timeout"), "{e}");
+        }
+    }
 
     #[test]
     fn grafana_builder_listing_is_rewritten() {

@@ -54,6 +54,12 @@ impl From<StorageError> for QueryError {
     }
 }
 
+impl From<datafusion::arrow::error::ArrowError> for QueryError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        DataFusionError::from(e).into()
+    }
+}
+
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
         let root = e.find_root();

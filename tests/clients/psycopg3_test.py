@@ -130,13 +130,52 @@ def main():
         sys.exit("FAIL: FETCH from an unknown cursor succeeded")
     except psycopg.errors.InvalidCursorName as e:
         check("FETCH from an unknown cursor: 34000 naming it", "no_such_cursor" in str(e), True)
-    try:
-        with conn.transaction():
-            with conn.cursor(name="s", scrollable=True) as sc:
-                sc.execute(q, ("oslo",))
-        sys.exit("FAIL: a SCROLL cursor was accepted")
-    except psycopg.errors.FeatureNotSupported as e:
-        check("SCROLL cursor refused with 0A000", "SCROLL" in str(e), True)
+    # SCROLL cursors move both ways: psycopg's scroll() sends MOVE [ABSOLUTE] n; FETCH and
+    # MOVE report PostgreSQL's command tags; pg_cursors lists the session's open cursors.
+    with conn.transaction():
+        with conn.cursor(name="s", scrollable=True) as sc:
+            sc.execute(q, ("oslo",))
+            check("SCROLL cursor fetchmany(3)", sc.fetchmany(3), every[:3])
+            sc.scroll(-2)
+            check("scroll(-2) then fetchone", sc.fetchone(), every[1])
+            sc.scroll(0, mode="absolute")
+            check("scroll(0, 'absolute') then fetchall", sc.fetchall(), every)
+            sc.scroll(-2)
+            check("scroll(-2) from the end then fetchone", sc.fetchone(), every[-1])
+            raw = conn.cursor()
+            check("FETCH BACKWARD 2 returns the nearest row first",
+                  raw.execute('FETCH BACKWARD 2 FROM "s"').fetchall(), every[-2:-4:-1])
+            check("FETCH command tag", raw.statusmessage, "FETCH 2")
+            raw.execute("MOVE 1 FROM s")
+            check("MOVE command tag", raw.statusmessage, "MOVE 1")
+            check("FETCH LAST", raw.execute("FETCH LAST s").fetchall(), every[-1:])
+            check("FETCH ABSOLUTE -2", raw.execute("FETCH ABSOLUTE -2 IN s").fetchall(),
+                  every[-2:-1])
+            check("FETCH RELATIVE 0 fetches the current row again",
+                  raw.execute("FETCH RELATIVE 0 FROM s").fetchall(), every[-2:-1])
+            raw.execute("MOVE FORWARD ALL FROM s")
+            check("MOVE FORWARD ALL counts the rows passed", raw.statusmessage, "MOVE 1")
+            check("pg_cursors lists the cursor",
+                  conn.execute("SELECT name, is_holdable, is_binary, is_scrollable,"
+                               " starts_with(statement, 'DECLARE \"s\" SCROLL CURSOR'),"
+                               " creation_time <= now() FROM pg_cursors").fetchall(),
+                  [("s", False, False, True, True, True)])
+    check("pg_cursors is empty after COMMIT",
+          conn.execute("SELECT count(*) FROM pg_catalog.pg_cursors").fetchone()[0], 0)
+    # A cursor without SCROLL refuses to go back, as PostgreSQL's NO SCROLL does, and stays
+    # usable where it was.
+    with conn.transaction():
+        with conn.cursor(name="f") as sc:
+            sc.execute(q, ("oslo",))
+            check("forward-only cursor fetchone", sc.fetchone(), every[0])
+            try:
+                with conn.transaction():
+                    sc.scroll(-1)
+                sys.exit("FAIL: a cursor without SCROLL moved backward")
+            except psycopg.errors.ObjectNotInPrerequisiteState as e:
+                check("backward MOVE refused with 55000 naming SCROLL", "SCROLL" in str(e), True)
+            sc.scroll(1)
+            check("forward-only cursor skips ahead", sc.fetchone(), every[2])
     # COMMIT closes cursors declared without WITH HOLD.
     with conn.transaction():
         conn.execute("DECLARE gone CURSOR FOR SELECT 1")

@@ -266,11 +266,93 @@ async fn cancel_requests_and_statement_timeout_stop_running_queries() {
     c.batch_execute("RESET statement_timeout").await.unwrap();
     let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
     assert_eq!(show.get::<_, String>(0), "0");
+    // SHOW prints a timeout the way PostgreSQL does, whatever unit SET used.
+    for (set, shown) in [
+        ("1000", "1s"),
+        ("'90s'", "90s"),
+        ("'120s'", "2min"),
+        ("'1.5s'", "1500ms"),
+        ("'2h'", "2h"),
+        ("86400000", "1d"),
+        ("0", "0"),
+    ] {
+        c.batch_execute(&format!("SET statement_timeout = {set}"))
+            .await
+            .unwrap();
+        let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+        assert_eq!(
+            show.get::<_, String>(0),
+            shown,
+            "SET statement_timeout = {set}"
+        );
+        let current: String = c
+            .query_one("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(current, shown, "current_setting after SET {set}");
+    }
     c.batch_execute("SET statement_timeout = 1000; RESET ALL")
         .await
         .unwrap();
     let show = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
     assert_eq!(show.get::<_, String>(0), "0");
+}
+
+/// Column `i` of the first row of a simple query, as text.
+async fn nth_value(c: &tokio_postgres::Client, sql: &str, i: usize) -> String {
+    let msgs = c.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no value from {sql}"))
+}
+
+async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    nth_value(c, sql, 0).await
+}
+
+/// `now()` is each statement's start, over a long-lived connection and for a prepared
+/// statement run again (Grafana's `$__timeFilter` ranges and `now() - interval` panels rely on
+/// it); `SET datafusion.*` applies to the statements after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn now_moves_with_each_statement_and_datafusion_settings_apply() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    let prepared = c.prepare("SELECT now()").await.unwrap();
+    let prepared_now = async |c: &tokio_postgres::Client| -> std::time::SystemTime {
+        c.query_one(&prepared, &[]).await.unwrap().get(0)
+    };
+    let (simple_before, prepared_before) = (
+        first_value(&c, "SELECT now()").await,
+        prepared_now(&c).await,
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (simple_after, prepared_after) = (
+        first_value(&c, "SELECT now()").await,
+        prepared_now(&c).await,
+    );
+    assert!(
+        simple_after > simple_before,
+        "{simple_before} then {simple_after}"
+    );
+    assert!(prepared_after > prepared_before);
+
+    let batch_size = "SHOW datafusion.execution.batch_size";
+    assert_eq!(nth_value(&c, batch_size, 1).await, "8192");
+    c.batch_execute("SET datafusion.execution.batch_size = 7")
+        .await
+        .unwrap();
+    assert_eq!(nth_value(&c, batch_size, 1).await, "7");
+    // Other sessions keep their own.
+    let other = s.pg().await;
+    assert_eq!(nth_value(&other, batch_size, 1).await, "8192");
+    // now() still moves after the session's state was taken again.
+    let later = first_value(&c, "SELECT now()").await;
+    assert!(later > simple_after, "{simple_after} then {later}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

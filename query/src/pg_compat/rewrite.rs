@@ -58,6 +58,7 @@ impl VisitorMut for Rewriter {
 
     fn post_visit_table_factor(&mut self, t: &mut sql::TableFactor) -> ControlFlow<()> {
         function_in_from(t);
+        qualify_pg_cursors(t);
         ControlFlow::Continue(())
     }
 
@@ -73,6 +74,23 @@ impl VisitorMut for Rewriter {
             *e = planable;
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// `pg_cursors` is in pg_catalog, which PostgreSQL searches first; pg-catalog's rule that
+/// qualifies its own tables does not know it.
+fn qualify_pg_cursors(t: &mut sql::TableFactor) {
+    if let sql::TableFactor::Table {
+        name, args: None, ..
+    } = t
+        && let [sql::ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+        && ident.quote_style.is_none()
+        && ident.value.eq_ignore_ascii_case(super::tables::PG_CURSORS)
+    {
+        name.0.insert(
+            0,
+            sql::ObjectNamePart::Identifier(sql::Ident::new("pg_catalog")),
+        );
     }
 }
 

@@ -26,6 +26,7 @@ use super::oids::{
 };
 use crate::catalog::SCHEMA;
 use crate::continuous::ViewRegistry;
+use crate::cursor::Cursors;
 
 /// What the computed tables read.
 #[derive(Debug)]
@@ -46,10 +47,15 @@ pub(super) struct PgCatalog {
 #[async_trait]
 impl SchemaProvider for PgCatalog {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.push(PG_CURSORS.to_string());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name.eq_ignore_ascii_case(PG_CURSORS) {
+            return Ok(Some(Arc::new(PgCursors)));
+        }
         let Some(which) = RelTable::named(name) else {
             return self.inner.table(name).await;
         };
@@ -62,7 +68,44 @@ impl SchemaProvider for PgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name.eq_ignore_ascii_case(PG_CURSORS) || self.inner.table_exist(name)
+    }
+}
+
+/// The view of the session's open cursors.
+pub(super) const PG_CURSORS: &str = "pg_cursors";
+
+/// `pg_cursors`: the cursors of the session that scans it, found in its config.
+#[derive(Debug)]
+struct PgCursors;
+
+#[async_trait]
+impl TableProvider for PgCursors {
+    fn schema(&self) -> SchemaRef {
+        Cursors::listing_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = match state.config().get_extension::<Cursors>() {
+            Some(cursors) => cursors
+                .listing()
+                .map_err(|e| DataFusionError::External(e.into()))?,
+            // A context without sessions (the engine's template) has no cursors.
+            None => RecordBatch::new_empty(Cursors::listing_schema()),
+        };
+        MemTable::try_new(Cursors::listing_schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 

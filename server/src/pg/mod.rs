@@ -63,10 +63,19 @@ fn user_error(e: QueryError) -> PgWireError {
     )))
 }
 
+/// The command tag a statement's rows are reported under (`FETCH 3`, `SELECT 3`).
+fn rows_tag(p: &Prepared) -> &'static str {
+    match p {
+        Prepared::Fetch(_) => "FETCH",
+        _ => "SELECT",
+    }
+}
+
 fn output_to_response(
     output: Output,
     format: &Format,
     cancel: cancel::Interrupt,
+    rows_tag: &str,
 ) -> PgWireResult<Response> {
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
@@ -82,7 +91,9 @@ fn output_to_response(
                     stream::iter(rows)
                 })
                 .flatten();
-            Ok(Response::Query(QueryResponse::new(fields, rows)))
+            let mut response = QueryResponse::new(fields, rows);
+            response.set_command_tag(rows_tag);
+            Ok(Response::Query(response))
         }
     }
 }
@@ -186,12 +197,13 @@ impl SimpleQueryHandler for PgConnection {
                     _ => "",
                 };
                 let out = self.session.execute(&p, None).await?;
-                Ok::<_, QueryError>((tag, out))
+                Ok::<_, QueryError>((tag, rows_tag(&p), out))
             })
             .await;
             match result {
-                Ok((tag, out)) => {
-                    let r = output_to_response(out, &Format::UnifiedText, cancel.clone())?;
+                Ok((tag, rows_tag, out)) => {
+                    let r =
+                        output_to_response(out, &Format::UnifiedText, cancel.clone(), rows_tag)?;
                     responses.push(transaction_response(tag, r));
                 }
                 Err(e) => {
@@ -384,7 +396,8 @@ impl QueryParser for PgQueryParser {
             Prepared::Plan(plan) if returns_rows(plan) => {
                 arrow_schema_to_pg_fields(plan.schema().as_arrow(), &format, None)
             }
-            Prepared::Fetch { name, .. } => match self.session.cursor_schema(name) {
+            Prepared::Fetch(c) if c.move_only => Ok(Vec::new()),
+            Prepared::Fetch(c) => match self.session.cursor_schema(&c.name) {
                 Some(schema) => arrow_schema_to_pg_fields(&schema, &format, None),
                 None => Ok(Vec::new()),
             },
@@ -533,7 +546,12 @@ impl ExtendedQueryHandler for PgConnection {
             cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
                 .await
                 .map_err(user_error)?;
-        let r = output_to_response(out, &portal.result_column_format, cancel)?;
+        let r = output_to_response(
+            out,
+            &portal.result_column_format,
+            cancel,
+            rows_tag(&stmt.prepared),
+        )?;
         Ok(transaction_response(tag, r))
     }
 }
