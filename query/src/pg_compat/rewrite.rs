@@ -420,6 +420,44 @@ fn regproc_comparison(e: &mut sql::Expr) {
     }
     name_for_regproc(left, right);
     name_for_regproc(right, left);
+    proname_for_oid(left, right);
+    proname_for_oid(right, left);
+}
+
+/// pg-catalog's regproc columns: function names where PostgreSQL stores a pg_proc OID.
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+    "oprcode",
+    "oprrest",
+    "oprjoin",
+];
+
+/// `proc.oid = typ.typreceive` (Npgsql's type loading joins pg_proc this way): the regproc
+/// column holds the function's name here, so the join compares `proc.proname` with it.
+fn proname_for_oid(regproc: &sql::Expr, oid: &mut sql::Expr) {
+    let sql::Expr::CompoundIdentifier(parts) = regproc else {
+        return;
+    };
+    let Some(column) = parts.last() else { return };
+    if !REGPROC_COLUMNS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&column.value))
+    {
+        return;
+    }
+    if let sql::Expr::CompoundIdentifier(oid_parts) = oid
+        && let [_, last] = oid_parts.as_mut_slice()
+        && last.value.eq_ignore_ascii_case("oid")
+    {
+        *last = sql::Ident::new("proname");
+    }
 }
 
 fn name_for_regproc(column: &sql::Expr, value: &mut sql::Expr) {
