@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Memory all running queries may use together, in bytes [default: 4 GiB].
     #[arg(long, env = "EDDY_QUERY_MEMORY_BYTES_MAX")]
     pub query_memory_bytes_max: Option<usize>,
+    /// Memory for the segment summaries that answer latest-row lookups [default: 64 MiB].
+    #[arg(long, env = "EDDY_LATEST_CACHE_BYTES")]
+    pub latest_cache_bytes: Option<usize>,
 }
 
 /// The `eddy.toml` file: the same settings as the flags, in snake case.
@@ -81,6 +84,7 @@ struct FileConfig {
     pg_tls_key: Option<PathBuf>,
     pg_connections_max: Option<usize>,
     query_memory_bytes_max: Option<usize>,
+    latest_cache_bytes: Option<usize>,
 }
 
 /// Default of `query_memory_bytes_max`.
@@ -140,6 +144,9 @@ impl Config {
         }
         if let Some(v) = args.flush_interval_ms.or(file.flush_interval_ms) {
             storage.flush_interval_ms = v;
+        }
+        if let Some(v) = args.latest_cache_bytes.or(file.latest_cache_bytes) {
+            storage.latest_cache_bytes = v;
         }
         if storage.memtable_flush_bytes > storage.memtable_bytes_max {
             return Err(format!(
@@ -207,4 +214,29 @@ fn load(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_cache_bytes_comes_from_the_flag_then_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(&file, "latest_cache_bytes = 1024\n").expect("write eddy.toml");
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let from_file = Config::resolve(&args).expect("resolve");
+        assert_eq!(from_file.storage.latest_cache_bytes, 1024);
+        args.latest_cache_bytes = Some(0);
+        let from_flag = Config::resolve(&args).expect("resolve");
+        assert_eq!(from_flag.storage.latest_cache_bytes, 0);
+        args.config = None;
+        args.latest_cache_bytes = None;
+        let default = Config::resolve(&args).expect("resolve");
+        assert_eq!(default.storage.latest_cache_bytes, 64 << 20);
+    }
 }
