@@ -170,6 +170,7 @@ impl QueryEngine {
             "information_schema",
             Arc::new(crate::information_schema::PgInformationSchema::new(
                 ctx.state().catalog_list().clone(),
+                db.clone(),
             )),
         );
         ctx.register_udf(TimeBucket::udf());

@@ -9,6 +9,7 @@ mod durability;
 mod grafana;
 mod ingest;
 mod latest;
+mod metabase;
 mod npgsql;
 mod pgwire;
 mod pruning;

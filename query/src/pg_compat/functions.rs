@@ -348,6 +348,224 @@ pub(super) fn pg_collation_is_visible_udf() -> ScalarUDF {
     ))
 }
 
+/// `format(formatstr, VARIADIC args)`: PostgreSQL's `%s` (the value as text, NULL as
+/// nothing), `%I` (quoted identifier), `%L` (quoted literal, NULL as `NULL`), `%%`, and the
+/// positional forms `%n$s`. Metabase builds `schema.table` names with it.
+pub(super) fn format_udf() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "format",
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let texts = args
+                .iter()
+                .map(|a| Ok(cast(&a.to_array(rows)?, &DataType::Utf8)?))
+                .collect::<DfResult<Vec<ArrayRef>>>()?;
+            let texts = texts
+                .iter()
+                .map(|a| datafusion::common::cast::as_string_array(a))
+                .collect::<DfResult<Vec<_>>>()?;
+            let Some((template, values)) = texts.split_first() else {
+                return Err(DataFusionError::Plan(
+                    "format needs a format string".to_string(),
+                ));
+            };
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                if template.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let arg = |i: usize| {
+                    values
+                        .get(i)
+                        .map(|a| (!a.is_null(row)).then(|| a.value(row)))
+                };
+                out.append_value(format_one(template.value(row), arg)?);
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+/// One `format` result; `arg(i)` is argument `i` after the format string (`None` past the
+/// last, `Some(None)` for NULL).
+fn format_one<'a>(
+    template: &str,
+    arg: impl Fn(usize) -> Option<Option<&'a str>>,
+) -> DfResult<String> {
+    let bad = |what: String| DataFusionError::Execution(format!("format: {what}"));
+    let mut out = String::with_capacity(template.len());
+    let mut chars = template.chars().peekable();
+    let mut next = 0;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            out.push('%');
+            continue;
+        }
+        // `%n$` picks argument n (from 1); otherwise the next one.
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let index = if digits.is_empty() {
+            next
+        } else if chars.next() == Some('$') {
+            digits
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(|n| n - 1)
+                .ok_or_else(|| bad(format!("invalid argument position {digits}")))?
+        } else {
+            return Err(bad(format!(
+                "widths are not supported (\"%{digits}\" in \"{template}\")"
+            )));
+        };
+        let kind = chars
+            .next()
+            .ok_or_else(|| bad("unterminated format specifier".to_string()))?;
+        let value = arg(index).ok_or_else(|| bad("too few arguments".to_string()))?;
+        next = index + 1;
+        match kind {
+            's' => out.push_str(value.unwrap_or_default()),
+            'I' => out.push_str(&quote_ident(value.ok_or_else(|| {
+                bad("null values cannot be formatted as an SQL identifier".to_string())
+            })?)),
+            'L' => match value {
+                Some(v) => {
+                    out.push('\'');
+                    out.push_str(&v.replace('\'', "''"));
+                    out.push('\'');
+                }
+                None => out.push_str("NULL"),
+            },
+            other => {
+                return Err(bad(format!(
+                    "unrecognized format() type specifier \"{other}\" (use %s, %I, %L or %%)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `col_description`, `obj_description` and `shobj_description`: NULL, as Eddy keeps no
+/// comments on objects (its pg_description is empty).
+pub(super) fn description_udfs() -> Vec<ScalarUDF> {
+    [
+        ("col_description", 2),
+        ("obj_description", 1),
+        ("shobj_description", 2),
+    ]
+    .into_iter()
+    .map(|(name, arity)| {
+        let arities = if name == "obj_description" {
+            vec![TypeSignature::Any(1), TypeSignature::Any(2)]
+        } else {
+            vec![TypeSignature::Any(arity)]
+        };
+        ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+            name,
+            Signature::one_of(arities, Volatility::Stable),
+            DataType::Utf8,
+            Arc::new(|args: &[ColumnarValue]| {
+                let rows = ColumnarValue::values_to_arrays(args)?
+                    .first()
+                    .map_or(1, |a| a.len());
+                Ok(ColumnarValue::Array(new_null_array(&DataType::Utf8, rows)))
+            }),
+        ))
+    })
+    .collect()
+}
+
+/// `to_regclass(name)`: the pg_class OID of a relation named `table` or `schema.table`
+/// (quoted parts keep their case), looked up as `pg_catalog` then `public`; NULL when there
+/// is none. `CAST(expr AS regclass)` of a computed name is rewritten to it.
+pub(super) fn to_regclass_udf(state: Arc<super::tables::CatalogState>) -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "to_regclass",
+        Signature::any(1, Volatility::Stable),
+        DataType::Int32,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let Some(names) = names.first() else {
+                return Err(DataFusionError::Plan(
+                    "to_regclass takes a name".to_string(),
+                ));
+            };
+            let names = cast(names, &DataType::Utf8)?;
+            let names = datafusion::common::cast::as_string_array(&names)?;
+            let mut out = Int32Builder::new();
+            for name in names.iter() {
+                out.append_option(name.and_then(|n| relation_oid(&state, n)));
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+/// The parts of a possibly qualified, possibly quoted name (`"My Schema".t` → `My Schema`,
+/// `t`); unquoted parts fold to lower case.
+fn name_parts(name: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut chars = name.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c if quoted => part.push(c),
+            c => part.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(part);
+    parts
+}
+
+fn relation_oid(state: &super::tables::CatalogState, name: &str) -> Option<i32> {
+    let parts = name_parts(name);
+    let (schemas, table): (Vec<&str>, &str) = match parts.as_slice() {
+        [t] => (vec!["pg_catalog", SCHEMA], t),
+        [s, t] => (vec![s.as_str()], t),
+        _ => return None,
+    };
+    schemas.into_iter().find_map(|schema| {
+        if schema == SCHEMA {
+            if let Some(t) = state.db.catalog().get(table) {
+                return table_oid(&t).ok();
+            }
+            if let Some(v) = state.views.get(table) {
+                return Some(super::oids::hashed_oid(b"view:", &v.def().id.to_le_bytes()));
+            }
+        }
+        let namespace = super::oids::namespace_oid(schema, &mut 0);
+        state
+            .system
+            .get(&(namespace, table.to_string()))
+            .map(|(oid, _)| *oid)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +575,37 @@ mod tests {
         assert_eq!(quote_ident("station"), "station");
         assert_eq!(quote_ident("Station"), "\"Station\"");
         assert_eq!(quote_ident("a b"), "\"a b\"");
+    }
+
+    #[test]
+    fn format_reads_postgresql_specifiers() {
+        let args = [Some("public"), Some("My Table"), None, Some("it's")];
+        let arg = |i: usize| args.get(i).copied();
+        for (template, want) in [
+            ("%s.%s", "public.My Table"),
+            ("%I.%I", "public.\"My Table\""),
+            ("%2$s, %1$s", "My Table, public"),
+            ("[%3$s] %3$L %4$L 100%%", "[] NULL 'it''s' 100%"),
+        ] {
+            assert_eq!(
+                format_one(template, arg).expect(template),
+                want,
+                "{template}"
+            );
+        }
+        for bad in ["%s %s %s %s %s", "%x", "%10s", "%0$s", "%"] {
+            assert!(format_one(bad, arg).is_err(), "{bad}");
+        }
+        assert!(format_one("%3$I", arg).is_err(), "NULL identifier");
+    }
+
+    #[test]
+    fn names_split_like_parse_ident() {
+        assert_eq!(name_parts("public.CPU"), ["public", "cpu"]);
+        assert_eq!(
+            name_parts("\"My Schema\".\"A\"\"b\""),
+            ["My Schema", "A\"b"]
+        );
+        assert_eq!(name_parts("t"), ["t"]);
     }
 }

@@ -24,15 +24,17 @@ use datafusion::prelude::SessionContext;
 use eddy_storage::Db;
 
 use self::functions::{
-    ExpandArray, json_build_object_udf, pg_collation_is_visible_udf, pg_get_constraintdef_udf,
-    pg_get_indexdef_udf,
+    ExpandArray, description_udfs, format_udf, json_build_object_udf, pg_collation_is_visible_udf,
+    pg_get_constraintdef_udf, pg_get_indexdef_udf, to_regclass_udf,
 };
 use self::tables::{CatalogState, PgCatalog};
 use crate::catalog::DATABASE;
 use crate::continuous::ViewRegistry;
 use crate::error::{QueryError, Result};
 
+pub(crate) use self::oids::key_columns;
 pub use self::rewrite::rewrite;
+pub(crate) use self::tables::type_name;
 
 /// Replaces pg-catalog's relation tables with ones computed from Eddy's catalog and
 /// registers the functions client introspection calls; run after `setup_pg_catalog`.
@@ -50,6 +52,7 @@ pub async fn install(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> 
         views,
         system: system_relation_oids(ctx).await?,
     });
+    ctx.register_udf(to_regclass_udf(state.clone()));
     catalog.register_schema("pg_catalog", Arc::new(PgCatalog { inner, state }))?;
     ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
         signature: Signature::any(1, Volatility::Immutable),
@@ -58,6 +61,10 @@ pub async fn install(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> 
     ctx.register_udf(pg_get_indexdef_udf(db.clone()));
     ctx.register_udf(pg_get_constraintdef_udf(db));
     ctx.register_udf(pg_collation_is_visible_udf());
+    ctx.register_udf(format_udf());
+    for udf in description_udfs() {
+        ctx.register_udf(udf);
+    }
     Ok(())
 }
 

@@ -74,7 +74,7 @@ pub(super) fn namespace_oid(name: &str, others: &mut i32) -> i32 {
 }
 
 /// The primary key of an Eddy table: its tags in schema order, then the time column.
-pub(super) fn key_columns(t: &TableSchema) -> Vec<usize> {
+pub(crate) fn key_columns(t: &TableSchema) -> Vec<usize> {
     let mut k = t.tag_indices().to_vec();
     k.push(t.time_index());
     k

@@ -67,6 +67,7 @@ impl VisitorMut for Rewriter {
         set_returning_call(e);
         field_access_by_name(e);
         regproc_comparison(e);
+        computed_regclass(e);
         if let sql::Expr::Subquery(q) = e
             && !self.set_operands.contains(&(&**q as *const sql::Query))
             && let Some(planable) = decorrelatable(q)
@@ -422,6 +423,36 @@ fn regproc_comparison(e: &mut sql::Expr) {
     name_for_regproc(right, left);
     proname_for_oid(left, right);
     proname_for_oid(right, left);
+}
+
+/// `CAST(expr AS regclass)` of a computed name (Metabase's
+/// `format('%I.%I', schema, table)::regclass`): pg-catalog rewrites only literal and
+/// parameter names, and would leave a cast of text to an integer; `to_regclass` looks the
+/// name up per row instead.
+fn computed_regclass(e: &mut sql::Expr) {
+    let sql::Expr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return;
+    };
+    let regclass = match data_type {
+        sql::DataType::Regclass => true,
+        sql::DataType::Custom(name, _) => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("regclass")),
+        _ => false,
+    };
+    let literal = matches!(
+        expr.as_ref(),
+        sql::Expr::Value(v) if matches!(v.value, sql::Value::SingleQuotedString(_) | sql::Value::Placeholder(_) | sql::Value::Number(..))
+    );
+    if regclass && !literal {
+        let arg = std::mem::replace(expr.as_mut(), sql::Expr::value(sql::Value::Null));
+        *e = call("to_regclass", vec![arg]);
+    }
 }
 
 /// pg-catalog's regproc columns: function names where PostgreSQL stores a pg_proc OID.
@@ -824,6 +855,25 @@ mod tests {
     fn assert_unchanged(sql: &str) {
         let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parses");
         assert_eq!(rewritten(sql), stmts.remove(0).to_string(), "{sql}");
+    }
+
+    #[test]
+    fn regclass_of_computed_names_and_regproc_joins() {
+        assert_eq!(
+            rewritten(
+                "SELECT CAST(CAST(format('%I.%I', s, t) AS REGCLASS) AS OID), n::pg_catalog.regclass FROM c"
+            ),
+            "SELECT CAST(to_regclass(format('%I.%I', s, t)) AS OID), to_regclass(n) FROM c"
+        );
+        assert_unchanged("SELECT 'cpu'::regclass, $1::regclass");
+        assert_eq!(
+            rewritten("SELECT 1 FROM pg_type AS t LEFT JOIN pg_proc AS p ON p.oid = t.typreceive"),
+            "SELECT 1 FROM pg_type AS t LEFT JOIN pg_proc AS p ON p.proname = t.typreceive"
+        );
+        assert_eq!(
+            rewritten("SELECT * FROM pg_cursors"),
+            "SELECT * FROM pg_catalog.pg_cursors"
+        );
     }
 
     #[test]

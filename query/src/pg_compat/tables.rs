@@ -377,6 +377,39 @@ fn pg_type(dt: &DataType) -> PgType {
     }
 }
 
+/// The pg_type name of the type pg_attribute gives a column of type `dt` (`float8`, `text`,
+/// `timestamp`, `_int4`), for information_schema's `udt_name`.
+pub(crate) fn type_name(dt: &DataType) -> &'static str {
+    match pg_type(dt).oid {
+        16 => "bool",
+        17 => "bytea",
+        20 => "int8",
+        21 => "int2",
+        23 => "int4",
+        700 => "float4",
+        701 => "float8",
+        1000 => "_bool",
+        1005 => "_int2",
+        1007 => "_int4",
+        1016 => "_int8",
+        1021 => "_float4",
+        1022 => "_float8",
+        1082 => "date",
+        1083 => "time",
+        1114 => "timestamp",
+        1115 => "_timestamp",
+        1182 => "_date",
+        1184 => "timestamptz",
+        1185 => "_timestamptz",
+        1186 => "interval",
+        1231 => "_numeric",
+        1700 => "numeric",
+        2287 => "_record",
+        1009 => "_text",
+        _ => "text",
+    }
+}
+
 fn is_text(dt: &DataType) -> bool {
     match dt {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
