@@ -29,6 +29,7 @@ use crate::ddl;
 use crate::error::{QueryError, Result};
 use crate::functions::{FirstLast, TimeBucket};
 use crate::latest::LatestRowQuery;
+use crate::pg_compat::ColumnNames;
 
 /// The PostgreSQL version Eddy reports to clients.
 pub const PG_SERVER_VERSION: &str = "16.6";
@@ -65,8 +66,9 @@ pub enum Statement {
 /// A parsed, planned statement, ready to run (possibly many times with parameters).
 #[derive(Debug, Clone)]
 pub enum Prepared {
-    /// A DataFusion plan (queries, INSERT, EXPLAIN, ...); may hold `$n` placeholders.
-    Plan(LogicalPlan),
+    /// A DataFusion plan (queries, INSERT, EXPLAIN, ...); may hold `$n` placeholders. The
+    /// names are PostgreSQL's for the result columns DataFusion names differently.
+    Plan(LogicalPlan, ColumnNames),
     /// `CREATE TABLE`.
     CreateTable {
         /// The definition.
@@ -119,6 +121,8 @@ pub enum Prepared {
         declaration: crate::cursor::Declaration,
         /// The query; may hold `$n` placeholders.
         plan: LogicalPlan,
+        /// PostgreSQL's names for its result columns.
+        names: ColumnNames,
     },
     /// `FETCH` or `MOVE`.
     Fetch(crate::cursor::command::CursorCommand),
@@ -426,12 +430,7 @@ impl QuerySession {
                                 "BINARY cursors are not supported; fetch in binary through the extended protocol (a driver's binary result format) instead",
                             ));
                         }
-                        let Prepared::Plan(plan) = self
-                            .plan(DfStatement::Statement(Box::new(SqlStatement::Query(
-                                q.clone(),
-                            ))))
-                            .await?
-                        else {
+                        let Prepared::Plan(plan, names) = self.plan_query(q.clone()).await? else {
                             return Err(QueryError::new("42601", "DECLARE CURSOR needs a query"));
                         };
                         Ok(Prepared::DeclareCursor {
@@ -442,6 +441,7 @@ impl QuerySession {
                                 scroll: d.scroll == Some(true),
                             },
                             plan,
+                            names,
                         })
                     }
                     _ => Err(QueryError::unsupported(format!(
@@ -573,6 +573,7 @@ impl QuerySession {
                 )))
                 .await
             }
+            SqlStatement::Query(q) => self.plan_query(q).await,
             other => self.plan(DfStatement::Statement(Box::new(other))).await,
         }
     }
@@ -609,7 +610,19 @@ impl QuerySession {
         let (state, _) = self.begin();
         let plan = state.statement_to_plan(stmt).await?;
         check_plan(&plan)?;
-        Ok(Prepared::Plan(plan))
+        Ok(Prepared::Plan(plan, ColumnNames::default()))
+    }
+
+    /// Plans a query, with PostgreSQL's names for its result columns.
+    async fn plan_query(&self, q: Box<datafusion::sql::sqlparser::ast::Query>) -> Result<Prepared> {
+        let names = ColumnNames::of(&q);
+        match self
+            .plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
+            .await?
+        {
+            Prepared::Plan(plan, _) => Ok(Prepared::Plan(plan, names)),
+            other => Ok(other),
+        }
     }
 
     /// Runs a prepared statement with parameter values for its placeholders.
@@ -619,7 +632,7 @@ impl QuerySession {
         params: Option<ParamValues>,
     ) -> Result<Output> {
         match prepared {
-            Prepared::Plan(plan) => {
+            Prepared::Plan(plan, names) => {
                 let plan = match params {
                     Some(p) => plan.clone().with_param_values(p)?,
                     None => plan.clone(),
@@ -644,8 +657,10 @@ impl QuerySession {
                     return Ok(Output::Rows { schema, stream });
                 }
                 if let Some(latest) = LatestRowQuery::recognize(&plan) {
-                    let schema = latest.schema().clone();
+                    let schema = names.apply(latest.schema().clone());
                     if let Some(row) = latest.run().await? {
+                        let row = RecordBatch::try_new(schema.clone(), row.columns().to_vec())
+                            .map_err(QueryError::from)?;
                         let stream = Box::pin(RecordBatchStreamAdapter::new(
                             schema.clone(),
                             futures::stream::iter([Ok(row)]),
@@ -660,8 +675,8 @@ impl QuerySession {
                     let n = inserted_rows(&batches);
                     return Ok(Output::Command(format!("INSERT 0 {n}")));
                 }
-                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                let stream = execute_stream(physical, task)?;
+                let schema = names.apply(Arc::new(plan.schema().as_arrow().clone()));
+                let stream = renamed(schema.clone(), execute_stream(physical, task)?);
                 Ok(Output::Rows { schema, stream })
             }
             Prepared::CreateTable { def, if_not_exists } => {
@@ -739,15 +754,19 @@ impl QuerySession {
                 };
                 Ok(Output::Command(tag.to_string()))
             }
-            Prepared::DeclareCursor { declaration, plan } => {
+            Prepared::DeclareCursor {
+                declaration,
+                plan,
+                names,
+            } => {
                 let plan = match params {
                     Some(p) => plan.clone().with_param_values(p)?,
                     None => plan.clone(),
                 };
                 let (state, task) = self.begin();
                 let physical = state.create_physical_plan(&plan).await?;
-                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                let stream = execute_stream(physical, task)?;
+                let schema = names.apply(Arc::new(plan.schema().as_arrow().clone()));
+                let stream = renamed(schema.clone(), execute_stream(physical, task)?);
                 self.cursors.declare(
                     declaration.clone(),
                     schema,
@@ -816,6 +835,41 @@ impl QuerySession {
         }
         Ok(last)
     }
+}
+
+/// `stream` with its batches relabelled with `schema`'s column names (PostgreSQL's; see
+/// [`ColumnNames`]); the same stream when the names already agree. Only names change: the
+/// batches keep their own types, which may be wider than the plan's (a decimal's precision).
+fn renamed(schema: SchemaRef, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let own = stream.schema();
+    let names = |s: &Schema| {
+        s.fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    };
+    if names(&own) == names(&schema) || own.fields().len() != schema.fields().len() {
+        return stream;
+    }
+    let wanted = names(&schema);
+    let relabel = move |b: RecordBatch| -> datafusion::error::Result<RecordBatch> {
+        let own = b.schema();
+        let fields: Vec<Field> = own
+            .fields()
+            .iter()
+            .zip(&wanted)
+            .map(|(f, name)| f.as_ref().clone().with_name(name))
+            .collect();
+        let schema = Schema::new_with_metadata(fields, own.metadata().clone());
+        Ok(RecordBatch::try_new(
+            Arc::new(schema),
+            b.columns().to_vec(),
+        )?)
+    };
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.map(move |b| b.and_then(&relabel)),
+    ))
 }
 
 /// Refuses plans that DataFusion would run against memory or the file system instead of Eddy.

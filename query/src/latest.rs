@@ -296,7 +296,7 @@ mod tests {
     async fn recognize(engine: &QueryEngine, sql: &str, params: &[&str]) -> Option<LatestRowQuery> {
         let session = engine.session();
         let stmt = parse(sql).expect("parses").remove(0);
-        let Prepared::Plan(plan) = session.prepare(stmt).await.expect("plans") else {
+        let Prepared::Plan(plan, _) = session.prepare(stmt).await.expect("plans") else {
             panic!("not a plan: {sql}");
         };
         let plan = if params.is_empty() {

@@ -299,6 +299,60 @@ async fn cancel_requests_and_statement_timeout_stop_running_queries() {
     assert_eq!(show.get::<_, String>(0), "0");
 }
 
+/// Result columns without an alias get PostgreSQL's names, over both protocols and through a
+/// cursor, even when two share one; the plan keeps resolving ORDER BY as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_columns_have_postgresql_names() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    s.psql("CREATE TABLE names_t (time TIMESTAMP NOT NULL, h TEXT, v DOUBLE PRECISION, PRIMARY KEY (h, time))");
+    s.psql("INSERT INTO names_t VALUES ('2024-01-01T00:00:00', 'a', 1), ('2024-01-01T00:00:01', 'b', 2)");
+    let c = s.pg().await;
+    let sql = "SELECT h, count(*), avg(v), 1 + 1, min(v)::bigint, '1'::int, max(v), max(time), \
+               upper(h) AS up FROM names_t GROUP BY h ORDER BY count(*) DESC, h";
+    let want = [
+        "h", "count", "avg", "?column?", "min", "int4", "max", "max", "up",
+    ];
+    let prepared = c.prepare(sql).await.unwrap();
+    let names: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, want, "extended protocol");
+    let rows = c.query(&prepared, &[]).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, i64>("count"), 1);
+    let msgs = c.simple_query(sql).await.unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row");
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, want, "simple protocol");
+    // psql's header, and a cursor's rows.
+    let out = s.psql_out(&["-c", "SELECT count(*), now() IS NOT NULL FROM names_t"]);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .contains("count | ?column?"),
+        "{out}"
+    );
+    let msgs = c
+        .simple_query("BEGIN; DECLARE n CURSOR FOR SELECT sum(v) FROM names_t; FETCH n; COMMIT")
+        .await
+        .unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a fetched row");
+    assert_eq!(row.columns()[0].name(), "sum");
+    assert_eq!(row.get("sum"), Some("3"));
+}
+
 /// Column `i` of the first row of a simple query, as text.
 async fn nth_value(c: &tokio_postgres::Client, sql: &str, i: usize) -> String {
     let msgs = c.simple_query(sql).await.unwrap();

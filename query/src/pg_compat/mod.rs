@@ -7,6 +7,7 @@
 //! (`get_columns`, `get_pk_constraint`, `get_indexes`, `get_table_options`).
 
 mod functions;
+mod names;
 mod oids;
 mod rewrite;
 mod tables;
@@ -32,6 +33,7 @@ use crate::catalog::DATABASE;
 use crate::continuous::ViewRegistry;
 use crate::error::{QueryError, Result};
 
+pub use self::names::ColumnNames;
 pub(crate) use self::oids::key_columns;
 pub use self::rewrite::rewrite;
 pub(crate) use self::tables::type_name;

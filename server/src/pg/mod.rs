@@ -336,7 +336,7 @@ impl QueryParser for PgQueryParser {
         };
         let prepared = self.session.prepare(stmt).await.map_err(user_error)?;
         let param_types = match &prepared {
-            Prepared::Plan(plan) | Prepared::DeclareCursor { plan, .. } => {
+            Prepared::Plan(plan, _) | Prepared::DeclareCursor { plan, .. } => {
                 let types = plan
                     .get_parameter_types()
                     .map_err(|e| user_error(e.into()))?;
@@ -393,9 +393,11 @@ impl QueryParser for PgQueryParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = column_format.cloned().unwrap_or(Format::UnifiedText);
         match &stmt.prepared {
-            Prepared::Plan(plan) if returns_rows(plan) => {
-                arrow_schema_to_pg_fields(plan.schema().as_arrow(), &format, None)
-            }
+            Prepared::Plan(plan, names) if returns_rows(plan) => arrow_schema_to_pg_fields(
+                &names.apply(Arc::new(plan.schema().as_arrow().clone())),
+                &format,
+                None,
+            ),
             Prepared::Fetch(c) if c.move_only => Ok(Vec::new()),
             Prepared::Fetch(c) => match self.session.cursor_schema(&c.name) {
                 Some(schema) => arrow_schema_to_pg_fields(&schema, &format, None),

@@ -1,0 +1,231 @@
+//! PostgreSQL's names for result columns written without an alias: `count(*)` is `count`,
+//! `upper(host)` is `upper`, `x::int` is `x`, `'1'::int` is `int4`, `1 + 1` is `?column?`
+//! (PostgreSQL's FigureColname). DataFusion names them after the whole expression
+//! (`count(*)`, `upper(t.host)`, `Int64(1) + Int64(1)`), which psql shows as headers, Grafana
+//! as series names, and code reads as dictionary keys (`row["count"]`).
+//!
+//! The names are applied to the result's schema only, not to the plan: a plan must keep its
+//! column names unique (PostgreSQL allows `SELECT max(a), max(b)`, both `max`), and
+//! `GROUP BY` / `ORDER BY` keep resolving as DataFusion resolves them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::ast as sql;
+
+/// PostgreSQL's names of a query's result columns, by position, for those DataFusion names
+/// differently; empty when none differ or they cannot be known (a `*` in the select list).
+#[derive(Debug, Clone, Default)]
+pub struct ColumnNames(Option<Arc<[Option<String>]>>);
+
+impl ColumnNames {
+    /// The names for the result columns of `q` (its first `SELECT`'s list).
+    pub fn of(q: &sql::Query) -> Self {
+        let Some(select) = first_select(q) else {
+            return Self::default();
+        };
+        let mut names = Vec::with_capacity(select.projection.len());
+        for item in &select.projection {
+            names.push(match item {
+                sql::SelectItem::UnnamedExpr(
+                    sql::Expr::Identifier(_) | sql::Expr::CompoundIdentifier(_),
+                )
+                | sql::SelectItem::ExprWithAlias { .. } => None,
+                sql::SelectItem::UnnamedExpr(e) => Some(column_name(e)),
+                // How many columns a `*` stands for is known only after planning.
+                _ => return Self::default(),
+            });
+        }
+        if names.iter().all(Option::is_none) {
+            return Self::default();
+        }
+        Self(Some(names.into()))
+    }
+
+    /// `schema` with the columns renamed; unchanged if it does not have one column per name.
+    pub fn apply(&self, schema: SchemaRef) -> SchemaRef {
+        let Some(names) = &self.0 else {
+            return schema;
+        };
+        if names.len() != schema.fields().len() {
+            return schema;
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(names.iter())
+            .map(|(f, name)| match name {
+                Some(n) => f.as_ref().clone().with_name(n),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+}
+
+/// The `SELECT` whose list names a query's columns: the leftmost one of a set operation.
+fn first_select(q: &sql::Query) -> Option<&sql::Select> {
+    let mut body = q.body.as_ref();
+    loop {
+        body = match body {
+            sql::SetExpr::Select(s) => return Some(s),
+            sql::SetExpr::SetOperation { left, .. } => left,
+            sql::SetExpr::Query(q) => q.body.as_ref(),
+            _ => return None,
+        };
+    }
+}
+
+/// The name PostgreSQL gives a result column computed by `e`.
+fn column_name(e: &sql::Expr) -> String {
+    match figure(e) {
+        (Some(name), strength) if strength > 0 => name,
+        _ => "?column?".to_string(),
+    }
+}
+
+/// A name for `e` and how strongly it holds (PostgreSQL's FigureColnameInternal): 2 for a
+/// column or function name, 1 for a fallback (`case`, a cast's type), 0 for none.
+fn figure(e: &sql::Expr) -> (Option<String>, u8) {
+    use sql::Expr;
+    let named = |n: &str| (Some(n.to_string()), 2);
+    match e {
+        Expr::Identifier(i) => (Some(ident(i)), 2),
+        Expr::CompoundIdentifier(parts) => (parts.last().map(ident), 2),
+        Expr::Function(f) => (f.name.0.last().and_then(|p| p.as_ident()).map(ident), 2),
+        Expr::Nested(inner) => figure(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match figure(expr) {
+            (name, 2) => (name, 2),
+            _ => (type_name(data_type), 1),
+        },
+        Expr::TypedString(t) => (type_name(&t.data_type), 1),
+        Expr::Interval(_) => (Some("interval".to_string()), 1),
+        Expr::Case { .. } => (Some("case".to_string()), 1),
+        Expr::Subquery(q) => match first_select(q).and_then(|s| s.projection.first()) {
+            Some(sql::SelectItem::ExprWithAlias { alias, .. }) => (Some(ident(alias)), 2),
+            Some(sql::SelectItem::UnnamedExpr(e)) => (Some(column_name(e)), 2),
+            _ => (None, 0),
+        },
+        Expr::Exists { .. } => named("exists"),
+        Expr::Array(_) => named("array"),
+        Expr::Extract { .. } => named("extract"),
+        Expr::Substring { .. } => named("substring"),
+        Expr::Position { .. } => named("position"),
+        Expr::Overlay { .. } => named("overlay"),
+        Expr::Ceil { .. } => named("ceil"),
+        Expr::Floor { .. } => named("floor"),
+        Expr::AtTimeZone { .. } => named("timezone"),
+        Expr::Trim { trim_where, .. } => named(match trim_where {
+            Some(sql::TrimWhereField::Leading) => "ltrim",
+            Some(sql::TrimWhereField::Trailing) => "rtrim",
+            _ => "btrim",
+        }),
+        _ => (None, 0),
+    }
+}
+
+/// An identifier as PostgreSQL folds it: unquoted names in lower case.
+fn ident(i: &sql::Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
+    }
+}
+
+/// The pg_type name PostgreSQL reports for a cast to `t` (`int4` for `integer`).
+fn type_name(t: &sql::DataType) -> Option<String> {
+    let written = t.to_string().to_lowercase();
+    let base = written
+        .split(['(', '['])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("pg_catalog.");
+    Some(
+        match base {
+            "int" | "integer" | "int4" => "int4",
+            "bigint" | "int8" => "int8",
+            "smallint" | "int2" => "int2",
+            "real" | "float4" => "float4",
+            "double" | "double precision" | "float" | "float8" => "float8",
+            "varchar" | "character varying" => "varchar",
+            "char" | "character" => "bpchar",
+            "bool" | "boolean" => "bool",
+            "timestamp" | "timestamp without time zone" => "timestamp",
+            "timestamptz" | "timestamp with time zone" => "timestamptz",
+            "time" | "time without time zone" => "time",
+            "decimal" | "numeric" => "numeric",
+            other if !other.is_empty() => other,
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn names(sql_text: &str) -> Option<Vec<Option<String>>> {
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql_text)
+            .expect("parses")
+            .remove(0);
+        let sql::Statement::Query(q) = stmt else {
+            panic!("a query");
+        };
+        ColumnNames::of(&q).0.map(|n| n.to_vec())
+    }
+
+    #[test]
+    fn unnamed_columns_get_postgresql_names() {
+        let got = names(
+            "SELECT count(*), avg(v), pg_catalog.upper(h), 1 + 1, 'a', h::text, '1'::int, \
+             CAST(now() AS date), CASE WHEN v > 1 THEN 1 END, (SELECT max(v) FROM t), \
+             EXISTS (SELECT 1), extract(hour FROM ts), trim(h), (v), \"Mixed\", h, t.h, v AS w, \
+             \"Q\"(), timestamp '2024-01-01', interval '1 day', COALESCE(v, 0) FROM t",
+        )
+        .expect("names");
+        let want = [
+            Some("count"),
+            Some("avg"),
+            Some("upper"),
+            Some("?column?"),
+            Some("?column?"),
+            Some("h"),
+            Some("int4"),
+            Some("now"),
+            Some("case"),
+            Some("max"),
+            Some("exists"),
+            Some("extract"),
+            Some("btrim"),
+            Some("v"),
+            None,
+            None,
+            None,
+            None,
+            Some("Q"),
+            Some("timestamp"),
+            Some("interval"),
+            Some("coalesce"),
+        ];
+        let want: Vec<Option<String>> = want.iter().map(|n| n.map(str::to_string)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn left_select_names_a_union_and_star_or_plain_columns_leave_names_alone() {
+        assert_eq!(
+            names("SELECT max(a) FROM t UNION ALL SELECT min(b) FROM u"),
+            Some(vec![Some("max".to_string())])
+        );
+        assert_eq!(names("SELECT *, count(*) OVER () FROM t"), None);
+        assert_eq!(names("SELECT a, b AS c FROM t"), None);
+        assert_eq!(names("VALUES (1)"), None);
+    }
+}
