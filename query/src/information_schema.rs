@@ -21,6 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use eddy_storage::Db;
 
 use crate::catalog::{DATABASE, SCHEMA};
+use crate::computed_table::ComputedTable;
 
 /// The `information_schema` schema of the `eddy` catalog.
 #[derive(Debug)]
@@ -49,10 +50,11 @@ impl SchemaProvider for PgInformationSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if let Some(which) = KeyTable::named(name) {
-            return Ok(Some(Arc::new(KeyTableProvider {
-                which,
-                db: self.db.clone(),
-            })));
+            let db = self.db.clone();
+            return Ok(Some(Arc::new(ComputedTable::new(
+                which.schema(),
+                move |_| which.build(&db),
+            ))));
         }
         let Some(t) = self.inner.table(name).await? else {
             return Ok(None);
@@ -279,37 +281,6 @@ impl KeyTable {
             ]),
         }
         Ok(RecordBatch::try_new(self.schema(), columns)?)
-    }
-}
-
-/// A key table, built from the catalog on every scan.
-#[derive(Debug)]
-struct KeyTableProvider {
-    which: KeyTable,
-    db: Db,
-}
-
-#[async_trait]
-impl TableProvider for KeyTableProvider {
-    fn schema(&self) -> SchemaRef {
-        self.which.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.which.build(&self.db)?;
-        MemTable::try_new(self.which.schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
     }
 }
 

@@ -2,6 +2,7 @@
 //! SQL statements that manage tables. It knows nothing of the network.
 
 pub mod catalog;
+pub mod computed_table;
 pub mod continuous;
 pub mod cursor;
 pub mod ddl;

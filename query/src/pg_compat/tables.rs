@@ -25,6 +25,7 @@ use super::oids::{
     namespace_oid, table_oid,
 };
 use crate::catalog::SCHEMA;
+use crate::computed_table::ComputedTable;
 use crate::continuous::ViewRegistry;
 use crate::cursor::Cursors;
 
@@ -54,7 +55,7 @@ impl SchemaProvider for PgCatalog {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if name.eq_ignore_ascii_case(PG_CURSORS) {
-            return Ok(Some(Arc::new(PgCursors)));
+            return Ok(Some(Arc::new(pg_cursors())));
         }
         let Some(which) = RelTable::named(name) else {
             return self.inner.table(name).await;
@@ -76,37 +77,16 @@ impl SchemaProvider for PgCatalog {
 pub(super) const PG_CURSORS: &str = "pg_cursors";
 
 /// `pg_cursors`: the cursors of the session that scans it, found in its config.
-#[derive(Debug)]
-struct PgCursors;
-
-#[async_trait]
-impl TableProvider for PgCursors {
-    fn schema(&self) -> SchemaRef {
-        Cursors::listing_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = match state.config().get_extension::<Cursors>() {
+fn pg_cursors() -> ComputedTable {
+    ComputedTable::new(Cursors::listing_schema(), |state| {
+        match state.config().get_extension::<Cursors>() {
             Some(cursors) => cursors
                 .listing()
-                .map_err(|e| DataFusionError::External(e.into()))?,
+                .map_err(|e| DataFusionError::External(e.into())),
             // A context without sessions (the engine's template) has no cursors.
-            None => RecordBatch::new_empty(Cursors::listing_schema()),
-        };
-        MemTable::try_new(Cursors::listing_schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
-    }
+            None => Ok(RecordBatch::new_empty(Cursors::listing_schema())),
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
