@@ -615,11 +615,30 @@ impl QuerySession {
 
     /// Plans a query, with PostgreSQL's names for its result columns.
     async fn plan_query(&self, q: Box<datafusion::sql::sqlparser::ast::Query>) -> Result<Prepared> {
-        let names = ColumnNames::of(&q);
-        match self
+        let mut names = ColumnNames::of(&q);
+        let mut aliased = q.clone();
+        let planned = match self
             .plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
-            .await?
+            .await
         {
+            // Planned again only when DataFusion refused repeated names; the aliased query
+            // failing too leaves the first error, which names the columns the user wrote.
+            Err(e) if e.message.contains("require unique expression names") => {
+                match crate::pg_compat::alias_repeated(&mut aliased) {
+                    Some(n) => {
+                        names = n;
+                        self.plan(DfStatement::Statement(Box::new(SqlStatement::Query(
+                            aliased,
+                        ))))
+                        .await
+                        .map_err(|_| e)?
+                    }
+                    None => return Err(e),
+                }
+            }
+            other => other?,
+        };
+        match planned {
             Prepared::Plan(plan, _) => Ok(Prepared::Plan(plan, names)),
             other => Ok(other),
         }

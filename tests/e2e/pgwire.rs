@@ -351,6 +351,24 @@ async fn result_columns_have_postgresql_names() {
         .expect("a fetched row");
     assert_eq!(row.columns()[0].name(), "sum");
     assert_eq!(row.get("sum"), Some("3"));
+    // Repeated names, which DataFusion refuses in a plan and PostgreSQL allows.
+    let sql =
+        "SELECT h, h::text, 1, 1, max(v) AS m, min(v) AS m FROM names_t GROUP BY h ORDER BY h";
+    let prepared = c.prepare(sql).await.unwrap();
+    let names: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["h", "h", "?column?", "?column?", "m", "m"]);
+    let rows = c.query(&prepared, &[]).await.unwrap();
+    let got: Vec<(String, String, i64, f64, f64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(4), r.get(5)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a".into(), "a".into(), 1, 1.0, 1.0),
+            ("b".into(), "b".into(), 1, 2.0, 2.0)
+        ]
+    );
 }
 
 /// Column `i` of the first row of a simple query, as text.

@@ -33,7 +33,7 @@ use crate::catalog::DATABASE;
 use crate::continuous::ViewRegistry;
 use crate::error::{QueryError, Result};
 
-pub use self::names::ColumnNames;
+pub use self::names::{ColumnNames, alias_repeated};
 pub(crate) use self::oids::key_columns;
 pub use self::rewrite::rewrite;
 pub(crate) use self::tables::type_name;

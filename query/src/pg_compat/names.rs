@@ -63,6 +63,56 @@ impl ColumnNames {
     }
 }
 
+/// Makes a query DataFusion can plan when its result columns repeat a name, which PostgreSQL
+/// allows (`SELECT h, h::text`, `SELECT 1, 1`) and DataFusion refuses: each column whose
+/// name an earlier column already has gets a unique alias in the plan, and the returned names
+/// give it back its PostgreSQL name in the result. `None` when no column repeats a name or
+/// the names are not known (a `*`).
+pub fn alias_repeated(q: &mut sql::Query) -> Option<ColumnNames> {
+    let select = first_select_mut(q)?;
+    let mut names = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        names.push(match item {
+            sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(i)) => ident(i),
+            sql::SelectItem::UnnamedExpr(sql::Expr::CompoundIdentifier(parts)) => {
+                parts.last().map(ident)?
+            }
+            sql::SelectItem::UnnamedExpr(e) => column_name(e),
+            sql::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
+            _ => return None,
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut repeated = false;
+    for (position, (item, name)) in select.projection.iter_mut().zip(&names).enumerate() {
+        if seen.insert(name.as_str()) {
+            continue;
+        }
+        repeated = true;
+        // Quoted, with a space and a position: no column or earlier alias is spelled so.
+        let alias = sql::Ident::with_quote('"', format!("{name} #{}", position + 1));
+        *item = match std::mem::replace(item, sql::SelectItem::Wildcard(Default::default())) {
+            sql::SelectItem::UnnamedExpr(expr) | sql::SelectItem::ExprWithAlias { expr, .. } => {
+                sql::SelectItem::ExprWithAlias { expr, alias }
+            }
+            other => other,
+        };
+    }
+    repeated.then(|| ColumnNames(Some(names.into_iter().map(Some).collect())))
+}
+
+fn first_select_mut(q: &mut sql::Query) -> Option<&mut sql::Select> {
+    let mut body = q.body.as_mut();
+    loop {
+        body = match body {
+            sql::SetExpr::Select(s) => return Some(s),
+            sql::SetExpr::SetOperation { left, .. } => left,
+            sql::SetExpr::Query(q) => q.body.as_mut(),
+            _ => return None,
+        };
+    }
+}
+
 /// The `SELECT` whose list names a query's columns: the leftmost one of a set operation.
 fn first_select(q: &sql::Query) -> Option<&sql::Select> {
     let mut body = q.body.as_ref();
@@ -227,5 +277,31 @@ mod tests {
         assert_eq!(names("SELECT *, count(*) OVER () FROM t"), None);
         assert_eq!(names("SELECT a, b AS c FROM t"), None);
         assert_eq!(names("VALUES (1)"), None);
+    }
+
+    #[test]
+    fn repeated_names_get_unique_aliases_in_the_plan_and_their_own_names_back() {
+        let parsed = |text: &str| {
+            let stmt = Parser::parse_sql(&PostgreSqlDialect {}, text)
+                .expect("parses")
+                .remove(0);
+            let sql::Statement::Query(q) = stmt else {
+                panic!("a query");
+            };
+            q
+        };
+        let mut q =
+            parsed("SELECT h, h::text, t.h, 1, 1 AS x, 2 AS \"?column?\" FROM t ORDER BY h");
+        let names = alias_repeated(&mut q).expect("names repeat");
+        assert_eq!(
+            q.to_string(),
+            "SELECT h, h::TEXT AS \"h #2\", t.h AS \"h #3\", 1, 1 AS x, 2 AS \"?column? #6\" FROM t ORDER BY h"
+        );
+        let want = ["h", "h", "h", "?column?", "x", "?column?"];
+        let want: Vec<Option<String>> = want.iter().map(|n| Some(n.to_string())).collect();
+        assert_eq!(names.0.map(|n| n.to_vec()), Some(want));
+
+        assert!(alias_repeated(&mut parsed("SELECT h, count(*) FROM t GROUP BY h")).is_none());
+        assert!(alias_repeated(&mut parsed("SELECT *, h FROM t")).is_none());
     }
 }
