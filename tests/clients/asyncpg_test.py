@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Drives Eddy with asyncpg: binary parameters and results, prepared statements, binary
-COPY FROM STDIN, COPY TO STDOUT and a portal-backed cursor (Execute with a row limit).
+COPY FROM STDIN, COPY TO STDOUT and portal-backed cursors (Execute with a row limit, and
+`forward()`, which sends MOVE naming the portal).
 
 Reads EDDY_PG_PORT from the environment; prints `ok: <check>` per check and exits non-zero
 with a message on the first failure.
@@ -88,6 +89,27 @@ async def main():
         check("cursor.fetch(3)", [r["n"] for r in await cur.fetch(3)], [100, 101, 102])
         check("cursor.fetchrow()", (await cur.fetchrow())["n"], 103)
         check("cursor exhausted", await cur.fetchrow(), None)
+    # forward() sends `MOVE FORWARD n <portal>` as a simple query, naming the portal that Bind
+    # made: protocol portals and SQL cursors share one namespace, as in PostgreSQL.
+    async with conn.transaction():
+        cur = await conn.cursor("SELECT n FROM apg_weather WHERE station = $1 ORDER BY ts",
+                                "oslo")
+        check("cursor.forward(2) before any fetch", await cur.forward(2), 2)
+        check("cursor.fetch(1) after forward", [r["n"] for r in await cur.fetch(1)], [3])
+        portal = cur._portal_name
+        check("MOVE on the portal by name",
+              await conn.execute(f"MOVE FORWARD {portal}"), "MOVE 1")
+        try:
+            await conn.execute(f"MOVE BACKWARD 1 {portal}")
+            check("MOVE BACKWARD on a portal is refused", False)
+        except asyncpg.exceptions.ObjectNotInPrerequisiteStateError as e:
+            check("MOVE BACKWARD on a portal is refused (55000)", "only move forward" in str(e))
+    async with conn.transaction():
+        cur = await conn.cursor("SELECT n FROM apg_weather WHERE station = $1 ORDER BY ts",
+                                "oslo")
+        check("cursor.fetch(1)", [r["n"] for r in await cur.fetch(1)], [1])
+        check("cursor.forward(5) past the end", await cur.forward(5), 3)
+        check("cursor.fetch after the end", await cur.fetch(2), [])
 
     await conn.close()
     print("asyncpg: all checks passed")

@@ -371,6 +371,132 @@ async fn result_columns_have_postgresql_names() {
     );
 }
 
+/// A minimal frontend speaking the wire protocol message by message, for what no client
+/// library exposes: a named portal from Bind, then FETCH, MOVE and CLOSE naming it.
+struct RawFrontend {
+    socket: tokio::net::TcpStream,
+}
+
+impl RawFrontend {
+    async fn connect(port: u16) -> RawFrontend {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for s in ["user", "eddy", "database", "eddy", ""] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+        let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        startup.extend(body);
+        socket.write_all(&startup).await.unwrap();
+        let mut f = RawFrontend { socket };
+        f.until_ready().await;
+        f
+    }
+
+    async fn send(&mut self, tag: u8, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut m = vec![tag];
+        m.extend(((body.len() + 4) as i32).to_be_bytes());
+        m.extend_from_slice(body);
+        self.socket.write_all(&m).await.unwrap();
+    }
+
+    /// Messages up to ReadyForQuery, as (type, body), without it.
+    async fn until_ready(&mut self) -> Vec<(char, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        loop {
+            let tag = self.socket.read_u8().await.unwrap();
+            let len = self.socket.read_i32().await.unwrap() as usize;
+            let mut body = vec![0; len - 4];
+            self.socket.read_exact(&mut body).await.unwrap();
+            if tag == b'Z' {
+                return out;
+            }
+            out.push((tag as char, body));
+        }
+    }
+
+    /// Runs `sql` as a simple query; returns each message as its type and a readable body:
+    /// the text of data rows' values, the column count of a row description, the command
+    /// tag or the error's SQLSTATE.
+    async fn simple(&mut self, sql: &str) -> Vec<String> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.send(b'Q', &body).await;
+        self.until_ready()
+            .await
+            .into_iter()
+            .map(|(tag, b)| match tag {
+                'T' => format!("T {}", i16::from_be_bytes([b[0], b[1]])),
+                'D' => {
+                    let len = i32::from_be_bytes([b[2], b[3], b[4], b[5]]) as usize;
+                    format!("D {}", String::from_utf8_lossy(&b[6..6 + len]))
+                }
+                'C' => format!("C {}", String::from_utf8_lossy(&b[..b.len() - 1])),
+                'E' => {
+                    let code = b.split(|&c| c == 0).find(|f| f.first() == Some(&b'C'));
+                    format!(
+                        "E {}",
+                        String::from_utf8_lossy(&code.unwrap_or_default()[1..])
+                    )
+                }
+                other => other.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_move_and_close_name_protocol_portals() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    s.psql(
+        "CREATE TABLE portal_t (time TIMESTAMP NOT NULL, h TEXT, n BIGINT, PRIMARY KEY (h, time))",
+    );
+    s.psql(
+        "INSERT INTO portal_t VALUES ('2024-01-01T00:00:01', 'a', 1), ('2024-01-01T00:00:02', 'a', 2), \
+         ('2024-01-01T00:00:03', 'a', 3), ('2024-01-01T00:00:04', 'a', 4), ('2024-01-01T00:00:05', 'a', 5)",
+    );
+    let mut f = RawFrontend::connect(s.pg).await;
+    f.simple("BEGIN").await;
+    // Parse and Bind (text results) make portal "p"; nothing runs it before FETCH does.
+    f.send(b'P', b"\0SELECT n FROM portal_t ORDER BY time\0\0\0")
+        .await;
+    f.send(b'B', b"p\0\0\0\0\0\0\0\0").await;
+    f.send(b'S', b"").await;
+    let _ = f.until_ready().await;
+    assert_eq!(
+        f.simple("FETCH 2 FROM p").await,
+        ["T 1", "D 1", "D 2", "C FETCH 2"]
+    );
+    assert_eq!(f.simple("MOVE FORWARD 1 IN p").await, ["C MOVE 1"]);
+    assert_eq!(
+        f.simple("FETCH RELATIVE 1 p").await,
+        ["T 1", "D 4", "C FETCH 1"]
+    );
+    assert_eq!(f.simple("MOVE BACKWARD 1 p").await, ["E 55000"]);
+    assert_eq!(
+        f.simple("FETCH ALL FROM p").await,
+        ["T 1", "D 5", "C FETCH 1"]
+    );
+    // Past the end the columns are still described.
+    assert_eq!(f.simple("FETCH NEXT FROM p").await, ["T 1", "C FETCH 0"]);
+    assert_eq!(f.simple("CLOSE p").await, ["C CLOSE CURSOR"]);
+    assert_eq!(f.simple("FETCH NEXT FROM p").await, ["E 34000"]);
+    // A SQL cursor of the same session is found first, as before.
+    f.simple("DECLARE c CURSOR FOR SELECT n FROM portal_t ORDER BY time")
+        .await;
+    assert_eq!(
+        f.simple("FETCH 1 FROM c").await,
+        ["T 1", "D 1", "C FETCH 1"]
+    );
+    f.simple("COMMIT").await;
+}
+
 /// Column `i` of the first row of a simple query, as text.
 async fn nth_value(c: &tokio_postgres::Client, sql: &str, i: usize) -> String {
     let msgs = c.simple_query(sql).await.unwrap();

@@ -4,6 +4,7 @@
 mod auth;
 mod cancel;
 mod copy;
+mod portal;
 
 pub use auth::{AuthMethod, PgConfig};
 
@@ -190,8 +191,27 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 continue;
             }
+            if let eddy_query::Statement::Cursor(command) = &stmt
+                && let Some(target) = portal::find(self, client.portal_store(), &command.name)
+            {
+                match portal::fetch(self, &target, command, cancel.clone()).await {
+                    Ok(r) => responses.push(r),
+                    Err(PgWireError::UserError(e)) => {
+                        responses.push(Response::Error(e));
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let result = cancel::unless_cancelled(&mut cancel, async {
                 let p = self.session.prepare(stmt).await?;
+                if let Prepared::CloseCursor(Some(name)) = &p
+                    && portal::find(self, client.portal_store(), name).is_some()
+                {
+                    client.portal_store().rm_portal(name);
+                    return Ok(("", "", Output::Command("CLOSE CURSOR".into())));
+                }
                 let tag = match &p {
                     Prepared::Accept(t) => *t,
                     _ => "",
@@ -531,6 +551,31 @@ impl ExtendedQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Prepared::Fetch(command) = &portal.statement.statement.prepared
+            && let Some(target) = portal::find(self, client.portal_store(), &command.name)
+        {
+            let interrupt = self.cancel.start(client, self.session.statement_timeout());
+            return portal::fetch(self, &target, command, interrupt).await;
+        }
+        if let Prepared::CloseCursor(Some(name)) = &portal.statement.statement.prepared
+            && portal::find(self, client.portal_store(), name).is_some()
+        {
+            client.portal_store().rm_portal(name);
+            return Ok(Response::Execution(Tag::new("CLOSE CURSOR")));
+        }
+        let interrupt = self.cancel.start(client, self.session.statement_timeout());
+        self.run_portal(portal, interrupt).await
+    }
+}
+
+impl PgConnection {
+    /// Executes a bound portal's statement with its parameters; rows come in the formats Bind
+    /// asked for.
+    async fn run_portal(
+        &self,
+        portal: &Portal<PgStatement>,
+        mut cancel: cancel::Interrupt,
+    ) -> PgWireResult<Response> {
         let stmt = &portal.statement.statement;
         let params = if portal.parameter_len() > 0 {
             let types: Vec<Option<&DataType>> =
@@ -543,7 +588,6 @@ impl ExtendedQueryHandler for PgConnection {
             Prepared::Accept(t) => *t,
             _ => "",
         };
-        let mut cancel = self.cancel.start(client, self.session.statement_timeout());
         let out =
             cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
                 .await
@@ -555,6 +599,16 @@ impl ExtendedQueryHandler for PgConnection {
             rows_tag(&stmt.prepared),
         )?;
         Ok(transaction_response(tag, r))
+    }
+
+    /// Whether a prepared statement's result is rows (a query), not a command tag.
+    fn returns_rows(&self, stmt: &PgStatement) -> bool {
+        match &stmt.prepared {
+            Prepared::Plan(plan, _) => returns_rows(plan),
+            Prepared::Fetch(c) => !c.move_only,
+            Prepared::Show { .. } => true,
+            _ => false,
+        }
     }
 }
 
