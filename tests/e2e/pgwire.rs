@@ -351,6 +351,30 @@ async fn result_columns_have_postgresql_names() {
         .expect("a fetched row");
     assert_eq!(row.columns()[0].name(), "sum");
     assert_eq!(row.get("sum"), Some("3"));
+    // Inside derived tables and CTEs too, where BI tools wrap a user's query.
+    let rows = c
+        .query(
+            "SELECT s.count, \"?column?\" FROM (SELECT count(*), 1 + 1 FROM names_t) s",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1)), (2, 2));
+    let rows = c
+        .query(
+            "WITH m AS (SELECT h, avg(v) FROM names_t GROUP BY h) SELECT h, avg FROM m ORDER BY h",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [("a".into(), 1.0), ("b".into(), 2.0)]);
+    let wrapped = c
+        .prepare("SELECT * FROM (SELECT max(v), upper(h) FROM names_t GROUP BY h) AS virtual_table")
+        .await
+        .unwrap();
+    let names: Vec<&str> = wrapped.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["max", "upper"]);
     // Repeated names, which DataFusion refuses in a plan and PostgreSQL allows.
     let sql =
         "SELECT h, h::text, 1, 1, max(v) AS m, min(v) AS m FROM names_t GROUP BY h ORDER BY h";

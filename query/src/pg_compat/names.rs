@@ -101,6 +101,47 @@ pub fn alias_repeated(q: &mut sql::Query) -> Option<ColumnNames> {
     repeated.then(|| ColumnNames(Some(names.into_iter().map(Some).collect())))
 }
 
+/// Gives the computed columns of a derived table or CTE their PostgreSQL names as aliases, so
+/// that an outer query can refer to them as PostgreSQL lets it: `SELECT s.count FROM
+/// (SELECT count(*) FROM t) s`. BI tools wrap a user's query this way (Superset's
+/// `virtual_table`, Tableau's custom SQL, Metabase's models). A name that two columns of the
+/// list would share is left to DataFusion, as is a list with a `*`.
+pub fn name_inner_columns(q: &mut sql::Query) {
+    let Some(select) = first_select_mut(q) else {
+        return;
+    };
+    let mut names = Vec::with_capacity(select.projection.len());
+    for item in &select.projection {
+        names.push(match item {
+            sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(i)) => ident(i),
+            sql::SelectItem::UnnamedExpr(sql::Expr::CompoundIdentifier(parts)) => {
+                match parts.last() {
+                    Some(i) => ident(i),
+                    None => return,
+                }
+            }
+            sql::SelectItem::UnnamedExpr(e) => column_name(e),
+            sql::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
+            _ => return,
+        });
+    }
+    let once = |name: &str| names.iter().filter(|n| n.as_str() == name).count() == 1;
+    for (item, name) in select.projection.iter_mut().zip(&names) {
+        if let sql::SelectItem::UnnamedExpr(e) = item
+            && !matches!(
+                e,
+                sql::Expr::Identifier(_) | sql::Expr::CompoundIdentifier(_)
+            )
+            && once(name)
+        {
+            *item = sql::SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: sql::Ident::with_quote('"', name.as_str()),
+            };
+        }
+    }
+}
+
 fn first_select_mut(q: &mut sql::Query) -> Option<&mut sql::Select> {
     let mut body = q.body.as_mut();
     loop {
@@ -303,5 +344,32 @@ mod tests {
 
         assert!(alias_repeated(&mut parsed("SELECT h, count(*) FROM t GROUP BY h")).is_none());
         assert!(alias_repeated(&mut parsed("SELECT *, h FROM t")).is_none());
+    }
+
+    #[test]
+    fn inner_columns_get_postgresql_names_unless_two_would_share_one() {
+        let named = |text: &str| {
+            let stmt = Parser::parse_sql(&PostgreSqlDialect {}, text)
+                .expect("parses")
+                .remove(0);
+            let sql::Statement::Query(mut q) = stmt else {
+                panic!("a query");
+            };
+            name_inner_columns(&mut q);
+            q.to_string()
+        };
+        assert_eq!(
+            named("SELECT h, count(*), avg(v) AS a, 1 + 1, t.x FROM t GROUP BY h"),
+            "SELECT h, count(*) AS \"count\", avg(v) AS a, 1 + 1 AS \"?column?\", t.x \
+             FROM t GROUP BY h"
+        );
+        assert_eq!(
+            named("SELECT max(a), max(b), min(c) FROM t"),
+            "SELECT max(a), max(b), min(c) AS \"min\" FROM t"
+        );
+        assert_eq!(
+            named("SELECT *, count(*) OVER () FROM t"),
+            "SELECT *, count(*) OVER () FROM t"
+        );
     }
 }
