@@ -203,3 +203,37 @@ async fn file_system_is_out_of_reach() {
     let (code, _) = sqlstate(&c, "CREATE TABLE mem AS SELECT 1 AS x").await;
     assert_eq!(code, "0A000");
 }
+
+/// `x IN (SELECT ...)` in a select list, which Eddy rewrites for DataFusion, answers as
+/// PostgreSQL does: NULL when `x` is NULL or the subquery holds a NULL and `x` is not found,
+/// false for no rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_subquery_in_a_select_list_is_three_valued() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    let cases = [
+        ("1 IN (SELECT x FROM (VALUES (1), (2)) v(x))", Some(true)),
+        ("3 IN (SELECT x FROM (VALUES (1), (2)) v(x))", Some(false)),
+        ("3 IN (SELECT x FROM (VALUES (1), (NULL)) v(x))", None),
+        ("1 IN (SELECT x FROM (VALUES (1), (NULL)) v(x))", Some(true)),
+        ("NULL::bigint IN (SELECT x FROM (VALUES (1)) v(x))", None),
+        (
+            "NULL::bigint IN (SELECT x FROM (VALUES (1)) v(x) WHERE x > 5)",
+            Some(false),
+        ),
+        ("3 NOT IN (SELECT x FROM (VALUES (1), (NULL)) v(x))", None),
+        (
+            "3 NOT IN (SELECT x FROM (VALUES (1), (2)) v(x))",
+            Some(true),
+        ),
+        (
+            "1 NOT IN (SELECT x FROM (VALUES (1), (2)) v(x))",
+            Some(false),
+        ),
+    ];
+    for (expr, want) in cases {
+        let row = c.query_one(&format!("SELECT {expr}"), &[]).await.unwrap();
+        assert_eq!(row.get::<_, Option<bool>>(0), want, "{expr}");
+    }
+}

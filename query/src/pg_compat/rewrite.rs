@@ -220,8 +220,9 @@ fn in_subqueries_as_arrays(e: &mut sql::Expr) {
 
 /// DataFusion plans `x IN (SELECT ...)` only in filters. In a select list (Grafana's
 /// `CASE WHEN schema IN (SELECT ...)`, and sort keys moved there by [`subquery_in_order_by`])
-/// it becomes `coalesce(array_has((SELECT array_agg(...) ...), x), false)`, a scalar subquery
-/// DataFusion can join. Unlike PostgreSQL, a NULL `x` gives false rather than NULL.
+/// it becomes scalar subqueries DataFusion can join, with PostgreSQL's three-valued answer:
+/// true when `array_has((SELECT array_agg(v) ...), x)`; otherwise false for no rows, NULL
+/// when `x` is NULL or a row's `v` is (`(SELECT bool_or(v IS NULL) ...)`), else false.
 fn in_subquery_as_array(e: &mut sql::Expr) {
     let sql::Expr::InSubquery {
         expr,
@@ -234,36 +235,79 @@ fn in_subquery_as_array(e: &mut sql::Expr) {
     if subquery.order_by.is_some() || subquery.limit_clause.is_some() || subquery.with.is_some() {
         return;
     }
-    let sql::SetExpr::Select(select) = subquery.body.as_mut() else {
+    let sql::SetExpr::Select(select) = subquery.body.as_ref() else {
         return;
     };
     let simple = select.distinct.is_none()
         && select.having.is_none()
         && matches!(&select.group_by, sql::GroupByExpr::Expressions(g, _) if g.is_empty());
     let [sql::SelectItem::UnnamedExpr(value) | sql::SelectItem::ExprWithAlias { expr: value, .. }] =
-        select.projection.as_mut_slice()
+        select.projection.as_slice()
     else {
         return;
     };
     if !simple {
         return;
     }
-    let value = value.clone();
-    select.projection = vec![sql::SelectItem::UnnamedExpr(call("array_agg", vec![value]))];
-    let member = call(
+    let values = scalar_subquery(subquery, call("array_agg", vec![value.clone()]));
+    let value_is_null = sql::Expr::IsNull(Box::new(value.clone()));
+    let any_null = scalar_subquery(subquery, call("bool_or", vec![value_is_null]));
+    let boolean = |b: bool| sql::Expr::Value(sql::Value::Boolean(b).with_empty_span());
+    let null = sql::Expr::Cast {
+        kind: sql::CastKind::Cast,
+        expr: Box::new(sql::Expr::Value(sql::Value::Null.with_empty_span())),
+        data_type: sql::DataType::Boolean,
+        array: false,
+        format: None,
+    };
+    let found = call(
         "coalesce",
         vec![
-            call(
-                "array_has",
-                vec![sql::Expr::Subquery(subquery.clone()), (**expr).clone()],
-            ),
-            sql::Expr::Value(sql::Value::Boolean(false).with_empty_span()),
+            call("array_has", vec![values, (**expr).clone()]),
+            boolean(false),
         ],
     );
+    let x_is_null = sql::Expr::IsNull(expr.clone());
+    // `any_null` is NULL when the subquery has no rows, which matches neither arm.
+    let not_found = sql::Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: Some(Box::new(any_null)),
+        conditions: vec![
+            sql::CaseWhen {
+                condition: boolean(true),
+                result: null.clone(),
+            },
+            sql::CaseWhen {
+                condition: boolean(false),
+                result: sql::Expr::Case {
+                    case_token: AttachedToken::empty(),
+                    end_token: AttachedToken::empty(),
+                    operand: None,
+                    conditions: vec![sql::CaseWhen {
+                        condition: x_is_null,
+                        result: null,
+                    }],
+                    else_result: Some(Box::new(boolean(false))),
+                },
+            },
+        ],
+        else_result: Some(Box::new(boolean(false))),
+    };
+    let member = sql::Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions: vec![sql::CaseWhen {
+            condition: found,
+            result: boolean(true),
+        }],
+        else_result: Some(Box::new(not_found)),
+    };
     *e = if *negated {
         sql::Expr::UnaryOp {
             op: sql::UnaryOperator::Not,
-            expr: Box::new(member),
+            expr: Box::new(sql::Expr::Nested(Box::new(member))),
         }
     } else {
         member
@@ -944,6 +988,13 @@ mod tests {
         }
     }
 
+    /// `s IN (SELECT x FROM p)` in a select list, as rewritten.
+    const IN_P: &str = "CASE WHEN coalesce(array_has((SELECT array_agg(x) FROM p), s), false) \
+         THEN true ELSE CASE (SELECT bool_or(x IS NULL) FROM p) \
+         WHEN true THEN CAST(NULL AS BOOLEAN) \
+         WHEN false THEN CASE WHEN s IS NULL THEN CAST(NULL AS BOOLEAN) ELSE false END \
+         ELSE false END END";
+
     #[test]
     fn sort_keys_with_subqueries_become_hidden_columns() {
         assert_eq!(
@@ -951,10 +1002,11 @@ mod tests {
                 "SELECT CASE WHEN s IN (SELECT x FROM p) THEN a ELSE b END AS \"table\" FROM t \
                  WHERE c ORDER BY CASE WHEN s IN (SELECT x FROM p) THEN 0 ELSE 1 END, 1 LIMIT 5"
             ),
-            "SELECT \"table\" FROM (SELECT CASE WHEN coalesce(array_has((SELECT array_agg(x) \
-             FROM p), s), false) THEN a ELSE b END AS \"table\", CASE WHEN \
-             coalesce(array_has((SELECT array_agg(x) FROM p), s), false) THEN 0 ELSE 1 END \
-             AS __eddy_order_0 FROM t WHERE c) AS __eddy_ordered ORDER BY __eddy_order_0, 1 LIMIT 5"
+            format!(
+                "SELECT \"table\" FROM (SELECT CASE WHEN {IN_P} THEN a ELSE b END AS \"table\", \
+                 CASE WHEN {IN_P} THEN 0 ELSE 1 END AS __eddy_order_0 FROM t WHERE c) \
+                 AS __eddy_ordered ORDER BY __eddy_order_0, 1 LIMIT 5"
+            )
         );
         // Unnamed output columns cannot be repeated outside: left alone.
         let sql = "SELECT a + 1 FROM t ORDER BY a IN (SELECT x FROM p)";
