@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod common;
 mod continuous;
+mod dbeaver;
 mod durability;
 mod grafana;
 mod ingest;

@@ -42,26 +42,37 @@ impl ColumnNames {
         Self(Some(names.into()))
     }
 
-    /// `schema` with the columns renamed; unchanged if it does not have one column per name.
+    /// `schema` with the columns renamed (the names are ignored unless there is one per
+    /// column). pg-catalog's rewrite of `SELECT n.oid, n.*` (DBeaver) names the first column
+    /// `__alias_oid`, since a plan needs unique names; PostgreSQL calls both `oid`, so the
+    /// prefix is dropped here too.
     pub fn apply(&self, schema: SchemaRef) -> SchemaRef {
-        let Some(names) = &self.0 else {
-            return schema;
-        };
-        if names.len() != schema.fields().len() {
+        let names = self
+            .0
+            .as_deref()
+            .filter(|n| n.len() == schema.fields().len());
+        let aliased = |f: &Field| f.name().strip_prefix(PG_CATALOG_ALIAS).map(str::to_string);
+        if names.is_none() && !schema.fields().iter().any(|f| aliased(f).is_some()) {
             return schema;
         }
         let fields: Vec<Field> = schema
             .fields()
             .iter()
-            .zip(names.iter())
-            .map(|(f, name)| match name {
-                Some(n) => f.as_ref().clone().with_name(n),
-                None => f.as_ref().clone(),
+            .enumerate()
+            .map(|(i, f)| {
+                let name = names.and_then(|n| n[i].clone()).or_else(|| aliased(f));
+                match name {
+                    Some(n) => f.as_ref().clone().with_name(n),
+                    None => f.as_ref().clone(),
+                }
             })
             .collect();
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 }
+
+/// The prefix pg-catalog's rewrite gives a column that a `*` in the same list repeats.
+const PG_CATALOG_ALIAS: &str = "__alias_";
 
 /// Makes a query DataFusion can plan when its result columns repeat a name, which PostgreSQL
 /// allows (`SELECT h, h::text`, `SELECT 1, 1`) and DataFusion refuses: each column whose

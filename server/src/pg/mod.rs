@@ -12,9 +12,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
+use arrow_pg::datatypes::{PG_OID_ALIAS_KEY, arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_query::{Output, Prepared, QueryEngine, QueryError, QuerySession};
 use futures::{Sink, SinkExt, StreamExt, stream};
@@ -81,7 +81,7 @@ fn output_to_response(
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
         Output::Rows { schema, stream } => {
-            let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
+            let fields = Arc::new(pg_fields(&schema, format)?);
             let f = fields.clone();
             let rows = cancel::rows_until_cancelled(stream, cancel)
                 .map(move |rb: PgWireResult<RecordBatch>| {
@@ -97,6 +97,41 @@ fn output_to_response(
             Ok(Response::Query(response))
         }
     }
+}
+
+/// The wire description of result columns. pg-catalog marks catalog columns with the alias
+/// type it resolves names through (`pg_class.relnamespace` as `regnamespace`), but PostgreSQL
+/// declares them `oid`, and the values are numbers: reported as `regnamespace`, clients that
+/// read oids (tokio-postgres, asyncpg in binary) fail to decode them, and text-format clients
+/// expect a name. So every oid alias is reported as `oid`.
+fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    let alias = |f: &Field| {
+        f.data_type().is_integer()
+            && f.metadata()
+                .get(PG_OID_ALIAS_KEY)
+                .is_some_and(|kind| kind != "oid")
+    };
+    if !schema.fields().iter().any(|f| alias(f)) {
+        return arrow_schema_to_pg_fields(schema, format, None);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut f = f.as_ref().clone();
+            if alias(&f) {
+                let mut metadata = f.metadata().clone();
+                metadata.insert(PG_OID_ALIAS_KEY.to_string(), "oid".to_string());
+                f = f.with_metadata(metadata);
+            }
+            f
+        })
+        .collect();
+    arrow_schema_to_pg_fields(
+        &Schema::new_with_metadata(fields, schema.metadata().clone()),
+        format,
+        None,
+    )
 }
 
 /// Encodes a batch as data rows. Timestamps, times and floats in text format are written the
@@ -413,14 +448,13 @@ impl QueryParser for PgQueryParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = column_format.cloned().unwrap_or(Format::UnifiedText);
         match &stmt.prepared {
-            Prepared::Plan(plan, names) if returns_rows(plan) => arrow_schema_to_pg_fields(
+            Prepared::Plan(plan, names) if returns_rows(plan) => pg_fields(
                 &names.apply(Arc::new(plan.schema().as_arrow().clone())),
                 &format,
-                None,
             ),
             Prepared::Fetch(c) if c.move_only => Ok(Vec::new()),
             Prepared::Fetch(c) => match self.session.cursor_schema(&c.name) {
-                Some(schema) => arrow_schema_to_pg_fields(&schema, &format, None),
+                Some(schema) => pg_fields(&schema, &format),
                 None => Ok(Vec::new()),
             },
             Prepared::Show { name, .. } => Ok(vec![FieldInfo::new(
@@ -528,7 +562,7 @@ impl ExtendedQueryHandler for PgConnection {
             if client.portal_store().get_portal(name).is_none()
                 && let Some(schema) = self.session.cursor_schema(name)
             {
-                let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedText, None)?;
+                let fields = pg_fields(&schema, &Format::UnifiedText)?;
                 return pgwire::api::query::send_describe_response(
                     client,
                     &pgwire::api::results::DescribePortalResponse::new(fields),
