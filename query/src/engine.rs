@@ -220,6 +220,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_state(state);
         let vars = Arc::new(Mutex::new(HashMap::new()));
         ctx.register_udf(crate::functions::current_setting_udf(vars.clone()));
+        ctx.register_udf(crate::functions::session_user_udf(vars.clone()));
         let snapshot = Mutex::new(Snapshot::of(&ctx));
         QuerySession {
             engine: self.clone(),
@@ -589,6 +590,15 @@ impl QuerySession {
         self.cursors.schema(name)
     }
 
+    /// Records who logged in (the start-up message's user, after authentication), for
+    /// `session_user`, `current_user` and `SHOW session_authorization`; the first call wins.
+    pub fn set_user(&self, user: &str) {
+        let mut vars = self.vars.lock();
+        if !vars.contains_key(SESSION_AUTHORIZATION) {
+            vars.insert(SESSION_AUTHORIZATION.to_string(), user.to_string());
+        }
+    }
+
     /// How long a statement may run (`SET statement_timeout`), if limited.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         let value = self.vars.lock().get("statement_timeout").cloned()?;
@@ -918,6 +928,9 @@ fn inserted_rows(batches: &[RecordBatch]) -> u64 {
         .sum()
 }
 
+/// The session variable holding the logged-in user, as PostgreSQL names it.
+pub const SESSION_AUTHORIZATION: &str = "session_authorization";
+
 /// The value of a PostgreSQL setting as a session sees it: what it `SET`, else Eddy's default.
 pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
     let name = name.to_lowercase();
@@ -939,6 +952,7 @@ pub fn setting(vars: &SessionVars, name: &str) -> Option<String> {
             "default_transaction_isolation" => "read committed",
             "default_transaction_read_only" | "transaction_read_only" => "off",
             "is_superuser" => "on",
+            SESSION_AUTHORIZATION => "eddy",
             "max_identifier_length" => "63",
             "max_index_keys" => "32",
             "lc_collate" | "lc_ctype" | "lc_messages" | "lc_monetary" | "lc_numeric"

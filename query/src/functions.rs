@@ -206,6 +206,23 @@ pub fn current_setting_udf(vars: crate::engine::SessionVars) -> ScalarUDF {
     )
 }
 
+/// `session_user` (and `current_user` and `user`, which pg-catalog and Eddy's rewrite turn
+/// into it): the user the session logged in as. pg-catalog's own answers `postgres` always.
+pub fn session_user_udf(vars: crate::engine::SessionVars) -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "session_user",
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |_: &[ColumnarValue]| {
+            let user = crate::engine::setting(&vars, crate::engine::SESSION_AUTHORIZATION);
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                user.unwrap_or_else(|| "eddy".to_string()),
+            ))))
+        }),
+    )
+}
+
 /// `pg_get_serial_sequence(table, column)`: always NULL, Eddy has no sequences (SQLAlchemy
 /// asks it for every column it reflects).
 pub fn pg_get_serial_sequence_udf() -> ScalarUDF {

@@ -622,6 +622,12 @@ async fn passwords_tls_and_connection_limits() {
     let (ok, out, err) = psql_conn(&c, "SELECT 1", "", Some("s3cret"));
     assert!(ok, "{err}");
     assert_eq!(out, "1\n");
+    // The session knows who logged in.
+    let sql = "SELECT session_user, current_user, user, current_role, \
+               current_setting('session_authorization')";
+    let (ok, out, err) = psql_conn(&c, sql, "", Some("s3cret"));
+    assert!(ok, "{err}");
+    assert_eq!(out, "alice|alice|alice|alice|alice\n");
     let (ok, _, err) = psql_conn(&c, "SELECT 1", "", Some("wrong"));
     assert!(
         !ok && err

@@ -423,10 +423,17 @@ fn select_without_from(projection: Vec<sql::SelectItem>) -> Option<sql::Query> {
     Some(*q)
 }
 
-/// `user` is PostgreSQL's `current_user`; the parser reads the keyword as a call of a
-/// function `user`, which DataFusion does not have. It becomes `session_user()`, which is
-/// what pg-catalog turns `current_user` into.
+/// `user` and `current_role` are PostgreSQL's `current_user`; the parser reads the keyword
+/// `user` as a call of a function `user`, which DataFusion does not have. Both become
+/// `session_user()`, which is what pg-catalog turns `current_user` into.
 fn bare_user(e: &mut sql::Expr) {
+    // `current_role` is `current_user` too; the parser reads it as a column name.
+    if let sql::Expr::Identifier(i) = e
+        && i.quote_style.is_none()
+        && i.value.eq_ignore_ascii_case("current_role")
+    {
+        *e = call("session_user", vec![]);
+    }
     if let sql::Expr::Function(f) = e
         && matches!(f.args, sql::FunctionArguments::None)
         && let [part] = f.name.0.as_slice()

@@ -52,6 +52,15 @@ pub struct PgQueryParser {
     session: Arc<QuerySession>,
 }
 
+/// Gives the session the user the client logged in as. Authentication has finished before
+/// any query arrives, but no hook of pgwire's runs after it for every method, so this is done
+/// at the first statement (later calls change nothing).
+fn record_user<C: ClientInfo>(session: &QuerySession, client: &C) {
+    if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
+        session.set_user(user);
+    }
+}
+
 fn error_info(e: QueryError) -> ErrorInfo {
     ErrorInfo::new("ERROR".to_owned(), e.sqlstate.to_owned(), e.message)
 }
@@ -207,6 +216,7 @@ impl SimpleQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        record_user(&self.session, client);
         let mut cancel = self.cancel.start(client, self.session.statement_timeout());
         let stmts = eddy_query::parse(query).map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
@@ -371,13 +381,14 @@ impl QueryParser for PgQueryParser {
 
     async fn parse_sql<C>(
         &self,
-        _client: &C,
+        client: &C,
         sql: &str,
         _types: &[Option<Type>],
     ) -> PgWireResult<Option<Self::Statement>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        record_user(&self.session, client);
         let mut stmts = eddy_query::parse(sql).map_err(user_error)?;
         let stmt: eddy_query::Statement = match stmts.len() {
             0 => return Ok(None),
