@@ -36,10 +36,13 @@ impl EddySchema {
 
 #[async_trait]
 impl SchemaProvider for EddySchema {
+    /// The user's tables and continuous aggregates. The `eddy_views` system table is left
+    /// out: it can be queried, but catalogs listed from these names (`information_schema`,
+    /// `pg_class`) would show it beside the user's tables in BI tools (Metabase, DBeaver),
+    /// where PostgreSQL keeps its system views in `pg_catalog`.
     fn table_names(&self) -> Vec<String> {
         let mut names = self.db.catalog().names();
         names.extend(self.views.list().iter().map(|v| v.name().to_string()));
-        names.push(VIEWS_TABLE.to_string());
         names.sort();
         names
     }

@@ -443,6 +443,10 @@ async fn dbeaver_navigator_sees_schemas_tables_columns_keys_and_indexes() {
         assert_eq!(c.type_(), &Type::OID, "{}", c.name());
     }
     let cpu = relation("cpu", "r");
+    assert!(
+        !relations.contains_key("eddy_views"),
+        "the system table is listed"
+    );
     let cpu_1m = relation("cpu_1m", "m");
     assert_ne!(cpu, cpu_1m);
 
