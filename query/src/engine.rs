@@ -623,32 +623,21 @@ impl QuerySession {
         Ok(Prepared::Plan(plan, ColumnNames::default()))
     }
 
-    /// Plans a query, with PostgreSQL's names for its result columns.
-    async fn plan_query(&self, q: Box<datafusion::sql::sqlparser::ast::Query>) -> Result<Prepared> {
-        let mut names = ColumnNames::of(&q);
-        let mut aliased = q.clone();
-        let planned = match self
-            .plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
-            .await
-        {
-            // Planned again only when DataFusion refused repeated names; the aliased query
-            // failing too leaves the first error, which names the columns the user wrote.
-            Err(e) if e.message.contains("require unique expression names") => {
-                match crate::pg_compat::alias_repeated(&mut aliased) {
-                    Some(n) => {
-                        names = n;
-                        self.plan(DfStatement::Statement(Box::new(SqlStatement::Query(
-                            aliased,
-                        ))))
-                        .await
-                        .map_err(|_| e)?
-                    }
-                    None => return Err(e),
-                }
-            }
-            other => other?,
+    /// Plans a query, with PostgreSQL's names for its result columns. PostgreSQL lets result
+    /// columns share a name (`SELECT h, h::text`) and a plan may not, so repeated names get
+    /// unique aliases in the plan and their own names back in the result.
+    async fn plan_query(
+        &self,
+        mut q: Box<datafusion::sql::sqlparser::ast::Query>,
+    ) -> Result<Prepared> {
+        let names = match crate::pg_compat::alias_repeated(&mut q) {
+            Some(names) => names,
+            None => ColumnNames::of(&q),
         };
-        match planned {
+        match self
+            .plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
+            .await?
+        {
             Prepared::Plan(plan, _) => Ok(Prepared::Plan(plan, names)),
             other => Ok(other),
         }

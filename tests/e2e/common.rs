@@ -202,6 +202,23 @@ impl Server {
     pub fn psql(&self, sql: &str) -> String {
         self.psql_out(&["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
+
+    /// A `cpu` table of three rows and its one-minute continuous aggregate `cpu_1m`: what the
+    /// BI tools' catalog tests (Metabase, DBeaver) browse.
+    pub fn create_cpu_and_rollup(&self) {
+        self.psql(
+            "CREATE TABLE cpu (time TIMESTAMP NOT NULL, hostname TEXT, \
+             usage_user DOUBLE PRECISION, PRIMARY KEY (hostname, time))",
+        );
+        self.psql(
+            "INSERT INTO cpu VALUES ('2024-01-01T00:00:00', 'host_b', 1.5), \
+             ('2024-01-01T00:01:00', 'host_a', 2.5), ('2024-01-01T00:02:00', 'host_b', 3.5)",
+        );
+        self.psql(
+            "CREATE MATERIALIZED VIEW cpu_1m AS SELECT time_bucket('1 minute', time) AS bucket, \
+             hostname, avg(usage_user) AS usage FROM cpu GROUP BY 1, 2",
+        );
+    }
 }
 
 impl Drop for Server {

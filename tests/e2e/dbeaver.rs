@@ -257,18 +257,7 @@ fn has_column(r: &Row, name: &str) -> bool {
 async fn dbeaver_navigator_sees_schemas_tables_columns_keys_and_indexes() {
     let dir = data_dir();
     let srv = Server::start(dir.path());
-    srv.psql(
-        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, hostname TEXT, usage_user DOUBLE PRECISION, \
-         PRIMARY KEY (hostname, time))",
-    );
-    srv.psql(
-        "INSERT INTO cpu VALUES ('2024-01-01T00:00:00', 'host_b', 1.5), \
-         ('2024-01-01T00:01:00', 'host_a', 2.5), ('2024-01-01T00:02:00', 'host_b', 3.5)",
-    );
-    srv.psql(
-        "CREATE MATERIALIZED VIEW cpu_1m AS SELECT time_bucket('1 minute', time) AS bucket, \
-         hostname, avg(usage_user) AS usage FROM cpu GROUP BY 1, 2",
-    );
+    srv.create_cpu_and_rollup();
 
     // DBeaver opens a main and a metadata connection; each names itself, then reads its search
     // path, active schema and user. The first to find the active schema loads all schemas.

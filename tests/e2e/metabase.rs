@@ -94,18 +94,7 @@ fn int(r: &tokio_postgres::Row, col: &str) -> i64 {
 async fn metabase_sync_sees_tables_views_and_columns() {
     let dir = data_dir();
     let srv = Server::start(dir.path());
-    srv.psql(
-        "CREATE TABLE cpu (time TIMESTAMP NOT NULL, hostname TEXT, usage_user DOUBLE PRECISION, \
-         PRIMARY KEY (hostname, time))",
-    );
-    srv.psql(
-        "INSERT INTO cpu VALUES ('2024-01-01T00:00:00', 'host_b', 1.5), \
-         ('2024-01-01T00:01:00', 'host_a', 2.5), ('2024-01-01T00:02:00', 'host_b', 3.5)",
-    );
-    srv.psql(
-        "CREATE MATERIALIZED VIEW cpu_1m AS SELECT time_bucket('1 minute', time) AS bucket, \
-         hostname, avg(usage_user) AS usage FROM cpu GROUP BY 1, 2",
-    );
+    srv.create_cpu_and_rollup();
     let c = srv.pg().await;
 
     // What pgjdbc and c3p0 send on a pooled connection: isValid() is an empty query, then the

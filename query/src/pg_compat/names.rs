@@ -76,23 +76,12 @@ const PG_CATALOG_ALIAS: &str = "__alias_";
 
 /// Makes a query DataFusion can plan when its result columns repeat a name, which PostgreSQL
 /// allows (`SELECT h, h::text`, `SELECT 1, 1`) and DataFusion refuses: each column whose
-/// name an earlier column already has gets a unique alias in the plan, and the returned names
-/// give it back its PostgreSQL name in the result. `None` when no column repeats a name or
-/// the names are not known (a `*`).
+/// PostgreSQL name an earlier column already has gets a unique alias in the plan, and the
+/// returned names give it back its PostgreSQL name in the result. `None`, with the query
+/// unchanged, when no column repeats a name or the names are not known (a `*`).
 pub fn alias_repeated(q: &mut sql::Query) -> Option<ColumnNames> {
     let select = first_select_mut(q)?;
-    let mut names = Vec::with_capacity(select.projection.len());
-    for item in &select.projection {
-        names.push(match item {
-            sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(i)) => ident(i),
-            sql::SelectItem::UnnamedExpr(sql::Expr::CompoundIdentifier(parts)) => {
-                parts.last().map(ident)?
-            }
-            sql::SelectItem::UnnamedExpr(e) => column_name(e),
-            sql::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
-            _ => return None,
-        });
-    }
+    let names = output_names(select)?;
     let mut seen = std::collections::HashSet::new();
     let mut repeated = false;
     for (position, (item, name)) in select.projection.iter_mut().zip(&names).enumerate() {
@@ -121,21 +110,9 @@ pub fn name_inner_columns(q: &mut sql::Query) {
     let Some(select) = first_select_mut(q) else {
         return;
     };
-    let mut names = Vec::with_capacity(select.projection.len());
-    for item in &select.projection {
-        names.push(match item {
-            sql::SelectItem::UnnamedExpr(sql::Expr::Identifier(i)) => ident(i),
-            sql::SelectItem::UnnamedExpr(sql::Expr::CompoundIdentifier(parts)) => {
-                match parts.last() {
-                    Some(i) => ident(i),
-                    None => return,
-                }
-            }
-            sql::SelectItem::UnnamedExpr(e) => column_name(e),
-            sql::SelectItem::ExprWithAlias { alias, .. } => ident(alias),
-            _ => return,
-        });
-    }
+    let Some(names) = output_names(select) else {
+        return;
+    };
     let once = |name: &str| names.iter().filter(|n| n.as_str() == name).count() == 1;
     for (item, name) in select.projection.iter_mut().zip(&names) {
         if let sql::SelectItem::UnnamedExpr(e) = item
@@ -151,6 +128,21 @@ pub fn name_inner_columns(q: &mut sql::Query) {
             };
         }
     }
+}
+
+/// PostgreSQL's name of every column of a select list (its alias, else
+/// [`column_name`]); `None` when the list has a `*`, whose columns are known only after
+/// planning.
+fn output_names(select: &sql::Select) -> Option<Vec<String>> {
+    select
+        .projection
+        .iter()
+        .map(|item| match item {
+            sql::SelectItem::UnnamedExpr(e) => Some(column_name(e)),
+            sql::SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn first_select_mut(q: &mut sql::Query) -> Option<&mut sql::Select> {
