@@ -1,10 +1,11 @@
-//! Criterion benches of the hot paths: line-protocol parsing, WAL append, segment write and
-//! segment scan. Run with `cargo bench --bench core`.
+//! Criterion benches of the hot paths: line-protocol parsing (alone, and with the schema on
+//! write that builds the Arrow batch), WAL append, segment write and segment scan. Run with
+//! `cargo bench --bench core`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use eddy_server::lineproto::{self, Precision};
+use eddy_ingest::lineproto::{self, Precision};
 use eddy_storage::{Catalog, DEFAULT_TIME_COLUMN};
 
 #[path = "../src/generator.rs"]
@@ -32,8 +33,9 @@ fn batch_of(
     datafusion::arrow::record_batch::RecordBatch,
 ) {
     let catalog = Catalog::open(dir).expect("catalog");
-    let parsed = lineproto::parse(data, Precision::Nanosecond, 0, &catalog);
-    let rows = parsed.tables.into_iter().next().expect("rows");
+    let parsed = lineproto::parse(data, Precision::Nanosecond, 0);
+    let built = lineproto::batch::build(parsed, &catalog);
+    let rows = built.tables.into_iter().next().expect("rows");
     let schema = catalog
         .ensure_columns(&rows.table, &rows.columns)
         .expect("schema");
@@ -51,7 +53,13 @@ fn parse(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(20);
     g.bench_function("parse_tsbs_cpu_30k_lines", |b| {
-        b.iter(|| black_box(lineproto::parse(&data, Precision::Nanosecond, 0, &catalog)))
+        b.iter(|| {
+            let parsed = lineproto::parse(&data, Precision::Nanosecond, 0);
+            black_box(lineproto::batch::build(parsed, &catalog))
+        })
+    });
+    g.bench_function("parse_only_tsbs_cpu_30k_lines", |b| {
+        b.iter(|| black_box(lineproto::parse(&data, Precision::Nanosecond, 0)))
     });
     g.finish();
 }

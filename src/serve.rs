@@ -1,8 +1,7 @@
-//! `eddy serve`: opens the storage engine and runs the front ends until SIGTERM or Ctrl-C,
-//! then stops accepting, flushes and exits cleanly.
+//! `eddy serve`: opens the node (storage, views, write path, query engine) and runs the front
+//! ends until SIGTERM or Ctrl-C, then stops accepting, flushes and exits cleanly.
 
-use eddy_query::QueryEngine;
-use eddy_storage::Db;
+use eddy_server::node::Node;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -30,22 +29,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
     }
     let pg_front = eddy_server::pg::PgFrontEnd::new(&config.pg)?;
-    let storage = config.storage.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(storage))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open data directory: {e}"))?;
-    let report = db.recovery_report();
-    tracing::info!(
-        data_dir = %config.storage.data_dir.display(),
-        replayed = report.records_replayed,
-        torn_bytes_cut = report.torn_bytes_cut,
-        "storage open"
-    );
     // Continuous aggregates are rebuilt before any front end accepts writes.
-    let engine = QueryEngine::open(db.clone(), config.query_memory_bytes_max)
-        .await
-        .map_err(|e| format!("cannot restore continuous aggregates: {e}"))?;
+    let Node {
+        db, ingest, query, ..
+    } = Node::open(config.storage.clone(), config.query_memory_bytes_max).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
@@ -60,11 +47,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     };
     let http = tokio::spawn(eddy_server::http::serve(
         http_listener,
-        db.clone(),
+        ingest,
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));
-    let pg = tokio::spawn(pg_front.serve(pg_listener, engine, stopped(stop_rx.clone())));
+    let pg = tokio::spawn(pg_front.serve(pg_listener, query, stopped(stop_rx.clone())));
 
     shutdown_signal().await;
     tracing::info!("shutting down: flushing memtables");

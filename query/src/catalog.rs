@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use eddy_ingest::Ingest;
 use eddy_storage::Db;
 
+use crate::computed_table::ComputedTable;
 use crate::continuous::{ViewRegistry, ViewTable, views_table};
 use crate::table::EddyTable;
 
@@ -24,13 +25,18 @@ pub const SCHEMA: &str = "public";
 #[derive(Debug)]
 pub struct EddySchema {
     db: Db,
+    ingest: Ingest,
     views: Arc<ViewRegistry>,
 }
 
 impl EddySchema {
-    /// The schema over a storage engine and its continuous aggregates.
-    pub fn new(db: Db, views: Arc<ViewRegistry>) -> Self {
-        Self { db, views }
+    /// The schema over the write path's storage engine and its continuous aggregates.
+    pub fn new(ingest: Ingest, views: Arc<ViewRegistry>) -> Self {
+        Self {
+            db: ingest.db().clone(),
+            ingest,
+            views,
+        }
     }
 }
 
@@ -52,15 +58,16 @@ impl SchemaProvider for EddySchema {
             return Ok(Some(Arc::new(ViewTable::new(self.db.clone(), v))));
         }
         if name == VIEWS_TABLE {
-            let batch = views_table(&self.views)?;
-            let t = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-            return Ok(Some(Arc::new(t)));
+            let schema = views_table(&self.views)?.schema();
+            let views = self.views.clone();
+            let table = ComputedTable::new(schema, move |_| views_table(&views));
+            return Ok(Some(Arc::new(table)));
         }
         Ok(self
             .db
             .catalog()
             .get(name)
-            .map(|s| Arc::new(EddyTable::new(self.db.clone(), s)) as Arc<dyn TableProvider>))
+            .map(|s| Arc::new(EddyTable::new(self.ingest.clone(), s)) as Arc<dyn TableProvider>))
     }
 
     fn register_table(

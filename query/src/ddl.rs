@@ -7,7 +7,7 @@ use datafusion::sql::sqlparser::ast::{
 use eddy_storage::{ColumnDef, ColumnKind, FieldType, TableDef};
 
 use crate::catalog::{DATABASE, SCHEMA};
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 
 /// Normalizes an identifier as PostgreSQL does: unquoted names fold to lower case.
 pub fn ident_name(id: &Ident) -> String {
@@ -26,7 +26,7 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
         .map(|p| match p {
             ObjectNamePart::Identifier(id) => Ok(ident_name(id)),
             other => Err(QueryError::new(
-                "42601",
+                ErrorKind::Syntax,
                 format!("unsupported name part {other}"),
             )),
         })
@@ -36,7 +36,7 @@ pub fn table_name(name: &ObjectName) -> Result<String> {
         [s, t] if s == SCHEMA => Ok(t.clone()),
         [d, s, t] if d == DATABASE && s == SCHEMA => Ok(t.clone()),
         _ => Err(QueryError::new(
-            "3F000",
+            ErrorKind::SchemaNotFound,
             format!(
                 "schema of \"{name}\" does not exist; Eddy has one schema, {DATABASE}.{SCHEMA}"
             ),
@@ -57,7 +57,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
     }
     if ct.columns.is_empty() {
         return Err(QueryError::new(
-            "42P16",
+            ErrorKind::InvalidDefinition,
             format!("table \"{name}\" needs at least a time column"),
         ));
     }
@@ -69,7 +69,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
                     SqlExpr::Identifier(id) => key.push(ident_name(id)),
                     other => {
                         return Err(QueryError::new(
-                            "42P16",
+                            ErrorKind::InvalidDefinition,
                             format!("primary key of \"{name}\" must list columns, found {other}"),
                         ));
                     }
@@ -89,7 +89,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
     for k in &key {
         if !col_names.contains(k) {
             return Err(QueryError::new(
-                "42703",
+                ErrorKind::ColumnNotFound,
                 format!("primary key column \"{k}\" of table \"{name}\" is not defined"),
             ));
         }
@@ -105,7 +105,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
     let time_col = match timestamps.as_slice() {
         [] => {
             return Err(QueryError::new(
-                "42P16",
+                ErrorKind::InvalidDefinition,
                 format!("table \"{name}\" needs a TIMESTAMP column for time"),
             ));
         }
@@ -116,7 +116,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
                 [one] => (**one).clone(),
                 _ => {
                     return Err(QueryError::new(
-                        "42P16",
+                        ErrorKind::InvalidDefinition,
                         format!(
                             "table \"{name}\" has several TIMESTAMP columns; put exactly one in the PRIMARY KEY to make it the time column"
                         ),
@@ -132,7 +132,7 @@ pub fn table_def(ct: &CreateTable) -> Result<TableDef> {
         } else if key.contains(n) {
             if !is_text(&c.data_type) {
                 return Err(QueryError::new(
-                    "42P16",
+                    ErrorKind::InvalidDefinition,
                     format!(
                         "primary key column \"{n}\" of table \"{name}\" is {}; key columns other than time are tags and must be TEXT",
                         c.data_type

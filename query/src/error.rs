@@ -1,14 +1,78 @@
-//! Query errors carrying a PostgreSQL SQLSTATE, so every front end reports them the same way.
+//! Query errors with a protocol-neutral kind. Each front end maps the kind to its own codes in
+//! one place (the Postgres front end to SQLSTATEs, HTTP to statuses, Flight to gRPC codes), so
+//! the query core never speaks any one protocol.
+//!
+//! The kinds are as fine as the distinctions clients act on (a missing table is not a missing
+//! column), which is why there are more than a handful.
 
 use datafusion::error::DataFusionError;
+use eddy_ingest::IngestError;
 use eddy_storage::StorageError;
 
-/// An error from planning or running a statement, with its SQLSTATE.
+/// What went wrong, independent of any wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The statement text does not parse, or a clause is malformed.
+    Syntax,
+    /// A table or view named by the statement does not exist.
+    TableNotFound,
+    /// A column named by the statement does not exist.
+    ColumnNotFound,
+    /// A function named by the statement does not exist for these arguments.
+    FunctionNotFound,
+    /// A schema named by the statement does not exist.
+    SchemaNotFound,
+    /// A column reference matches more than one column.
+    AmbiguousColumn,
+    /// A column name is given twice.
+    DuplicateColumn,
+    /// The object to create already exists.
+    AlreadyExists,
+    /// Other objects depend on the object to drop.
+    HasDependents,
+    /// A value's type is not the column's.
+    TypeMismatch,
+    /// A required value is missing (a null time).
+    NullValue,
+    /// A table definition is invalid.
+    InvalidDefinition,
+    /// Rows fall before what the table keeps.
+    BeyondRetention,
+    /// An option or argument value is invalid.
+    InvalidParameter,
+    /// Data cannot be computed or converted.
+    InvalidData,
+    /// An aggregate or GROUP BY is used wrongly.
+    Grouping,
+    /// The statement needs a planning feature that is not there.
+    Plan,
+    /// The statement would reach what clients may not (the server's file system).
+    PermissionDenied,
+    /// Eddy does not support this.
+    Unsupported,
+    /// A configured limit was reached.
+    LimitExceeded,
+    /// The query memory pool is exhausted.
+    ResourcesExhausted,
+    /// The statement was cancelled.
+    Cancelled,
+    /// The server is shutting down or stopped writing.
+    ShuttingDown,
+    /// A file could not be read or written.
+    Io,
+    /// A file read back is damaged.
+    Corrupt,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+/// An error from planning or running a statement: its kind and a message naming what was
+/// wrong.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct QueryError {
-    /// Five-character PostgreSQL error code.
-    pub sqlstate: &'static str,
+    /// What went wrong.
+    pub kind: ErrorKind,
     /// Message naming what was wrong.
     pub message: String,
 }
@@ -17,40 +81,55 @@ pub struct QueryError {
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 impl QueryError {
-    /// An error with an explicit SQLSTATE.
-    pub fn new(sqlstate: &'static str, message: impl Into<String>) -> Self {
+    /// An error of a kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            sqlstate,
+            kind,
             message: message.into(),
         }
     }
 
-    /// A feature Eddy does not support (SQLSTATE 0A000).
+    /// A feature Eddy does not support.
     pub fn unsupported(message: impl Into<String>) -> Self {
-        Self::new("0A000", message)
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// A bug or an unexpected state.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
     }
 }
 
-/// The SQLSTATE of a storage error.
-pub fn storage_sqlstate(e: &StorageError) -> &'static str {
+/// The kind of a storage error.
+pub fn storage_kind(e: &StorageError) -> ErrorKind {
     match e {
-        StorageError::TableNotFound(_) => "42P01",
-        StorageError::TableExists(_) => "42P07",
-        StorageError::TypeConflict { .. } => "42804",
-        StorageError::InvalidSchema { reason, .. } if reason.contains("may not be null") => "23502",
-        StorageError::InvalidSchema { .. } => "42P16",
-        StorageError::LimitExceeded(_) => "54000",
-        StorageError::BeyondRetention { .. } => "23514",
-        StorageError::ShutDown(_) => "57P01",
-        StorageError::Io { .. } => "58030",
-        StorageError::Corrupt { .. } => "XX001",
-        StorageError::Arrow(_) | StorageError::Parquet(_) => "XX000",
+        StorageError::TableNotFound(_) => ErrorKind::TableNotFound,
+        StorageError::TableExists(_) => ErrorKind::AlreadyExists,
+        StorageError::TypeConflict { .. } => ErrorKind::TypeMismatch,
+        StorageError::InvalidSchema { reason, .. } if reason.contains("may not be null") => {
+            ErrorKind::NullValue
+        }
+        StorageError::InvalidSchema { .. } => ErrorKind::InvalidDefinition,
+        StorageError::LimitExceeded(_) => ErrorKind::LimitExceeded,
+        StorageError::BeyondRetention { .. } => ErrorKind::BeyondRetention,
+        StorageError::ShutDown(_) => ErrorKind::ShuttingDown,
+        StorageError::Io { .. } => ErrorKind::Io,
+        StorageError::Corrupt { .. } => ErrorKind::Corrupt,
+        StorageError::UnsupportedFormat { .. }
+        | StorageError::Arrow(_)
+        | StorageError::Parquet(_) => ErrorKind::Internal,
     }
 }
 
 impl From<StorageError> for QueryError {
     fn from(e: StorageError) -> Self {
-        Self::new(storage_sqlstate(&e), e.to_string())
+        Self::new(storage_kind(&e), e.to_string())
+    }
+}
+
+impl From<IngestError> for QueryError {
+    fn from(e: IngestError) -> Self {
+        Self::new(storage_kind(e.storage_error()), e.to_string())
     }
 }
 
@@ -65,47 +144,50 @@ impl From<DataFusionError> for QueryError {
         let root = e.find_root();
         if let DataFusionError::External(inner) = root {
             if let Some(se) = inner.downcast_ref::<StorageError>() {
-                return QueryError::new(storage_sqlstate(se), se.to_string());
+                return QueryError::new(storage_kind(se), se.to_string());
+            }
+            if let Some(ie) = inner.downcast_ref::<IngestError>() {
+                return QueryError::new(storage_kind(ie.storage_error()), ie.to_string());
             }
             if let Some(qe) = inner.downcast_ref::<QueryError>() {
                 return qe.clone();
             }
         }
         let message = root.message().to_string();
-        let sqlstate = match root {
-            DataFusionError::SQL(..) => "42601",
-            DataFusionError::NotImplemented(_) => "0A000",
+        let kind = match root {
+            DataFusionError::SQL(..) => ErrorKind::Syntax,
+            DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
             DataFusionError::SchemaError(se, _) => {
                 use datafusion::common::SchemaError;
                 match se.as_ref() {
-                    SchemaError::FieldNotFound { .. } => "42703",
-                    SchemaError::AmbiguousReference { .. } => "42702",
+                    SchemaError::FieldNotFound { .. } => ErrorKind::ColumnNotFound,
+                    SchemaError::AmbiguousReference { .. } => ErrorKind::AmbiguousColumn,
                     SchemaError::DuplicateQualifiedField { .. }
-                    | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+                    | SchemaError::DuplicateUnqualifiedField { .. } => ErrorKind::DuplicateColumn,
                 }
             }
             DataFusionError::Plan(m) => {
                 if m.contains("not found") && m.contains("table") {
-                    "42P01"
+                    ErrorKind::TableNotFound
                 } else if m.contains("No field named") {
-                    "42703"
+                    ErrorKind::ColumnNotFound
                 } else if m.contains("Invalid function") || m.contains("No function matches") {
-                    "42883"
+                    ErrorKind::FunctionNotFound
                 } else {
-                    "42000"
+                    ErrorKind::Plan
                 }
             }
-            DataFusionError::ArrowError(..) => "22000",
-            DataFusionError::ResourcesExhausted(_) => "53200",
-            DataFusionError::Execution(m) if m.contains("cancel") => "57014",
-            DataFusionError::Execution(_) => "22000",
-            _ => "XX000",
+            DataFusionError::ArrowError(..) => ErrorKind::InvalidData,
+            DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,
+            DataFusionError::Execution(m) if m.contains("cancel") => ErrorKind::Cancelled,
+            DataFusionError::Execution(_) => ErrorKind::InvalidData,
+            _ => ErrorKind::Internal,
         };
-        let message = if sqlstate == "53200" {
+        let message = if kind == ErrorKind::ResourcesExhausted {
             format!("{message} (all running queries together may use query_memory_bytes_max)")
         } else {
             message
         };
-        QueryError::new(sqlstate, message)
+        QueryError::new(kind, message)
     }
 }

@@ -26,7 +26,7 @@ use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use eddy_storage::ColumnKind;
 
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 use crate::table::EddyTable;
 
 /// A recognized latest-row query with its values bound.
@@ -166,7 +166,7 @@ impl LatestRowQuery {
             db.latest_row(&snapshot, &tags).map(Some)
         })
         .await
-        .map_err(|e| QueryError::new("XX000", e.to_string()))??;
+        .map_err(|e| QueryError::new(ErrorKind::Internal, e.to_string()))??;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -270,9 +270,11 @@ fn plain_text(e: &Expr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use datafusion::common::ParamValues;
+    use eddy_ingest::Ingest;
     use eddy_storage::{ColumnDef, ColumnKind, Db, FieldType, StorageConfig, TableDef};
 
     use super::LatestRowQuery;
+    use crate::continuous::ViewRegistry;
     use crate::{Prepared, QueryEngine, parse};
 
     async fn engine(dir: &std::path::Path) -> QueryEngine {
@@ -289,7 +291,9 @@ mod tests {
             retention_ns: None,
         };
         db.catalog().create_table(def, false).expect("create");
-        QueryEngine::open(db, 1 << 30).await.expect("engine")
+        let views = ViewRegistry::open(db.clone()).await.expect("views");
+        let ingest = Ingest::new(db, views.clone());
+        QueryEngine::open(ingest, views, 1 << 30).expect("engine")
     }
 
     /// Plans `sql`, binds `params`, and returns what the recognizer makes of it.

@@ -1,20 +1,20 @@
-//! Eddy's query layer: a DataFusion session over Eddy tables, time-series functions and the
-//! SQL statements that manage tables. It knows nothing of the network.
+//! Eddy's query layer: a DataFusion session over Eddy tables, time-series functions,
+//! continuous aggregates and the SQL statements that manage tables. It knows nothing of the
+//! network or of any one wire protocol: errors carry a neutral [`ErrorKind`], statements
+//! answer rows or a [`Completion`], and each front end encodes both its own way.
 
 pub mod catalog;
 pub mod computed_table;
 pub mod continuous;
-pub mod cursor;
 pub mod ddl;
 pub mod engine;
 pub mod error;
 pub mod functions;
-pub mod information_schema;
 pub mod latest;
-pub mod pg_compat;
+pub mod naming;
 pub mod table;
 
 pub use engine::{
-    Output, PG_SERVER_VERSION, Prepared, QueryEngine, QuerySession, Statement, parse,
+    Completion, Output, Prepared, QueryEngine, QuerySession, RowStream, Statement, parse,
 };
-pub use error::{QueryError, Result};
+pub use error::{ErrorKind, QueryError, Result};

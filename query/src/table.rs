@@ -1,5 +1,6 @@
 //! The table provider over an Eddy table: prunes segments by time, scans Parquet segments with
-//! DataFusion's reader and memory with a memory source, and takes `INSERT` through the write path.
+//! DataFusion's reader and memory with a memory source, and takes `INSERT` through the write
+//! path ([`Ingest`]).
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use eddy_ingest::Ingest;
 use eddy_storage::db::KeyFilter;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, TableSchema};
@@ -36,13 +38,18 @@ use futures::StreamExt;
 #[derive(Debug)]
 pub struct EddyTable {
     db: Db,
+    ingest: Ingest,
     schema: Arc<TableSchema>,
 }
 
 impl EddyTable {
-    /// A provider for the table as its schema is now.
-    pub fn new(db: Db, schema: Arc<TableSchema>) -> Self {
-        Self { db, schema }
+    /// A provider for the table as its schema is now, reading the write path's storage.
+    pub fn new(ingest: Ingest, schema: Arc<TableSchema>) -> Self {
+        Self {
+            db: ingest.db().clone(),
+            ingest,
+            schema,
+        }
     }
 
     /// The table's schema as planned.
@@ -181,7 +188,7 @@ impl TableProvider for EddyTable {
             )));
         }
         let sink = Arc::new(EddySink {
-            db: self.db.clone(),
+            ingest: self.ingest.clone(),
             schema: self.schema.clone(),
         });
         Ok(Arc::new(DataSinkExec::new(input, sink, None)))
@@ -213,10 +220,10 @@ fn segment_statistics(
     stats
 }
 
-/// Writes the rows of an `INSERT` through the storage write path.
+/// Writes the rows of an `INSERT` through the write path.
 #[derive(Debug)]
 struct EddySink {
-    db: Db,
+    ingest: Ingest,
     schema: Arc<TableSchema>,
 }
 
@@ -240,12 +247,12 @@ impl DataSink for EddySink {
         let mut rows = 0u64;
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            let n = batch.num_rows() as u64;
-            self.db
-                .write_to(&self.schema, batch)
+            // The storage error goes on alone, so it maps to its SQLSTATE like any other.
+            rows += self
+                .ingest
+                .write_batch(&self.schema, batch)
                 .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            rows += n;
+                .map_err(|e| DataFusionError::External(Box::new(e.into_storage_error())))?;
         }
         Ok(rows)
     }

@@ -1,9 +1,11 @@
 //! The HTTP API: InfluxDB-compatible line-protocol writes (v1 `/write`, v2 `/api/v2/write`,
 //! v3 `/api/v3/write_lp`) and `/health`.
 //!
-//! A write is acknowledged (204) only after every accepted line is durable. When some lines are
-//! bad, the good ones are still written and the response is 400 with a JSON body counting both
-//! and listing the first errors with their line numbers (InfluxDB's partial-write behaviour).
+//! The write routes are a codec over [`Ingest::write_lp`]: they decode the request (precision,
+//! gzip, size) and encode its outcome. A write is acknowledged (204) only after every accepted
+//! line is durable. When some lines are bad, the good ones are still written and the response
+//! is 400 with a JSON body counting both and listing the first errors with their line numbers
+//! (InfluxDB's partial-write behaviour).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,12 +18,8 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use datafusion::arrow::array::{Array, BooleanArray, TimestampNanosecondArray};
-use datafusion::arrow::record_batch::RecordBatch;
-use eddy_storage::{Db, StorageError, TableSchema};
+use eddy_ingest::{Ingest, LineOutcome, Precision};
 use serde_json::json;
-
-use crate::lineproto::{self, LineError, Precision};
 
 /// Most errors listed in a partial-write response.
 pub const ERRORS_LISTED_MAX: usize = 100;
@@ -43,33 +41,33 @@ impl Default for HttpConfig {
 
 #[derive(Clone)]
 struct AppState {
-    db: Db,
+    ingest: Ingest,
     config: HttpConfig,
 }
 
-/// The router of the HTTP API.
-pub fn router(db: Db, config: HttpConfig) -> Router {
+/// The router of the HTTP API, writing through `ingest`.
+pub fn router(ingest: Ingest, config: HttpConfig) -> Router {
     let limit = config.request_bytes_max;
     Router::new()
         .route("/health", get(health))
         .route("/ping", get(ping).head(ping))
-        .route("/write", post(write_v1))
-        .route("/api/v2/write", post(write_v2))
-        .route("/api/v3/write_lp", post(write_v3))
+        .route("/write", post(write))
+        .route("/api/v2/write", post(write))
+        .route("/api/v3/write_lp", post(write))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(AppState { db, config })
+        .with_state(AppState { ingest, config })
 }
 
 /// Serves the HTTP API until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    db: Db,
+    ingest: Ingest,
     config: HttpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
         listener,
-        router(db, config).into_make_service_with_connect_info::<SocketAddr>(),
+        router(ingest, config).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -88,33 +86,6 @@ async fn ping() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn write_v1(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    write(st, q.get("precision").map(String::as_str), &headers, body).await
-}
-
-async fn write_v2(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    write(st, q.get("precision").map(String::as_str), &headers, body).await
-}
-
-async fn write_v3(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    write(st, q.get("precision").map(String::as_str), &headers, body).await
-}
-
 fn error(status: StatusCode, code: &str, message: String) -> Response {
     (
         status,
@@ -124,13 +95,14 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// The three write routes: decodes the request, writes it, encodes the outcome.
 async fn write(
-    st: AppState,
-    precision: Option<&str>,
-    headers: &HeaderMap,
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let precision = match precision {
+    let precision = match q.get("precision").map(String::as_str) {
         None | Some("") => Precision::Nanosecond,
         Some(p) => match Precision::parse(p) {
             Some(p) => p,
@@ -188,38 +160,8 @@ async fn write(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or_default();
-    match ingest(&st.db, &body, precision, now).await {
-        Ok(outcome) if outcome.errors.is_empty() => StatusCode::NO_CONTENT.into_response(),
-        Ok(outcome) => {
-            let listed: Vec<_> = outcome
-                .errors
-                .iter()
-                .take(ERRORS_LISTED_MAX)
-                .map(|e| json!({"line": e.line, "message": e.message}))
-                .collect();
-            let first = &outcome.errors[0];
-            let message = format!(
-                "partial write: {} lines rejected, {} written; first error at line {}: {}",
-                outcome.errors.len(),
-                outcome.lines_written,
-                first.line,
-                first.message
-            );
-            (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "application/json")],
-                json!({
-                    "code": "invalid",
-                    "error": message,
-                    "message": message,
-                    "lines_written": outcome.lines_written,
-                    "lines_rejected": outcome.errors.len(),
-                    "errors": listed,
-                })
-                .to_string(),
-            )
-                .into_response()
-        }
+    match st.ingest.write_lp(&body, precision, now).await {
+        Ok(outcome) => written(&outcome),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -228,132 +170,38 @@ async fn write(
     }
 }
 
-/// Result of ingesting one request body.
-#[derive(Debug, Default)]
-pub struct IngestOutcome {
-    /// Lines written durably.
-    pub lines_written: usize,
-    /// Lines rejected, by line number.
-    pub errors: Vec<LineError>,
-}
-
-/// Parses line protocol and writes it: schema on write, then one durable write per table.
-/// A table whose rows cannot be written (its schema changed in a conflicting way meanwhile)
-/// has all its lines reported as rejected; a storage failure is returned as an error.
-pub async fn ingest(
-    db: &Db,
-    body: &[u8],
-    precision: Precision,
-    now: i64,
-) -> Result<IngestOutcome, StorageError> {
-    let parsed = lineproto::parse(body, precision, now, db.catalog());
-    let mut outcome = IngestOutcome {
-        lines_written: 0,
-        errors: parsed.errors,
+/// The answer to a write whose good lines are durable: 204, or 400 listing the bad lines.
+fn written(outcome: &LineOutcome) -> Response {
+    let Some(first) = outcome.errors.first() else {
+        return StatusCode::NO_CONTENT.into_response();
     };
-    for rows in parsed.tables {
-        let schema = match db.catalog().ensure_columns(&rows.table, &rows.columns) {
-            Ok(s) => s,
-            Err(
-                e @ (StorageError::TypeConflict { .. } | StorageError::InvalidSchema { .. })
-                | e @ StorageError::LimitExceeded(_),
-            ) => {
-                let message = e.to_string();
-                outcome
-                    .errors
-                    .extend(rows.lines.iter().map(|&line| LineError {
-                        line,
-                        message: message.clone(),
-                    }));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let lines = rows.lines.clone();
-        let batch = match rows.into_batch(&schema) {
-            Ok(b) => b,
-            Err(message) => {
-                outcome.errors.extend(lines.iter().map(|&line| LineError {
-                    line,
-                    message: message.clone(),
-                }));
-                continue;
-            }
-        };
-        let (batch, lines) = match drop_expired(db, &schema, batch, lines, &mut outcome.errors) {
-            Ok(kept) => kept,
-            Err(e) => return Err(e.into()),
-        };
-        if lines.is_empty() {
-            continue;
-        }
-        match db.write_to(&schema, batch).await {
-            Ok(_) => outcome.lines_written += lines.len(),
-            Err(e @ StorageError::TypeConflict { .. }) => {
-                let message = e.to_string();
-                outcome.errors.extend(lines.iter().map(|&line| LineError {
-                    line,
-                    message: message.clone(),
-                }));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    outcome.errors.sort_by_key(|e| e.line);
-    Ok(outcome)
-}
-
-/// Removes the rows older than the table's retention, reporting their lines; returns the rest.
-fn drop_expired(
-    db: &Db,
-    schema: &TableSchema,
-    batch: RecordBatch,
-    lines: Vec<usize>,
-    errors: &mut Vec<LineError>,
-) -> Result<(RecordBatch, Vec<usize>), datafusion::arrow::error::ArrowError> {
-    let floor = db.retention_floor(schema);
-    if floor == i64::MIN {
-        return Ok((batch, lines));
-    }
-    let Some(times) = batch
-        .column(schema.time_index())
-        .as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-    else {
-        return Ok((batch, lines));
-    };
-    if times.values().iter().all(|&t| t >= floor) {
-        return Ok((batch, lines));
-    }
-    let keep: BooleanArray = times.values().iter().map(|&t| Some(t >= floor)).collect();
-    let retention = schema
-        .def()
-        .retention_ns
-        .or_else(|| {
-            db.catalog()
-                .get(schema.name())
-                .and_then(|t| t.def().retention_ns)
-        })
-        .unwrap_or_default();
+    let listed: Vec<_> = outcome
+        .errors
+        .iter()
+        .take(ERRORS_LISTED_MAX)
+        .map(|e| json!({"line": e.line, "message": e.message}))
+        .collect();
     let message = format!(
-        "table \"{}\" keeps {}: rows before {} are rejected",
-        schema.name(),
-        eddy_storage::db::describe_span(retention),
-        eddy_storage::db::rfc3339(floor)
+        "partial write: {} lines rejected, {} written; first error at line {}: {}",
+        outcome.errors.len(),
+        outcome.lines_written,
+        first.line,
+        first.message
     );
-    let mut kept_lines = Vec::with_capacity(lines.len());
-    for (i, line) in lines.into_iter().enumerate() {
-        if keep.value(i) {
-            kept_lines.push(line);
-        } else {
-            errors.push(LineError {
-                line,
-                message: message.clone(),
-            });
-        }
-    }
-    let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
-    Ok((batch, kept_lines))
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({
+            "code": "invalid",
+            "error": message,
+            "message": message,
+            "lines_written": outcome.lines_written,
+            "lines_rejected": outcome.errors.len(),
+            "errors": listed,
+        })
+        .to_string(),
+    )
+        .into_response()
 }
 
 enum GunzipError {

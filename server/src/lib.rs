@@ -1,7 +1,8 @@
-//! Eddy's front ends: the Postgres wire protocol and the HTTP API with line-protocol ingestion.
+//! Eddy's node: builds the storage engine, continuous aggregates, write path and query engine
+//! once, and runs the front ends over them: the HTTP API here, the Postgres wire protocol from
+//! `eddy-pg`.
 
-pub mod copy;
 pub mod http;
-pub mod lineproto;
-pub mod pg;
-pub mod pgtext;
+pub mod node;
+
+pub use eddy_pg as pg;

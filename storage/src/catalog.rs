@@ -1,7 +1,9 @@
 //! The catalog: table definitions, persisted in `catalog.json` and replaced atomically.
 //!
 //! Every schema change is made durable before the write that needs it is appended to the WAL,
-//! so replay never meets a column the catalog does not know.
+//! so replay never meets a column the catalog does not know. The file carries a
+//! `format_version` in front of its fields so a newer Eddy's catalog is refused by name (see
+//! `format.rs`); a catalog without one is version 1.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,12 +13,14 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
+use crate::format::{CATALOG_FORMAT_VERSION, from_json, to_json};
 use crate::fsutil::write_atomic;
 use crate::schema::{ColumnDef, ColumnKind, TableDef, TableSchema};
 
 /// Name of the time column of tables created by line protocol.
 pub const DEFAULT_TIME_COLUMN: &str = "time";
 
+/// The body of `catalog.json` (its `format_version` is added around it).
 #[derive(Serialize, Deserialize, Default)]
 struct CatalogFile {
     next_table_id: u64,
@@ -37,11 +41,7 @@ impl Catalog {
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("catalog.json");
         let file: CatalogFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
-                path: path.clone(),
-                offset: 0,
-                reason: e.to_string(),
-            })?,
+            Ok(bytes) => from_json(&path, &bytes, CATALOG_FORMAT_VERSION)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
             Err(e) => return Err(e).at(&path),
         };
@@ -207,11 +207,98 @@ impl Catalog {
             next_table_id,
             tables: tables.values().map(|t| t.def().clone()).collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StorageError::Corrupt {
-            path: self.path.clone(),
-            offset: 0,
-            reason: e.to_string(),
-        })?;
+        let bytes = to_json(&self.path, &file, CATALOG_FORMAT_VERSION, true)?;
         write_atomic(&self.path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::FieldType;
+
+    #[test]
+    fn a_catalog_without_a_version_opens_as_version_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The exact shape Eddy wrote before catalogs carried a version.
+        let today = r#"{
+  "next_table_id": 3,
+  "tables": [
+    {
+      "id": 1,
+      "name": "cpu",
+      "columns": [
+        { "name": "time", "kind": "time" },
+        { "name": "host", "kind": "tag" },
+        { "name": "usage", "kind": "field", "type": "float" },
+        { "name": "count", "kind": "field", "type": "uinteger" }
+      ],
+      "retention_ns": 604800000000000
+    },
+    {
+      "id": 2,
+      "name": "events",
+      "columns": [
+        { "name": "ts", "kind": "time" },
+        { "name": "ok", "kind": "field", "type": "boolean" }
+      ]
+    }
+  ]
+}"#;
+        std::fs::write(dir.path().join("catalog.json"), today).expect("write");
+        let catalog = Catalog::open(dir.path()).expect("open");
+        assert_eq!(catalog.names(), ["cpu", "events"]);
+        let cpu = catalog.get("cpu").expect("cpu");
+        assert_eq!(cpu.def().id, 1);
+        assert_eq!(cpu.def().retention_ns, Some(604_800_000_000_000));
+        assert_eq!(
+            cpu.columns()[2],
+            ColumnDef::new("usage", ColumnKind::Field(FieldType::Float))
+        );
+        assert_eq!(
+            cpu.columns()[3],
+            ColumnDef::new("count", ColumnKind::Field(FieldType::UInteger))
+        );
+        let events = catalog.get("events").expect("events");
+        assert_eq!(events.time_column(), "ts");
+        assert_eq!(events.def().retention_ns, None);
+
+        // The next change writes the version, and ids carry on from the file.
+        let t = catalog
+            .ensure_columns("mem", &[ColumnDef::new("host", ColumnKind::Tag)])
+            .expect("create");
+        assert_eq!(t.def().id, 3);
+        let text = std::fs::read_to_string(dir.path().join("catalog.json")).expect("read");
+        assert!(
+            text.trim_start().starts_with("{\n  \"format_version\": 1,"),
+            "{text}"
+        );
+        let again = Catalog::open(dir.path()).expect("reopen");
+        assert_eq!(again.names(), ["cpu", "events", "mem"]);
+    }
+
+    #[test]
+    fn a_catalog_from_a_newer_eddy_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let newer = format!(
+            r#"{{"format_version":{},"tables":{{"a":"shape this Eddy does not know"}}}}"#,
+            CATALOG_FORMAT_VERSION + 1
+        );
+        std::fs::write(dir.path().join("catalog.json"), newer).expect("write");
+        let err = Catalog::open(dir.path()).expect_err("newer");
+        assert!(
+            matches!(err, StorageError::UnsupportedFormat { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("catalog.json"), "{msg}");
+        assert!(msg.contains("written by a newer Eddy"), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "format version {}, this Eddy reads up to {CATALOG_FORMAT_VERSION}",
+                CATALOG_FORMAT_VERSION + 1
+            )),
+            "{msg}"
+        );
     }
 }

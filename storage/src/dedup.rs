@@ -103,7 +103,7 @@ pub fn sort_dedup(table: &TableSchema, batches: &[RecordBatch]) -> Result<Option
 }
 
 /// Minimum and maximum of a time column (nanoseconds), if it has any value.
-pub fn time_bounds(batch: &RecordBatch, time_index: usize) -> Option<(i64, i64)> {
+pub(crate) fn time_bounds(batch: &RecordBatch, time_index: usize) -> Option<(i64, i64)> {
     use datafusion::arrow::array::TimestampNanosecondArray;
     let col = batch.column(time_index);
     if col.data_type()
@@ -118,7 +118,7 @@ pub fn time_bounds(batch: &RecordBatch, time_index: usize) -> Option<(i64, i64)>
 }
 
 /// Keeps the rows of `batch` whose time lies in `[lo, hi]`.
-pub fn filter_time(
+pub(crate) fn filter_time(
     batch: &RecordBatch,
     time_index: usize,
     lo: i64,

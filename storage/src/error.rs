@@ -1,4 +1,7 @@
 //! Typed errors of the storage engine, each carrying the context a user or operator needs.
+//!
+//! One enum for the whole crate: callers map its variants to their own codes (SQLSTATE, HTTP
+//! status) once, at the edge, so every variant names what went wrong in neutral terms.
 
 use std::path::PathBuf;
 
@@ -72,6 +75,19 @@ pub enum StorageError {
     /// A Parquet operation failed.
     #[error("parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// A file of the data directory was written by a newer Eddy in a format this one cannot
+    /// read; refused rather than misread (see `format.rs`).
+    #[error(
+        "{path} was written by a newer Eddy (format version {found}, this Eddy reads up to {supported})"
+    )]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format version the file declares.
+        found: u32,
+        /// The newest format version of that file kind this Eddy reads.
+        supported: u32,
+    },
     /// The engine is shutting down or its background writer stopped.
     #[error("storage engine is shut down: {0}")]
     ShutDown(String),

@@ -1,4 +1,7 @@
 //! Small file-system helpers for crash-safe replacement of files.
+//!
+//! Every file Eddy replaces (catalog, manifest, view checkpoints) goes through
+//! [`write_atomic`], so the crash-safety argument is made once, here.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -7,7 +10,7 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 
 /// Fsyncs a directory so that renames and creations inside it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 

@@ -4,26 +4,41 @@
 //!
 //! It knows nothing of SQL or the network: callers hand it Arrow batches and read back
 //! snapshots that say which files to scan and which rows are in memory.
+//!
+//! The engine is split by job into private modules (`engine` is the [`Db`] facade; `commit`,
+//! `flush`, `retention`, `read` and `recovery` do one job each; `limits` and `format` hold
+//! every limit and file-format version). The public modules are the pieces other crates use on
+//! their own: file helpers, dedup, the WAL codec, segment files, schema rules and time helpers.
 
-pub mod catalog;
 pub mod db;
 pub mod dedup;
-pub mod error;
 pub mod fsutil;
-pub mod latest;
 pub mod manifest;
-pub mod memtable;
 pub mod schema;
 pub mod segment;
 pub mod tag_index;
+pub mod time;
 pub mod wal;
 
+mod catalog;
+mod commit;
+mod engine;
+mod error;
+mod flush;
+mod format;
+mod latest;
+mod limits;
+mod memtable;
+mod read;
+mod recovery;
+mod retention;
+
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
-pub use db::{
-    CommitHook, Db, Prepared as CommitPrepared, ReadPlan, RecoveryReport, StorageConfig,
-    TableSnapshot, WalSync,
-};
+pub use commit::{CommitHook, Prepared as CommitPrepared};
+pub use engine::{Db, StorageConfig, WalSync};
 pub use error::{Result, StorageError};
+pub use read::{KeyFilter, ReadPlan, TableSnapshot};
+pub use recovery::RecoveryReport;
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
 pub use segment::SegmentFile;
 

@@ -1,4 +1,8 @@
 //! The data model: tables of a time column, tag columns (the series key) and typed field columns.
+//!
+//! A [`TableDef`] is what is persisted; a [`TableSchema`] is the validated, immutable form the
+//! engine shares (`Arc`), with the Arrow schema and column roles derived once, so the write
+//! and read paths never re-derive them per batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +11,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
+use crate::limits::NAME_BYTES_MAX;
 
-/// Largest number of columns a table may have.
-pub const COLUMNS_PER_TABLE_MAX: usize = 1024;
-/// Longest table or column name, in bytes.
-pub const NAME_BYTES_MAX: usize = 255;
+pub use crate::limits::COLUMNS_PER_TABLE_MAX;
 
 /// The type of a field column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -256,7 +258,7 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
 /// Encodes a table name as a directory name: ASCII letters, digits, `_` and `-` stay, every
 /// other byte becomes `.XX` (hex), so any valid name maps to one distinct directory that needs
 /// no escaping in a path or URL (`%` would be decoded again by object-store paths).
-pub fn dir_name(name: &str) -> String {
+pub(crate) fn dir_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {

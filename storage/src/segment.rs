@@ -1,5 +1,8 @@
 //! Parquet segment files: sorted by (tags, time), zstd, dictionary-encoded tags, delta-encoded
 //! time, with statistics and page index so any Parquet engine can read and prune them.
+//!
+//! Segments are immutable once renamed into place; the engine holds them as `Arc<SegmentFile>`
+//! so a segment that leaves the manifest is deleted only when its last reader is done.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -17,14 +20,11 @@ use datafusion::parquet::schema::types::ColumnPath;
 use crate::dedup::conform;
 use crate::error::{IoContext, Result};
 use crate::fsutil::sync_dir;
+use crate::limits::{
+    DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX, SEGMENT_READ_BATCH_ROWS, SEGMENT_ZSTD_LEVEL,
+};
 use crate::manifest::SegmentMeta;
 use crate::schema::TableSchema;
-
-/// Rows per Parquet row group.
-pub const ROW_GROUP_ROWS_MAX: usize = 256 * 1024;
-
-/// Rows per Parquet data page (checked every write batch of 1,024 rows).
-pub const DATA_PAGE_ROWS_MAX: usize = 4096;
 
 /// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
 /// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
@@ -93,7 +93,7 @@ pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> R
     });
     let time_path = ColumnPath::from(table.time_column());
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(SEGMENT_ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
         // Small pages let the page index narrow a lookup of one series to a few thousand
@@ -119,7 +119,7 @@ pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> R
 pub fn read_segment(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).at(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(64 * 1024)
+        .with_batch_size(SEGMENT_READ_BATCH_ROWS)
         .build()?;
     let mut out = Vec::new();
     for b in reader {

@@ -38,7 +38,7 @@ struct ColumnIndex {
 
 /// Tag indexes of one table's memtable.
 #[derive(Debug, Default)]
-pub struct TagIndex {
+pub(crate) struct TagIndex {
     /// First row number of each batch seen so far, plus the row count after the last.
     starts: Vec<u32>,
     columns: HashMap<String, ColumnIndex>,

@@ -13,7 +13,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use proptest::prelude::*;
 
-use crate::db::KeyFilter;
+use crate::KeyFilter;
 use crate::schema::{ColumnDef, ColumnKind, FieldType, TableDef};
 use crate::tag_index::TagSelection;
 use crate::{Db, StorageConfig};
@@ -55,7 +55,7 @@ fn def() -> TableDef {
 
 fn batch(rows: &[Row]) -> RecordBatch {
     // Day-sized time steps so rows spread over several partitions.
-    let day = crate::db::PARTITION_NANOS / 4;
+    let day = crate::time::PARTITION_NANOS / 4;
     let schema = Arc::new(Schema::new(vec![
         Field::new("time", crate::schema::time_data_type(), false),
         Field::new("s", DataType::Utf8, true),
@@ -108,7 +108,7 @@ fn read_selected(db: &Db, tags: &TagSelection, keep: Option<&KeyFilter>) -> Out 
 
 /// The rows of a batch in the table schema, with time in model days.
 fn read_rows(b: RecordBatch) -> Out {
-    let day = crate::db::PARTITION_NANOS / 4;
+    let day = crate::time::PARTITION_NANOS / 4;
     let t = b
         .column(0)
         .as_any()
@@ -183,7 +183,7 @@ fn some_series() -> TagSelection {
 
 /// `time >= KEEP_FROM_DAY days`, a key filter applied before deduplication.
 fn recent(batch: &RecordBatch) -> Result<BooleanArray, ArrowError> {
-    let day = crate::db::PARTITION_NANOS / 4;
+    let day = crate::time::PARTITION_NANOS / 4;
     let t = batch
         .column(0)
         .as_any()

@@ -1,6 +1,11 @@
 //! The write-ahead log: segmented files of checksummed records, each a sequence number, a table
 //! id and a zstd-compressed Arrow IPC batch.
 //!
+//! File: `header | record*`, header = `b"EDWL" | format version: u32`. Files written before
+//! the header existed start directly with a record and are read as format version 1; the
+//! magic, read as a record length, is larger than any record may be, so the two never mix up.
+//! A file whose header names a newer version is refused, not cut as a torn tail.
+//!
 //! Record frame: `len: u32 | crc32(body): u32 | body`, body = `seq: u64 | table_id: u64 |
 //! zstd(IPC stream)`, all little endian. A record is only trusted when its length fits in the
 //! file and its checksum matches, so a torn tail (a crash in the middle of an append) is
@@ -15,13 +20,50 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{IoContext, Result, StorageError};
+use crate::format::{WAL_FORMAT_VERSION, check_version};
 use crate::fsutil::sync_dir;
+use crate::limits::{WAL_RECORD_BYTES_MAX, WAL_ZSTD_LEVEL};
 
 const FRAME_HEADER_BYTES: usize = 8;
 const BODY_HEADER_BYTES: usize = 16;
-/// Largest record accepted on replay; anything larger is a torn or corrupt length.
-pub const RECORD_BYTES_MAX: usize = 1 << 30;
-const ZSTD_LEVEL: i32 = 1;
+/// First bytes of a WAL file that has a header.
+const FILE_MAGIC: [u8; 4] = *b"EDWL";
+/// `magic | version: u32`.
+const FILE_HEADER_BYTES: usize = 8;
+
+// A file from before headers starts with a record length of at most WAL_RECORD_BYTES_MAX:
+// the magic must not be one, or such a file could be taken for one with a header.
+const _: () = assert!(u32::from_le_bytes(FILE_MAGIC) as usize > WAL_RECORD_BYTES_MAX);
+
+/// The header written at the start of every new WAL file.
+fn file_header() -> [u8; FILE_HEADER_BYTES] {
+    let mut h = [0u8; FILE_HEADER_BYTES];
+    h[..4].copy_from_slice(&FILE_MAGIC);
+    h[4..].copy_from_slice(&WAL_FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// Where the records of a WAL file start.
+enum FileStart {
+    /// At this offset (0 for a file from before headers).
+    Records(usize),
+    /// The file ends inside its header: a crash just after the file was created.
+    TornHeader,
+}
+
+/// Reads the header of a WAL file, if it has one, and refuses a newer format.
+fn file_start(path: &Path, bytes: &[u8]) -> Result<FileStart> {
+    if !bytes.starts_with(&FILE_MAGIC) {
+        // Written before WAL files had a header (format version 1): records start at once.
+        return Ok(FileStart::Records(0));
+    }
+    let Some(version) = bytes.get(FILE_MAGIC.len()..FILE_HEADER_BYTES) else {
+        return Ok(FileStart::TornHeader);
+    };
+    let version = u32::from_le_bytes(version.try_into().unwrap_or_default());
+    check_version(path, version, WAL_FORMAT_VERSION)?;
+    Ok(FileStart::Records(FILE_HEADER_BYTES))
+}
 
 /// Encodes the body of a record, without its sequence number (assigned at append time).
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
@@ -31,7 +73,7 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
         w.write(batch)?;
         w.finish()?;
     }
-    zstd::bulk::compress(&ipc, ZSTD_LEVEL).map_err(|e| StorageError::Io {
+    zstd::bulk::compress(&ipc, WAL_ZSTD_LEVEL).map_err(|e| StorageError::Io {
         path: PathBuf::from("<wal encode>"),
         source: e,
     })
@@ -69,7 +111,7 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 }
 
 /// A record read back from the WAL.
-pub struct WalRecord {
+pub(crate) struct WalRecord {
     /// Sequence number.
     pub seq: u64,
     /// Id of the table incarnation written to.
@@ -80,7 +122,7 @@ pub struct WalRecord {
 
 /// What replay found.
 #[derive(Debug, Default)]
-pub struct ReplayStats {
+pub(crate) struct ReplayStats {
     /// Highest sequence number seen (0 when the WAL is empty).
     pub last_seq: u64,
     /// Records handed to the caller (above the flushed position).
@@ -92,7 +134,7 @@ pub struct ReplayStats {
 /// Replays every record with `seq > after_seq` in order. A torn or corrupt tail of the newest
 /// file is cut off (the file is truncated to its last good record); corruption in an older
 /// file is an error, because records after it were acknowledged.
-pub fn replay(
+pub(crate) fn replay(
     dir: &Path,
     after_seq: u64,
     apply: impl FnMut(WalRecord) -> Result<()>,
@@ -102,7 +144,7 @@ pub fn replay(
 
 /// Reads every record with `seq > after_seq` without changing the files (a bad tail ends the
 /// scan). Returns `false` if files holding some of those records were already removed.
-pub fn scan(
+pub(crate) fn scan(
     dir: &Path,
     after_seq: u64,
     apply: impl FnMut(WalRecord) -> Result<()>,
@@ -132,42 +174,50 @@ fn read_records(
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .at(path)?;
         let mut off = 0usize;
-        let bad = loop {
-            if off == bytes.len() {
-                break None;
+        let bad = match file_start(path, &bytes)? {
+            FileStart::TornHeader => Some("truncated file header".to_string()),
+            FileStart::Records(first) => {
+                off = first;
+                loop {
+                    if off == bytes.len() {
+                        break None;
+                    }
+                    if bytes.len() - off < FRAME_HEADER_BYTES {
+                        break Some("truncated record header".to_string());
+                    }
+                    let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap_or_default())
+                        as usize;
+                    let crc =
+                        u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap_or_default());
+                    if !(BODY_HEADER_BYTES..=WAL_RECORD_BYTES_MAX).contains(&len)
+                        || bytes.len() - off - FRAME_HEADER_BYTES < len
+                    {
+                        break Some(format!("record length {len} does not fit the file"));
+                    }
+                    let body = &bytes[off + FRAME_HEADER_BYTES..off + FRAME_HEADER_BYTES + len];
+                    if crc32fast::hash(body) != crc {
+                        break Some("checksum mismatch".to_string());
+                    }
+                    let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
+                    let table_id = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
+                    if seq > after_seq {
+                        let batch =
+                            decode_batch(&body[16..]).map_err(|reason| StorageError::Corrupt {
+                                path: path.clone(),
+                                offset: off as u64,
+                                reason,
+                            })?;
+                        apply(WalRecord {
+                            seq,
+                            table_id,
+                            batch,
+                        })?;
+                        stats.records_applied += 1;
+                    }
+                    stats.last_seq = stats.last_seq.max(seq);
+                    off += FRAME_HEADER_BYTES + len;
+                }
             }
-            if bytes.len() - off < FRAME_HEADER_BYTES {
-                break Some("truncated record header".to_string());
-            }
-            let len =
-                u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap_or_default());
-            if !(BODY_HEADER_BYTES..=RECORD_BYTES_MAX).contains(&len)
-                || bytes.len() - off - FRAME_HEADER_BYTES < len
-            {
-                break Some(format!("record length {len} does not fit the file"));
-            }
-            let body = &bytes[off + FRAME_HEADER_BYTES..off + FRAME_HEADER_BYTES + len];
-            if crc32fast::hash(body) != crc {
-                break Some("checksum mismatch".to_string());
-            }
-            let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
-            let table_id = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
-            if seq > after_seq {
-                let batch = decode_batch(&body[16..]).map_err(|reason| StorageError::Corrupt {
-                    path: path.clone(),
-                    offset: off as u64,
-                    reason,
-                })?;
-                apply(WalRecord {
-                    seq,
-                    table_id,
-                    batch,
-                })?;
-                stats.records_applied += 1;
-            }
-            stats.last_seq = stats.last_seq.max(seq);
-            off += FRAME_HEADER_BYTES + len;
         };
         if let Some(reason) = bad {
             if !cut_torn_tail {
@@ -228,11 +278,17 @@ impl WalWriter {
 
     fn open_file(dir: &Path, first_seq: u64) -> Result<(File, PathBuf)> {
         let path = dir.join(file_name(first_seq));
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .at(&path)?;
+        // A file reopened after a restart (empty, or cut back to its header) keeps the start it
+        // has: only a new, empty file gets a header. The header becomes durable with the first
+        // record's fsync; a crash before that leaves a torn header, which replay cuts.
+        if file.metadata().at(&path)?.len() == 0 {
+            file.write_all(&file_header()).at(&path)?;
+        }
         sync_dir(dir)?;
         Ok((file, path))
     }
@@ -314,5 +370,149 @@ impl WalWriter {
     /// Sequence number of the last record pushed.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(v: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v]))]).expect("batch")
+    }
+
+    /// One record framed by hand, as the module comment lays it out (and as Eddy wrote it
+    /// before WAL files had a header).
+    fn frame(seq: u64, table_id: u64, v: i64) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&seq.to_le_bytes());
+        body.extend_from_slice(&table_id.to_le_bytes());
+        body.extend_from_slice(&encode_batch(&batch(v)).expect("encode"));
+        let mut out = Vec::new();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// One replayed record as the tests see it: (seq, table id, first value).
+    type Replayed = (u64, u64, i64);
+
+    /// Every record after `after_seq`, and the replay stats.
+    fn replay_all(dir: &Path, after_seq: u64) -> Result<(Vec<Replayed>, ReplayStats)> {
+        let mut got = Vec::new();
+        let stats = replay(dir, after_seq, |rec| {
+            let v = rec
+                .batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("i64")
+                .value(0);
+            got.push((rec.seq, rec.table_id, v));
+            Ok(())
+        })?;
+        Ok((got, stats))
+    }
+
+    #[test]
+    fn todays_headerless_wal_still_replays_and_its_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join(file_name(1));
+        let mut bytes = frame(1, 7, 10);
+        bytes.extend(frame(2, 7, 20));
+        let good_len = bytes.len() as u64;
+        // A record header promising 4 KiB, followed by a few bytes: a crash mid-append.
+        let mut tail = 4096u32.to_le_bytes().to_vec();
+        tail.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
+        bytes.extend_from_slice(&tail);
+        fs::write(&old, &bytes).expect("write");
+
+        let (got, stats) = replay_all(dir.path(), 0).expect("replay");
+        assert_eq!(got, [(1, 7, 10), (2, 7, 20)]);
+        assert_eq!(stats.last_seq, 2);
+        assert_eq!(stats.records_applied, 2);
+        assert_eq!(stats.torn_bytes_cut, tail.len() as u64);
+        assert_eq!(fs::metadata(&old).expect("meta").len(), good_len);
+
+        // New files get a header, and old and new files replay together.
+        let mut w = WalWriter::create(dir.path(), 3, 1 << 20).expect("wal");
+        w.push(3, 7, &encode_batch(&batch(30)).expect("encode"));
+        w.write_buffered().expect("write");
+        w.sync().expect("sync");
+        let new = fs::read(dir.path().join(file_name(3))).expect("read");
+        assert_eq!(&new[..FILE_HEADER_BYTES], &file_header()[..]);
+        assert_eq!(&new[FILE_HEADER_BYTES..], &frame(3, 7, 30)[..]);
+        let (got, stats) = replay_all(dir.path(), 1).expect("replay");
+        assert_eq!(got, [(2, 7, 20), (3, 7, 30)]);
+        assert_eq!(stats.torn_bytes_cut, 0);
+    }
+
+    #[test]
+    fn a_torn_tail_after_a_header_is_cut_back_to_the_last_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = WalWriter::create(dir.path(), 1, 1 << 20).expect("wal");
+        w.push(1, 7, &encode_batch(&batch(10)).expect("encode"));
+        w.write_buffered().expect("write");
+        drop(w);
+        let path = dir.path().join(file_name(1));
+        let good_len = fs::metadata(&path).expect("meta").len();
+        let mut bytes = fs::read(&path).expect("read");
+        bytes.extend_from_slice(&frame(2, 7, 20)[..12]);
+        fs::write(&path, &bytes).expect("write");
+
+        let (got, stats) = replay_all(dir.path(), 0).expect("replay");
+        assert_eq!(got, [(1, 7, 10)]);
+        assert_eq!(stats.torn_bytes_cut, 12);
+        assert_eq!(fs::metadata(&path).expect("meta").len(), good_len);
+    }
+
+    #[test]
+    fn a_torn_header_is_cut_and_the_file_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(file_name(1));
+        fs::write(&path, &file_header()[..5]).expect("write");
+        let (got, stats) = replay_all(dir.path(), 0).expect("replay");
+        assert!(got.is_empty());
+        assert_eq!(stats.torn_bytes_cut, 5);
+        assert_eq!(fs::metadata(&path).expect("meta").len(), 0);
+
+        let mut w = WalWriter::create(dir.path(), 1, 1 << 20).expect("wal");
+        w.push(1, 7, &encode_batch(&batch(10)).expect("encode"));
+        w.write_buffered().expect("write");
+        let (got, _) = replay_all(dir.path(), 0).expect("replay");
+        assert_eq!(got, [(1, 7, 10)]);
+    }
+
+    #[test]
+    fn a_wal_file_from_a_newer_eddy_is_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(file_name(1));
+        let mut bytes = FILE_MAGIC.to_vec();
+        bytes.extend_from_slice(&(WAL_FORMAT_VERSION + 1).to_le_bytes());
+        bytes.extend(frame(1, 7, 10));
+        fs::write(&path, &bytes).expect("write");
+
+        let err = replay_all(dir.path(), 0).expect_err("newer format");
+        assert!(
+            matches!(err, StorageError::UnsupportedFormat { found, supported, .. }
+                if found == WAL_FORMAT_VERSION + 1 && supported == WAL_FORMAT_VERSION),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&file_name(1)), "{msg}");
+        assert!(msg.contains("written by a newer Eddy"), "{msg}");
+        assert!(
+            msg.contains(&format!("format version {}", WAL_FORMAT_VERSION + 1)),
+            "{msg}"
+        );
+        assert_eq!(fs::metadata(&path).expect("meta").len(), bytes.len() as u64);
+        assert!(scan(dir.path(), 0, |_| Ok(())).is_err());
     }
 }

@@ -15,7 +15,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 
 const MANIFEST: &str = "checkpoint.json";
 
@@ -48,7 +48,7 @@ pub(super) struct SavedChunk {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> QueryError {
-    QueryError::new("58030", format!("{}: {e}", path.display()))
+    QueryError::new(ErrorKind::Io, format!("{}: {e}", path.display()))
 }
 
 /// The directory of view checkpoints.
@@ -62,7 +62,7 @@ pub(super) fn load(dir: &Path) -> Result<Option<CheckpointManifest>> {
     match std::fs::read(&path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| QueryError::new("XX001", format!("{}: {e}", path.display()))),
+            .map_err(|e| QueryError::new(ErrorKind::Corrupt, format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(&path, e)),
     }
@@ -70,8 +70,8 @@ pub(super) fn load(dir: &Path) -> Result<Option<CheckpointManifest>> {
 
 /// Replaces the manifest.
 pub(super) fn store(dir: &Path, manifest: &CheckpointManifest) -> Result<()> {
-    let bytes =
-        serde_json::to_vec(manifest).map_err(|e| QueryError::new("XX000", e.to_string()))?;
+    let bytes = serde_json::to_vec(manifest)
+        .map_err(|e| QueryError::new(ErrorKind::Internal, e.to_string()))?;
     eddy_storage::fsutil::write_atomic(&dir.join(MANIFEST), &bytes)?;
     Ok(())
 }

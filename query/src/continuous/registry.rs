@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 use super::checkpoint::{self, CheckpointManifest, SavedChunk, ViewCheckpoint};
 use super::state::times;
 use super::view::{ContinuousAggregate, PreparedWrite, ViewDef, ViewSource};
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 
 /// All continuous aggregates, persisted in `views.json`; the storage engine's commit hook.
 #[derive(Debug)]
@@ -59,10 +59,16 @@ impl ViewRegistry {
     pub async fn open(db: Db) -> Result<Arc<ViewRegistry>> {
         let path = db.config().data_dir.join("views.json");
         let mut defs: Vec<ViewDef> = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| QueryError::new("XX001", format!("{}: {e}", path.display())))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                QueryError::new(ErrorKind::Corrupt, format!("{}: {e}", path.display()))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(QueryError::new("58030", format!("{}: {e}", path.display()))),
+            Err(e) => {
+                return Err(QueryError::new(
+                    ErrorKind::Io,
+                    format!("{}: {e}", path.display()),
+                ));
+            }
         };
         let mut next_id = defs.iter().map(|d| d.id).max().unwrap_or(0);
         for d in defs.iter_mut().filter(|d| d.id == 0) {
@@ -82,6 +88,10 @@ impl ViewRegistry {
             change: tokio::sync::Mutex::new(()),
             checkpoint: Mutex::new(saved.clone()),
         });
+        // Installed here already, although `eddy_ingest::Ingest::new` installs it for writes:
+        // while the views are restored, `backfill` saves a checkpoint through the hook, and the
+        // flusher keeps the WAL that `restore` reads (and checkpoints before retention drops
+        // raw data) only through an installed hook.
         db.set_commit_hook(reg.clone());
 
         // Plan in dependency order: a view over a view waits for its upstream.
@@ -94,7 +104,7 @@ impl ViewRegistry {
                 let lookup = |n: &str| planned.iter().find(|v| v.name() == n).cloned();
                 match ContinuousAggregate::plan(&db, def.clone(), &lookup).await {
                     Ok(ca) => planned.push(Arc::new(ca)),
-                    Err(e) if e.sqlstate == "42P01" => still.push(def),
+                    Err(e) if e.kind == ErrorKind::TableNotFound => still.push(def),
                     Err(e) => {
                         tracing::error!(view = %def.name, error = %e, "cannot restore view; its definition is kept");
                         reg.broken.lock().push(def);
@@ -218,7 +228,7 @@ impl ViewRegistry {
         let _change = self.change.lock().await;
         if def.name == crate::catalog::VIEWS_TABLE {
             return Err(QueryError::new(
-                "42P07",
+                ErrorKind::AlreadyExists,
                 format!("\"{}\" is the system table of views", def.name),
             ));
         }
@@ -228,7 +238,7 @@ impl ViewRegistry {
                 return Ok(());
             }
             return Err(QueryError::new(
-                "42P07",
+                ErrorKind::AlreadyExists,
                 format!("relation \"{}\" already exists", def.name),
             ));
         }
@@ -293,7 +303,7 @@ impl ViewRegistry {
         if !deps.is_empty() {
             let names: Vec<&str> = deps.iter().map(|v| v.name()).collect();
             return Err(QueryError::new(
-                "2BP01",
+                ErrorKind::HasDependents,
                 format!(
                     "cannot drop materialized view \"{name}\": materialized view(s) {} depend on it; drop them first",
                     names.join(", ")
@@ -308,7 +318,7 @@ impl ViewRegistry {
         };
         if self.views.write().remove(name).is_none() && !was_broken && !if_exists {
             return Err(QueryError::new(
-                "42P01",
+                ErrorKind::TableNotFound,
                 format!("materialized view \"{name}\" does not exist"),
             ));
         }
@@ -320,7 +330,7 @@ impl ViewRegistry {
         let _change = self.change.lock().await;
         let old = self.get(name).ok_or_else(|| {
             QueryError::new(
-                "42P01",
+                ErrorKind::TableNotFound,
                 format!("materialized view \"{name}\" does not exist"),
             )
         })?;
@@ -350,7 +360,7 @@ impl ViewRegistry {
         let mut defs: Vec<ViewDef> = self.list().iter().map(|v| v.def().clone()).collect();
         defs.extend(self.broken.lock().iter().cloned());
         let bytes = serde_json::to_vec_pretty(&defs)
-            .map_err(|e| QueryError::new("XX000", e.to_string()))?;
+            .map_err(|e| QueryError::new(ErrorKind::Internal, e.to_string()))?;
         eddy_storage::fsutil::write_atomic(Path::new(&self.path), &bytes)?;
         Ok(())
     }
@@ -410,7 +420,7 @@ impl ViewRegistry {
             });
         }
         std::fs::create_dir_all(&dir)
-            .map_err(|e| QueryError::new("58030", format!("{}: {e}", dir.display())))?;
+            .map_err(|e| QueryError::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         checkpoint::store(&dir, &manifest)?;
         checkpoint::remove_unreferenced(&dir, &manifest);
         *last = Some(manifest);

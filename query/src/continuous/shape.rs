@@ -10,7 +10,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 
 use super::df_err;
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 
 /// Aggregates whose partial state merges exactly (or, for the approximate ones, as the
 /// approximation defines).
@@ -50,10 +50,16 @@ pub(super) fn source_table_name(stmt: &datafusion::sql::parser::Statement) -> Re
     use datafusion::sql::parser::Statement as Df;
     use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
     let Df::Statement(s) = stmt else {
-        return Err(QueryError::new("42601", "a view is defined by a SELECT"));
+        return Err(QueryError::new(
+            ErrorKind::Syntax,
+            "a view is defined by a SELECT",
+        ));
     };
     let Statement::Query(q) = s.as_ref() else {
-        return Err(QueryError::new("42601", "a view is defined by a SELECT"));
+        return Err(QueryError::new(
+            ErrorKind::Syntax,
+            "a view is defined by a SELECT",
+        ));
     };
     if q.with.is_some() {
         return Err(unsupported("WITH", "define the view with a single SELECT"));
@@ -134,7 +140,7 @@ pub(super) fn validate_shape(plan: &LogicalPlan) -> Result<()> {
     }
     if !seen_aggregate {
         return Err(QueryError::new(
-            "42803",
+            ErrorKind::Grouping,
             "a continuous aggregate needs aggregates and GROUP BY time_bucket(...)",
         ));
     }
@@ -206,7 +212,7 @@ pub(super) fn bucket_of(plan: &LogicalPlan, time_column: &str) -> Result<(i64, i
         Ok(TreeNodeRecursion::Continue)
     })
     .map_err(df_err)?;
-    let groups = found.ok_or_else(|| QueryError::new("42803", "no GROUP BY"))?;
+    let groups = found.ok_or_else(|| QueryError::new(ErrorKind::Grouping, "no GROUP BY"))?;
     let mut bucket = None;
     for (i, g) in groups.iter().enumerate() {
         let mut g = g;
@@ -272,7 +278,10 @@ pub(super) fn bucket_of(plan: &LogicalPlan, time_column: &str) -> Result<(i64, i
                     }
                 };
                 if width <= 0 {
-                    return Err(QueryError::new("22023", "bucket width must be positive"));
+                    return Err(QueryError::new(
+                        ErrorKind::InvalidParameter,
+                        "bucket width must be positive",
+                    ));
                 }
                 bucket = Some((width, origin, i));
             }
@@ -287,7 +296,7 @@ pub(super) fn bucket_of(plan: &LogicalPlan, time_column: &str) -> Result<(i64, i
     }
     bucket.ok_or_else(|| {
         QueryError::new(
-            "42803",
+            ErrorKind::Grouping,
             "a continuous aggregate must GROUP BY time_bucket(width, time) or date_bin(width, time)",
         )
     })

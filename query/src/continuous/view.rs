@@ -33,7 +33,7 @@ use super::shape::{
 };
 use super::state::{Chunk, SeriesKeys, ViewState, filter_rows, times};
 use crate::catalog::{DATABASE, SCHEMA};
-use crate::error::{QueryError, Result};
+use crate::error::{ErrorKind, QueryError, Result};
 use crate::functions::TimeBucket;
 
 /// Buckets per chunk: the unit of caching finalized rows, of checkpoint files and of
@@ -171,10 +171,15 @@ pub(super) struct ChunkCopy {
 /// Parses a retention such as `90 days` or `12 hours` into nanoseconds.
 pub fn parse_retention(text: &str) -> Result<i64> {
     let v = datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(text)
-        .map_err(|e| QueryError::new("22023", format!("retention '{text}': {e}")))?;
+        .map_err(|e| {
+            QueryError::new(
+                ErrorKind::InvalidParameter,
+                format!("retention '{text}': {e}"),
+            )
+        })?;
     if v.months != 0 {
         return Err(QueryError::new(
-            "22023",
+            ErrorKind::InvalidParameter,
             format!("retention '{text}': give a fixed span such as '90 days', not months"),
         ));
     }
@@ -183,7 +188,7 @@ pub fn parse_retention(text: &str) -> Result<i64> {
         .saturating_add(v.nanoseconds);
     if ns <= 0 {
         return Err(QueryError::new(
-            "22023",
+            ErrorKind::InvalidParameter,
             format!("retention '{text}' must be positive"),
         ));
     }
@@ -201,7 +206,7 @@ impl ContinuousAggregate {
         let stmts = crate::engine::parse(&def.query)?;
         let [crate::engine::Statement::Sql(stmt)] = stmts.as_slice() else {
             return Err(QueryError::new(
-                "42601",
+                ErrorKind::Syntax,
                 "a view is defined by exactly one SELECT",
             ));
         };
@@ -213,7 +218,7 @@ impl ContinuousAggregate {
             ViewSource::View(v)
         } else {
             return Err(QueryError::new(
-                "42P01",
+                ErrorKind::TableNotFound,
                 format!(
                     "source \"{source_name}\" of view \"{}\" is neither a table nor a materialized view",
                     def.name
@@ -274,12 +279,16 @@ impl ContinuousAggregate {
             .create_physical_plan(&logical)
             .await
             .map_err(df_err)?;
-        let agg = find_aggregate(&planned)
-            .ok_or_else(|| QueryError::new("42803", "a continuous aggregate needs GROUP BY"))?;
+        let agg = find_aggregate(&planned).ok_or_else(|| {
+            QueryError::new(ErrorKind::Grouping, "a continuous aggregate needs GROUP BY")
+        })?;
         let pre_aggregate = match agg.mode() {
             AggregateMode::Final | AggregateMode::FinalPartitioned => {
                 let partial = find_aggregate(agg.input()).ok_or_else(|| {
-                    QueryError::new("XX000", "planned final aggregate without a partial one")
+                    QueryError::new(
+                        ErrorKind::Internal,
+                        "planned final aggregate without a partial one",
+                    )
                 })?;
                 partial.input().clone()
             }
@@ -524,7 +533,9 @@ impl ContinuousAggregate {
                 .column(self.bucket_index)
                 .as_any()
                 .downcast_ref::<TimestampNanosecondArray>()
-                .ok_or_else(|| QueryError::new("XX000", "view bucket is not a timestamp"))?;
+                .ok_or_else(|| {
+                    QueryError::new(ErrorKind::Internal, "view bucket is not a timestamp")
+                })?;
             let (Some(min), Some(max)) = (
                 datafusion::arrow::compute::min(buckets),
                 datafusion::arrow::compute::max(buckets),
@@ -570,7 +581,7 @@ impl ContinuousAggregate {
         let mut st = self.state.lock();
         let merged = match w.states {
             Some(states) => self.add_states(&mut st, states),
-            None => Err(QueryError::new("XX000", "no partial states")),
+            None => Err(QueryError::new(ErrorKind::Internal, "no partial states")),
         };
         if let Err(e) = merged {
             tracing::error!(view = %self.name(), error = %e, "cannot merge a write; its buckets will be recomputed");
@@ -613,7 +624,7 @@ impl ContinuousAggregate {
         let Some(snapshot) = snapshot else {
             let ViewSource::View(up) = &self.source else {
                 return Err(QueryError::new(
-                    "XX000",
+                    ErrorKind::Internal,
                     "backfill of a table view without a snapshot",
                 ));
             };
@@ -628,7 +639,7 @@ impl ContinuousAggregate {
         };
         let ViewSource::Table(table) = &self.source else {
             return Err(QueryError::new(
-                "XX000",
+                ErrorKind::Internal,
                 "backfill of a view over a view from a table",
             ));
         };

@@ -22,7 +22,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 
-use super::PgConnection;
+use crate::wire::PgConnection;
 
 /// How clients prove who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl AuthSource for UserSource {
 /// server_version and differ in DateStyle).
 pub(super) fn server_parameters() -> DefaultServerParameterProvider {
     let mut p = DefaultServerParameterProvider::default();
-    p.server_version = eddy_query::PG_SERVER_VERSION.to_string();
+    p.server_version = crate::settings::PG_SERVER_VERSION.to_string();
     p.date_style = "ISO, MDY".to_string();
     p.time_zone = "UTC".to_string();
     p

@@ -1,10 +1,17 @@
 //! COPY over the Postgres protocol. `COPY table FROM STDIN` is a bulk write path: rows are
-//! decoded as CopyData arrives and committed through the storage write path in batches, so
+//! decoded as CopyData arrives and committed through the write path ([`Ingest`]) in batches, so
 //! memory stays bounded however large the copy. `COPY table|(query) TO STDOUT` streams a
 //! query's rows in text or CSV.
+//!
+//! This module is the protocol side; the data handling lives in submodules by job: `options`
+//! (formats, options, errors), `decoder` (the streaming COPY FROM decoder and its column
+//! builders), `text`, `csv` and `binary` (the input formats), `values` (field text to
+//! values) and `encode` (COPY TO output).
 
 use std::sync::Arc;
 
+use crate::error::PgError;
+use crate::session::{Output, PgSession as QuerySession};
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -12,21 +19,31 @@ use datafusion::sql::sqlparser::ast::{
     CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, ObjectName, Query,
     Statement as SqlStatement,
 };
-use eddy_query::{Output, QueryError, QuerySession};
-use eddy_storage::{Db, TableSchema};
+use eddy_ingest::Ingest;
+use eddy_storage::TableSchema;
 use futures::StreamExt;
 use pgwire::api::results::CopyResponse;
 use pgwire::error::PgWireResult;
 use pgwire::messages::copy::CopyData;
 
-use crate::copy::{CopyDecoder, CopyFormat, CopyOptions, copy_options, encode_header, encode_rows};
+mod binary;
+mod csv;
+mod decoder;
+mod encode;
+mod options;
+mod text;
+mod values;
+
+pub use self::decoder::CopyDecoder;
+pub use self::encode::{encode_header, encode_rows};
+pub use self::options::{CopyError, CopyFormat, CopyOptions, check_copy_to, copy_options};
 
 /// Rows decoded before they are committed: large enough to amortize a WAL fsync, small
 /// enough to bound memory.
 const COPY_BATCH_ROWS: usize = 65_536;
 
 /// What a COPY statement asks for.
-pub(super) enum CopyRequest {
+pub(crate) enum CopyRequest {
     /// `COPY table [(columns)] FROM STDIN`.
     In {
         table: ObjectName,
@@ -38,22 +55,24 @@ pub(super) enum CopyRequest {
 }
 
 /// A COPY FROM STDIN in progress on a connection.
-pub(super) struct CopyIn {
-    db: Db,
+pub(crate) struct CopyIn {
+    ingest: Ingest,
     schema: Arc<TableSchema>,
     decoder: CopyDecoder,
     written: u64,
 }
 
-fn sql_error(sqlstate: &'static str, message: impl Into<String>) -> QueryError {
-    QueryError::new(sqlstate, message)
+fn sql_error(sqlstate: &'static str, message: impl Into<String>) -> PgError {
+    PgError::new(sqlstate, message)
 }
 
 /// The COPY request of a statement, if it is one.
-pub(super) fn copy_request(
-    stmt: &eddy_query::Statement,
-) -> Option<Result<CopyRequest, QueryError>> {
-    let eddy_query::Statement::Sql(DfStatement::Statement(s)) = stmt else {
+pub(crate) fn copy_request(
+    stmt: &crate::session::Statement,
+) -> Option<Result<CopyRequest, PgError>> {
+    let crate::session::Statement::Query(eddy_query::Statement::Sql(DfStatement::Statement(s))) =
+        stmt
+    else {
         return None;
     };
     let SqlStatement::Copy {
@@ -76,7 +95,7 @@ fn request(
     target: &CopyTarget,
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
-) -> Result<CopyRequest, QueryError> {
+) -> Result<CopyRequest, PgError> {
     match (to, target) {
         (false, CopyTarget::Stdin) | (true, CopyTarget::Stdout) => {}
         (_, CopyTarget::File { .. } | CopyTarget::Program { .. }) => {
@@ -133,7 +152,7 @@ fn query_text(q: &Query) -> String {
 }
 
 /// Name of a table as the catalog stores it (unquoted identifiers fold to lower case).
-fn table_name(name: &ObjectName) -> Result<String, QueryError> {
+fn table_name(name: &ObjectName) -> Result<String, PgError> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -160,14 +179,14 @@ fn table_name(name: &ObjectName) -> Result<String, QueryError> {
 impl CopyIn {
     /// Starts a COPY FROM STDIN into an existing table; returns the state and the response
     /// that asks the client for data.
-    pub(super) fn start(
-        db: &Db,
+    pub(crate) fn start(
+        ingest: &Ingest,
         table: &ObjectName,
         columns: &[Ident],
         options: CopyOptions,
-    ) -> Result<(CopyIn, CopyResponse), QueryError> {
+    ) -> Result<(CopyIn, CopyResponse), PgError> {
         let name = table_name(table)?;
-        let schema = db.catalog().get(&name).ok_or_else(|| {
+        let schema = ingest.catalog().get(&name).ok_or_else(|| {
             sql_error(
                 "42P01",
                 format!("relation \"{name}\" does not exist (COPY writes into an existing table; create it with CREATE TABLE or by writing line protocol)"),
@@ -206,7 +225,7 @@ impl CopyIn {
             CopyDecoder::try_new(options, fields).map_err(|e| sql_error("0A000", e.to_string()))?;
         Ok((
             CopyIn {
-                db: db.clone(),
+                ingest: ingest.clone(),
                 schema,
                 decoder,
                 written: 0,
@@ -216,7 +235,7 @@ impl CopyIn {
     }
 
     /// Takes a chunk of data; commits full batches.
-    pub(super) async fn data(&mut self, data: &[u8]) -> Result<(), QueryError> {
+    pub(crate) async fn data(&mut self, data: &[u8]) -> Result<(), PgError> {
         self.decoder.push(data).map_err(|e| self.decode_error(e))?;
         while self.decoder.rows_buffered() >= COPY_BATCH_ROWS {
             let batch = self
@@ -229,32 +248,32 @@ impl CopyIn {
     }
 
     /// The end of the data: commits the rest; returns the rows written.
-    pub(super) async fn done(&mut self) -> Result<u64, QueryError> {
+    pub(crate) async fn done(&mut self) -> Result<u64, PgError> {
         let rest = self.decoder.finish().map_err(|e| self.decode_error(e))?;
         self.write(rest).await?;
         Ok(self.written)
     }
 
-    async fn write(&mut self, batch: Option<RecordBatch>) -> Result<(), QueryError> {
+    async fn write(&mut self, batch: Option<RecordBatch>) -> Result<(), PgError> {
         let Some(batch) = batch else {
             return Ok(());
         };
-        let n = batch.num_rows() as u64;
-        self.db
-            .write_to(&self.schema, batch)
+        let n = self
+            .ingest
+            .write_batch(&self.schema, batch)
             .await
-            .map_err(|e| self.partial(QueryError::from(e)))?;
+            .map_err(|e| self.partial(PgError::from(e)))?;
         self.written += n;
         Ok(())
     }
 
-    fn decode_error(&self, e: crate::copy::CopyError) -> QueryError {
+    fn decode_error(&self, e: crate::copy::CopyError) -> PgError {
         self.partial(sql_error("22P02", e.to_string()))
     }
 
     /// Says how much of the copy was committed before an error: rows are committed in
     /// batches as they arrive, like line-protocol writes.
-    fn partial(&self, mut e: QueryError) -> QueryError {
+    fn partial(&self, mut e: PgError) -> PgError {
         if self.written > 0 {
             e.message = format!(
                 "{} ({} rows before it were written)",
@@ -266,12 +285,12 @@ impl CopyIn {
 }
 
 /// Runs the query of a COPY TO STDOUT and streams its rows, one CopyData per row.
-pub(super) async fn copy_out(
+pub(crate) async fn copy_out(
     session: &QuerySession,
     query: &str,
     options: CopyOptions,
-) -> Result<CopyResponse, QueryError> {
-    let mut stmts = eddy_query::parse(query)?;
+) -> Result<CopyResponse, PgError> {
+    let mut stmts = crate::session::parse(query)?;
     if stmts.len() != 1 {
         return Err(sql_error("42601", "COPY takes one query"));
     }
@@ -304,7 +323,7 @@ pub(super) async fn copy_out(
                         Ok(CopyData::new(line.into()))
                     })
                     .collect(),
-                Err(e) => vec![Err(super::user_error(e.into()))],
+                Err(e) => vec![Err(crate::wire::user_error(e.into()))],
             };
             futures::stream::iter(rows)
         })
@@ -312,4 +331,47 @@ pub(super) async fn copy_out(
     let tail = futures::stream::once(async move { leftover.lock().take() })
         .filter_map(|h| async move { h.map(|h| Ok(CopyData::new(h.into()))) });
     Ok(CopyResponse::new(0, ncols, rows.chain(tail)))
+}
+
+/// Helpers shared by the unit tests of the format modules.
+#[cfg(test)]
+mod test_support {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+
+    use super::{CopyDecoder, CopyError, CopyOptions};
+
+    /// 2024-01-01 00:00:00 UTC in nanoseconds since the Unix epoch.
+    pub(super) const NS_2024: i64 = 1_704_067_200_000_000_000;
+
+    pub(super) fn field(name: &str, data_type: DataType) -> FieldRef {
+        Arc::new(Field::new(name, data_type, true))
+    }
+
+    pub(super) fn decode_all(
+        options: CopyOptions,
+        fields: Vec<FieldRef>,
+        data: &[u8],
+        chunk: usize,
+    ) -> RecordBatch {
+        let mut decoder = CopyDecoder::try_new(options, fields).expect("supported types");
+        for piece in data.chunks(chunk) {
+            decoder.push(piece).expect("push");
+        }
+        decoder.finish().expect("finish").expect("rows")
+    }
+
+    pub(super) fn decode_err(
+        options: CopyOptions,
+        fields: Vec<FieldRef>,
+        data: &[u8],
+    ) -> CopyError {
+        let mut decoder = CopyDecoder::try_new(options, fields).expect("supported types");
+        match decoder.push(data) {
+            Err(e) => e,
+            Ok(()) => decoder.finish().expect_err("should fail"),
+        }
+    }
 }

@@ -55,7 +55,7 @@ impl VisitorMut for Rewriter {
         subquery_in_order_by(q);
         if let Some(with) = &mut q.with {
             for cte in &mut with.cte_tables {
-                super::names::name_inner_columns(&mut cte.query);
+                eddy_query::naming::name_inner_columns(&mut cte.query);
             }
         }
         ControlFlow::Continue(())
@@ -63,7 +63,7 @@ impl VisitorMut for Rewriter {
 
     fn post_visit_table_factor(&mut self, t: &mut sql::TableFactor) -> ControlFlow<()> {
         if let sql::TableFactor::Derived { subquery, .. } = t {
-            super::names::name_inner_columns(subquery);
+            eddy_query::naming::name_inner_columns(subquery);
         }
         function_in_from(t);
         qualify_pg_cursors(t);

@@ -7,7 +7,7 @@
 //! (`get_columns`, `get_pk_constraint`, `get_indexes`, `get_table_options`).
 
 mod functions;
-mod names;
+mod information_schema;
 mod oids;
 mod rewrite;
 mod tables;
@@ -29,19 +29,64 @@ use self::functions::{
     pg_get_constraintdef_udf, pg_get_indexdef_udf, to_regclass_udf,
 };
 use self::tables::{CatalogState, PgCatalog};
-use crate::catalog::DATABASE;
-use crate::continuous::ViewRegistry;
-use crate::error::{QueryError, Result};
+use eddy_query::QueryEngine;
+use eddy_query::catalog::DATABASE;
+use eddy_query::continuous::ViewRegistry;
 
-pub use self::names::{ColumnNames, alias_repeated};
+use crate::error::{PgError, Result};
+
 pub(crate) use self::oids::key_columns;
 pub use self::rewrite::rewrite;
 pub(crate) use self::tables::type_name;
 
+/// Adds to every session of `engine` what PostgreSQL clients read and call: Eddy's
+/// `information_schema`, pg-catalog's `pg_catalog` with Eddy's relation tables, and the
+/// functions client introspection calls (`version()`, `format_type`, `pg_get_indexdef`, ...).
+pub async fn install(engine: &mut QueryEngine) -> Result<()> {
+    let db = engine.db().clone();
+    let views = engine.views().clone();
+    engine
+        .extend(|ctx| async move {
+            setup(&ctx, db, views).await.map_err(|e| {
+                eddy_query::QueryError::internal(format!("setting up pg_catalog: {e}"))
+            })?;
+            Ok(ctx)
+        })
+        .await?;
+    Ok(())
+}
+
+async fn setup(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Result<()> {
+    let missing = |what: &str| PgError::new("XX000", format!("{what} is not set up"));
+    let catalog = ctx
+        .catalog(DATABASE)
+        .ok_or_else(|| missing("catalog eddy"))?;
+    // Eddy's information_schema replaces DataFusion's built-in one (which the session
+    // would serve ahead of any registered schema), to report PostgreSQL type names.
+    let _ = catalog.register_schema(
+        "information_schema",
+        Arc::new(information_schema::PgInformationSchema::new(
+            ctx.state().catalog_list().clone(),
+            db.clone(),
+        )),
+    );
+    // pg_catalog and the functions clients call on connect (format_type,
+    // pg_table_is_visible, has_*_privilege, quote_ident, ...), shared by every session.
+    datafusion_pg_catalog::setup_pg_catalog(
+        ctx,
+        DATABASE,
+        datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+    )
+    .map_err(|e| PgError::from(*e))?;
+    ctx.register_udf(functions::version_udf());
+    ctx.register_udf(functions::pg_get_serial_sequence_udf());
+    relations(ctx, db, views).await
+}
+
 /// Replaces pg-catalog's relation tables with ones computed from Eddy's catalog and
 /// registers the functions client introspection calls; run after `setup_pg_catalog`.
-pub async fn install(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Result<()> {
-    let missing = |what: &str| QueryError::new("XX000", format!("{what} is not set up"));
+async fn relations(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Result<()> {
+    let missing = |what: &str| PgError::new("XX000", format!("{what} is not set up"));
     let catalog = ctx
         .catalog(DATABASE)
         .ok_or_else(|| missing("catalog eddy"))?;

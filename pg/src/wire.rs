@@ -1,12 +1,10 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended query protocols over
 //! the query engine, results encoded from Arrow in text or binary format, and COPY.
 
-mod auth;
-mod cancel;
-mod copy;
-mod portal;
-
-pub use auth::{AuthMethod, PgConfig};
+use crate::auth::{self, PgConfig};
+use crate::error::PgError;
+use crate::session::{Output, PgSession as QuerySession, Prepared};
+use crate::{cancel, copy, portal};
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -16,7 +14,7 @@ use arrow_pg::datatypes::{PG_OID_ALIAS_KEY, arrow_schema_to_pg_fields, into_pg_t
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_query::{Output, Prepared, QueryEngine, QueryError, QuerySession};
+use eddy_query::QueryEngine;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -39,8 +37,8 @@ pub struct PgStatement {
 
 /// The handlers of one client connection, holding its query session.
 pub struct PgConnection {
-    session: Arc<QuerySession>,
-    parser: Arc<PgQueryParser>,
+    pub(crate) session: Arc<QuerySession>,
+    pub(crate) parser: Arc<PgQueryParser>,
     /// The COPY FROM STDIN in progress, if any.
     copy_in: tokio::sync::Mutex<Option<copy::CopyIn>>,
     /// Where cancel requests for this connection arrive.
@@ -49,7 +47,7 @@ pub struct PgConnection {
 
 /// Plans SQL of `Parse` messages in the connection's session.
 pub struct PgQueryParser {
-    session: Arc<QuerySession>,
+    pub(crate) session: Arc<QuerySession>,
 }
 
 /// Gives the session the user the client logged in as. Authentication has finished before
@@ -61,11 +59,11 @@ fn record_user<C: ClientInfo>(session: &QuerySession, client: &C) {
     }
 }
 
-fn error_info(e: QueryError) -> ErrorInfo {
+pub(crate) fn error_info(e: PgError) -> ErrorInfo {
     ErrorInfo::new("ERROR".to_owned(), e.sqlstate.to_owned(), e.message)
 }
 
-fn user_error(e: QueryError) -> PgWireError {
+pub(crate) fn user_error(e: PgError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_owned(),
         e.sqlstate.to_owned(),
@@ -164,7 +162,7 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, rb: &RecordBatch) -> Vec<PgWireRes
                         | DataType::Float64
                 );
             result = if pg_text {
-                let v = crate::pgtext::format_value(col.as_ref(), row);
+                let v = crate::text::format_value(col.as_ref(), row);
                 enc.encode_field_with_type_and_format(
                     &v,
                     pf.datatype(),
@@ -218,7 +216,7 @@ impl SimpleQueryHandler for PgConnection {
     {
         record_user(&self.session, client);
         let mut cancel = self.cancel.start(client, self.session.statement_timeout());
-        let stmts = eddy_query::parse(query).map_err(user_error)?;
+        let stmts = crate::session::parse(query).map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in stmts {
             if let Some(request) = copy::copy_request(&stmt) {
@@ -236,7 +234,7 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 continue;
             }
-            if let eddy_query::Statement::Cursor(command) = &stmt
+            if let crate::session::Statement::Cursor(command) = &stmt
                 && let Some(target) = portal::find(self, client.portal_store(), &command.name)
             {
                 match portal::fetch(self, &target, command, cancel.clone()).await {
@@ -262,7 +260,7 @@ impl SimpleQueryHandler for PgConnection {
                     _ => "",
                 };
                 let out = self.session.execute(&p, None).await?;
-                Ok::<_, QueryError>((tag, rows_tag(&p), out))
+                Ok::<_, PgError>((tag, rows_tag(&p), out))
             })
             .await;
             match result {
@@ -286,15 +284,15 @@ impl SimpleQueryHandler for PgConnection {
 }
 
 impl PgConnection {
-    async fn start_copy(&self, request: copy::CopyRequest) -> Result<Response, QueryError> {
+    async fn start_copy(&self, request: copy::CopyRequest) -> Result<Response, PgError> {
         match request {
             copy::CopyRequest::In {
                 table,
                 columns,
                 options,
             } => {
-                let db = self.session.engine().db();
-                let (state, response) = copy::CopyIn::start(db, &table, &columns, options)?;
+                let ingest = self.session.engine().ingest();
+                let (state, response) = copy::CopyIn::start(ingest, &table, &columns, options)?;
                 *self.copy_in.lock().await = Some(state);
                 Ok(Response::CopyIn(response))
             }
@@ -319,7 +317,7 @@ impl pgwire::api::copy::CopyHandler for PgConnection {
     {
         let mut guard = self.copy_in.lock().await;
         let Some(state) = guard.as_mut() else {
-            return Err(user_error(QueryError::new(
+            return Err(user_error(PgError::new(
                 "08P01",
                 "CopyData without COPY FROM STDIN",
             )));
@@ -343,7 +341,7 @@ impl pgwire::api::copy::CopyHandler for PgConnection {
     {
         let state = self.copy_in.lock().await.take();
         let Some(mut state) = state else {
-            return Err(user_error(QueryError::new(
+            return Err(user_error(PgError::new(
                 "08P01",
                 "CopyDone without COPY FROM STDIN",
             )));
@@ -368,7 +366,7 @@ impl pgwire::api::copy::CopyHandler for PgConnection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         *self.copy_in.lock().await = None;
-        user_error(QueryError::new(
+        user_error(PgError::new(
             "57014",
             format!("COPY from stdin failed: {}", fail.message),
         ))
@@ -389,12 +387,12 @@ impl QueryParser for PgQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         record_user(&self.session, client);
-        let mut stmts = eddy_query::parse(sql).map_err(user_error)?;
-        let stmt: eddy_query::Statement = match stmts.len() {
+        let mut stmts = crate::session::parse(sql).map_err(user_error)?;
+        let stmt: crate::session::Statement = match stmts.len() {
             0 => return Ok(None),
             1 => stmts.remove(0),
             _ => {
-                return Err(user_error(QueryError::new(
+                return Err(user_error(PgError::new(
                     "42601",
                     "cannot insert multiple commands into a prepared statement",
                 )));
@@ -402,7 +400,8 @@ impl QueryParser for PgQueryParser {
         };
         let prepared = self.session.prepare(stmt).await.map_err(user_error)?;
         let param_types = match &prepared {
-            Prepared::Plan(plan, _) | Prepared::DeclareCursor { plan, .. } => {
+            Prepared::Query(eddy_query::Prepared::Plan(plan, _))
+            | Prepared::DeclareCursor { plan, .. } => {
                 let types = plan
                     .get_parameter_types()
                     .map_err(|e| user_error(e.into()))?;
@@ -459,10 +458,12 @@ impl QueryParser for PgQueryParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = column_format.cloned().unwrap_or(Format::UnifiedText);
         match &stmt.prepared {
-            Prepared::Plan(plan, names) if returns_rows(plan) => pg_fields(
-                &names.apply(Arc::new(plan.schema().as_arrow().clone())),
-                &format,
-            ),
+            Prepared::Query(eddy_query::Prepared::Plan(plan, names)) if returns_rows(plan) => {
+                pg_fields(
+                    &names.apply(Arc::new(plan.schema().as_arrow().clone())),
+                    &format,
+                )
+            }
             Prepared::Fetch(c) if c.move_only => Ok(Vec::new()),
             Prepared::Fetch(c) => match self.session.cursor_schema(&c.name) {
                 Some(schema) => pg_fields(&schema, &format),
@@ -616,7 +617,7 @@ impl ExtendedQueryHandler for PgConnection {
 impl PgConnection {
     /// Executes a bound portal's statement with its parameters; rows come in the formats Bind
     /// asked for.
-    async fn run_portal(
+    pub(crate) async fn run_portal(
         &self,
         portal: &Portal<PgStatement>,
         mut cancel: cancel::Interrupt,
@@ -647,9 +648,9 @@ impl PgConnection {
     }
 
     /// Whether a prepared statement's result is rows (a query), not a command tag.
-    fn returns_rows(&self, stmt: &PgStatement) -> bool {
+    pub(crate) fn returns_rows(&self, stmt: &PgStatement) -> bool {
         match &stmt.prepared {
-            Prepared::Plan(plan, _) => returns_rows(plan),
+            Prepared::Query(eddy_query::Prepared::Plan(plan, _)) => returns_rows(plan),
             Prepared::Fetch(c) => !c.move_only,
             Prepared::Show { .. } => true,
             _ => false,
@@ -685,7 +686,10 @@ impl NoopStartupHandler for PgConnection {
 /// Parameters reported at start-up as PostgreSQL reports them.
 fn startup_parameters() -> [(&'static str, String); 3] {
     [
-        ("server_version", eddy_query::PG_SERVER_VERSION.to_string()),
+        (
+            "server_version",
+            crate::settings::PG_SERVER_VERSION.to_string(),
+        ),
         ("DateStyle", "ISO, MDY".to_string()),
         ("TimeZone", "UTC".to_string()),
     ]
@@ -774,7 +778,7 @@ async fn serve(
             },
         };
         let _ = socket.set_nodelay(true);
-        let session = Arc::new(engine.session());
+        let session = Arc::new(QuerySession::new(&engine));
         let conn = Arc::new(PgConnection {
             parser: Arc::new(PgQueryParser {
                 session: session.clone(),

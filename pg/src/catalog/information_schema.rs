@@ -20,8 +20,8 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use eddy_storage::Db;
 
-use crate::catalog::{DATABASE, SCHEMA};
-use crate::computed_table::ComputedTable;
+use eddy_query::catalog::{DATABASE, SCHEMA};
+use eddy_query::computed_table::ComputedTable;
 
 /// The `information_schema` schema of the `eddy` catalog.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ impl TableProvider for PgColumns {
                 let pg: StringArray = names.iter().map(|n| n.map(pg_type_name)).collect();
                 let udt: StringArray = types
                     .iter()
-                    .map(|t| t.as_ref().map(crate::pg_compat::type_name))
+                    .map(|t| t.as_ref().map(crate::catalog::type_name))
                     .collect();
                 let same =
                     |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; b.num_rows()])) };
@@ -242,7 +242,7 @@ impl KeyTable {
                 KeyTable::Constraints => rows.push((t.name().to_string(), None, 0)),
                 KeyTable::KeyColumns => {
                     let fields = t.arrow_schema().fields();
-                    for (n, i) in crate::pg_compat::key_columns(t).into_iter().enumerate() {
+                    for (n, i) in crate::catalog::key_columns(t).into_iter().enumerate() {
                         if let Some(f) = fields.get(i) {
                             let n = i32::try_from(n + 1).unwrap_or(i32::MAX);
                             rows.push((t.name().to_string(), Some(f.name().clone()), n));

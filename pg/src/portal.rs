@@ -8,8 +8,8 @@ use std::any::Any;
 use std::ops::DerefMut;
 use std::sync::Arc;
 
-use eddy_query::QueryError;
-use eddy_query::cursor::command::{ALL, CursorCommand, Direction};
+use crate::cursor::command::{ALL, CursorCommand, Direction};
+use crate::error::PgError;
 use futures::StreamExt;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use pgwire::api::results::{QueryResponse, Response, Tag};
@@ -17,7 +17,8 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, MemPortalStore, PortalStore};
 use pgwire::error::PgWireResult;
 
-use super::{PgConnection, PgStatement, cancel, user_error};
+use crate::cancel;
+use crate::wire::{PgConnection, PgStatement, user_error};
 
 /// The protocol portal `name` of this connection, unless a SQL cursor of that name exists
 /// (which `DECLARE` made, and which the session owns).
@@ -53,7 +54,7 @@ pub(super) async fn fetch(
         Direction::Forward(n) => n,
         Direction::Relative(n) if n > 0 => n.unsigned_abs(),
         _ => {
-            return Err(user_error(QueryError::new(
+            return Err(user_error(PgError::new(
                 "55000",
                 format!(
                     "portal \"{name}\" made by Bind can only move forward \
@@ -63,7 +64,7 @@ pub(super) async fn fetch(
         }
     };
     if !command.move_only && has_binary_column(&portal.result_column_format) {
-        return Err(user_error(QueryError::new(
+        return Err(user_error(PgError::new(
             "0A000",
             format!(
                 "FETCH from portal \"{name}\": Bind asked for binary results, which FETCH \
@@ -73,7 +74,7 @@ pub(super) async fn fetch(
     }
     if matches!(*portal.state().lock().await, PortalExecutionState::Initial) {
         if !conn.returns_rows(&portal.statement.statement) {
-            return Err(user_error(QueryError::new(
+            return Err(user_error(PgError::new(
                 "24000",
                 format!("portal \"{name}\" does not return rows"),
             )));
@@ -81,7 +82,7 @@ pub(super) async fn fetch(
         match conn.run_portal(portal, interrupt).await? {
             Response::Query(rows) => portal.start(rows).await,
             _ => {
-                return Err(user_error(QueryError::new(
+                return Err(user_error(PgError::new(
                     "24000",
                     format!("portal \"{name}\" does not return rows"),
                 )));

@@ -23,7 +23,7 @@ use eddy_storage::{Db, TableSchema};
 
 use super::oids::{key_columns, table_oid};
 use super::tables::list_of;
-use crate::catalog::SCHEMA;
+use eddy_query::catalog::SCHEMA;
 
 /// Name of the `_pg_expandarray` function (the rewrite in `rewrite.rs` wraps calls in
 /// `unnest`).
@@ -564,6 +564,38 @@ fn relation_oid(state: &super::tables::CatalogState, name: &str) -> Option<i32> 
             .get(&(namespace, table.to_string()))
             .map(|(oid, _)| *oid)
     })
+}
+
+/// `version()`: what PostgreSQL prints, so clients that parse it (`PostgreSQL X.Y ...`) accept
+/// Eddy, followed by Eddy's own version.
+pub fn version_udf() -> ScalarUDF {
+    let text = format!(
+        "PostgreSQL {} (Eddy {}) on {}-linux, compiled by rustc, 64-bit",
+        crate::settings::PG_SERVER_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    datafusion::logical_expr::create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Immutable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))
+        }),
+    )
+}
+
+/// `pg_get_serial_sequence(table, column)`: always NULL, Eddy has no sequences (SQLAlchemy
+/// asks it for every column it reflects).
+pub fn pg_get_serial_sequence_udf() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Immutable,
+        Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    )
 }
 
 #[cfg(test)]

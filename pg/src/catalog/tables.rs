@@ -10,13 +10,11 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int16Array, Int16Builder, Int32Array, Int32Builder,
     ListBuilder, StringArray, new_null_array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 use eddy_storage::{Db, TableSchema};
 
@@ -24,10 +22,10 @@ use super::oids::{
     BTREE_AM, DEFAULT_COLLATION, HEAP_AM, OTHER_RELATIONS, SUPERUSER_OID, hashed_oid, key_columns,
     namespace_oid, table_oid,
 };
-use crate::catalog::SCHEMA;
-use crate::computed_table::ComputedTable;
-use crate::continuous::ViewRegistry;
 use crate::cursor::Cursors;
+use eddy_query::catalog::SCHEMA;
+use eddy_query::computed_table::ComputedTable;
+use eddy_query::continuous::ViewRegistry;
 
 /// What the computed tables read.
 #[derive(Debug)]
@@ -60,12 +58,17 @@ impl SchemaProvider for PgCatalog {
         let Some(which) = RelTable::named(name) else {
             return self.inner.table(name).await;
         };
+        // Built afresh on every scan, so new tables show at once.
         let schema = which.build(&Snapshot::default())?.schema();
-        Ok(Some(Arc::new(PgRelTable {
-            which,
-            schema,
-            state: self.state.clone(),
-        })))
+        let state = self.state.clone();
+        let table = ComputedTable::new_async(schema, move |_| {
+            let state = state.clone();
+            Box::pin(async move {
+                let snapshot = state.snapshot(which != RelTable::Namespace).await?;
+                which.build(&snapshot)
+            })
+        });
+        Ok(Some(Arc::new(table.with_table_type(TableType::Base))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -119,42 +122,6 @@ impl RelTable {
             Self::Index => pg_index(s),
             Self::Constraint => pg_constraint(s),
         }
-    }
-}
-
-/// One of the computed tables, built afresh on every scan so new tables show at once.
-#[derive(Debug)]
-struct PgRelTable {
-    which: RelTable,
-    schema: SchemaRef,
-    state: Arc<CatalogState>,
-}
-
-#[async_trait]
-impl TableProvider for PgRelTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let snapshot = self
-            .state
-            .snapshot(self.which != RelTable::Namespace)
-            .await?;
-        let batch = self.which.build(&snapshot)?;
-        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
     }
 }
 

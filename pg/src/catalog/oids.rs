@@ -5,7 +5,7 @@
 use datafusion::error::{DataFusionError, Result as DfResult};
 use eddy_storage::TableSchema;
 
-use crate::catalog::SCHEMA;
+use eddy_query::catalog::SCHEMA;
 
 const PG_CATALOG_NAMESPACE: i32 = 11;
 const PUBLIC_NAMESPACE: i32 = 2200;

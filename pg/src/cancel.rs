@@ -20,7 +20,7 @@ use pgwire::error::PgWireError;
 use pgwire::messages::cancel::CancelRequest;
 use tokio::sync::watch;
 
-use eddy_query::QueryError;
+use crate::error::PgError;
 
 /// A connection's (process id, secret key), as its cancel requests name it.
 type BackendKey = (i32, Bytes);
@@ -90,7 +90,7 @@ pub struct Interrupt {
 
 impl Interrupt {
     /// Waits until the query must stop; the error says why.
-    async fn fired(&mut self) -> QueryError {
+    async fn fired(&mut self) -> PgError {
         let deadline = self.deadline;
         let timed_out = async move {
             match deadline {
@@ -100,7 +100,7 @@ impl Interrupt {
         };
         tokio::select! {
             Ok(()) = self.cancel.changed() => cancelled(),
-            () = timed_out => QueryError::new("57014", "canceling statement due to statement timeout"),
+            () = timed_out => PgError::new("57014", "canceling statement due to statement timeout"),
             // The connection is gone and no deadline is set: nothing will interrupt.
             else => std::future::pending().await,
         }
@@ -116,15 +116,15 @@ impl Drop for CancelSignal {
 }
 
 /// The error a cancelled query ends with.
-pub fn cancelled() -> QueryError {
-    QueryError::new("57014", "canceling statement due to user request")
+pub fn cancelled() -> PgError {
+    PgError::new("57014", "canceling statement due to user request")
 }
 
 /// Runs `work` unless the query is interrupted first.
 pub async fn unless_cancelled<T>(
     interrupt: &mut Interrupt,
-    work: impl std::future::Future<Output = Result<T, QueryError>>,
-) -> Result<T, QueryError> {
+    work: impl std::future::Future<Output = Result<T, PgError>>,
+) -> Result<T, PgError> {
     tokio::select! {
         r = work => r,
         e = interrupt.fired() => Err(e),
@@ -141,10 +141,10 @@ pub fn rows_until_cancelled(
         let (mut rows, mut interrupt) = state?;
         tokio::select! {
             batch = rows.next() => {
-                let batch = batch?.map_err(|e| super::user_error(e.into()));
+                let batch = batch?.map_err(|e| crate::wire::user_error(e.into()));
                 Some((batch, Some((rows, interrupt))))
             }
-            e = interrupt.fired() => Some((Err(super::user_error(e)), None)),
+            e = interrupt.fired() => Some((Err(crate::wire::user_error(e)), None)),
         }
     })
 }

@@ -14,7 +14,7 @@ use datafusion::execution::memory_pool::MemoryReservation;
 use futures::StreamExt;
 
 use super::command::Direction;
-use crate::error::{QueryError, Result};
+use crate::error::{PgError, Result};
 
 /// A cursor's result rows as far as they have been read, and where the cursor stands.
 pub(super) struct CursorRows {
@@ -35,8 +35,8 @@ pub(super) struct CursorRows {
     pos: u64,
 }
 
-fn scroll_needed() -> QueryError {
-    QueryError::new(
+fn scroll_needed() -> PgError {
+    PgError::new(
         "55000",
         "cursor can only scan forward; declare it with SCROLL to move backward or fetch a row again",
     )
@@ -193,7 +193,7 @@ impl CursorRows {
                 reservation
                     .try_grow(batch.get_array_memory_size())
                     .map_err(|e| {
-                        QueryError::new(
+                        PgError::new(
                             "53200",
                             format!(
                                 "a SCROLL cursor keeps every row it reads, and its {} rows exceed the query memory limit; fetch through a cursor without SCROLL to walk this result: {e}",
@@ -253,7 +253,7 @@ impl CursorRows {
         if backward {
             let all = concat_batches(&self.schema, &out)?;
             let last = u32::try_from(all.num_rows()).map_err(|_| {
-                QueryError::new("54000", "FETCH BACKWARD returns at most 4294967295 rows")
+                PgError::new("54000", "FETCH BACKWARD returns at most 4294967295 rows")
             })?;
             let reversed = UInt32Array::from_iter_values((0..last).rev());
             out = vec![take_record_batch(&all, &reversed)?];

@@ -7,7 +7,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
 
-use crate::error::{QueryError, Result};
+use crate::error::{PgError, Result};
 
 /// `FETCH ALL` and `BACKWARD ALL` as a count: more rows than any cursor holds.
 pub const ALL: u64 = u64::MAX;
@@ -77,7 +77,7 @@ pub fn split(sql: &str) -> Option<Result<Vec<Piece<'_>>>> {
                         .zip(offset(sql, s[s.len() - 1].span.end))
                         .map(|(a, b)| &sql[a..b]);
                     text.map(Piece::Sql).ok_or_else(|| {
-                        QueryError::new("42601", "could not split the statements of the query")
+                        PgError::new("42601", "could not split the statements of the query")
                     })
                 }
             })
@@ -116,9 +116,9 @@ fn offset(sql: &str, at: Location) -> Option<usize> {
     ((line, column) == (at.line, at.column)).then_some(sql.len())
 }
 
-fn syntax(what: &str, move_only: bool) -> QueryError {
+fn syntax(what: &str, move_only: bool) -> PgError {
     let verb = if move_only { "MOVE" } else { "FETCH" };
-    QueryError::new(
+    PgError::new(
         "42601",
         format!(
             "syntax error in {verb}: {what}; expected {verb} [NEXT | PRIOR | FIRST | LAST | ABSOLUTE n | RELATIVE n | n | ALL | FORWARD [n | ALL] | BACKWARD [n | ALL]] [FROM | IN] cursor_name"
@@ -167,7 +167,7 @@ fn is_word(t: &TokenWithSpan, k: Keyword) -> bool {
 
 enum DirectionError {
     Syntax(String),
-    Query(QueryError),
+    Query(PgError),
 }
 
 fn direction(words: &[&Token]) -> std::result::Result<Direction, DirectionError> {
@@ -226,7 +226,7 @@ fn signed_count(tokens: &[&Token]) -> Result<i64> {
         [Token::Plus, Token::Number(n, _)] | [Token::Number(n, _)] => (false, n),
         _ => {
             let text: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
-            return Err(QueryError::new(
+            return Err(PgError::new(
                 "42601",
                 format!(
                     "a FETCH or MOVE count must be an integer, got \"{}\"",
@@ -236,7 +236,7 @@ fn signed_count(tokens: &[&Token]) -> Result<i64> {
         }
     };
     let n: i64 = digits.parse().map_err(|_| {
-        QueryError::new(
+        PgError::new(
             "22003",
             format!("FETCH or MOVE count {digits} is not an integer in the range of bigint"),
         )

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use self::command::CursorCommand;
 use self::rows::CursorRows;
-use crate::error::{QueryError, Result};
+use crate::error::{PgError, Result};
 
 /// What `DECLARE` said about a cursor.
 #[derive(Debug, Clone)]
@@ -57,8 +57,8 @@ impl std::fmt::Debug for Cursors {
     }
 }
 
-fn missing(name: &str) -> QueryError {
-    QueryError::new("34000", format!("cursor \"{name}\" does not exist"))
+fn missing(name: &str) -> PgError {
+    PgError::new("34000", format!("cursor \"{name}\" does not exist"))
 }
 
 impl Cursors {
@@ -74,7 +74,7 @@ impl Cursors {
         let mut open = self.open.lock();
         let name = declaration.name.clone();
         if open.contains_key(&name) {
-            return Err(QueryError::new(
+            return Err(PgError::new(
                 "42P03",
                 format!("cursor \"{name}\" already exists"),
             ));

@@ -1,0 +1,146 @@
+//! Eddy's write path, the only way data is written: line protocol (parsed, checked against the
+//! catalog, created columns on write, filtered by retention) and Arrow batches (COPY, INSERT),
+//! each committed durably through the storage engine.
+//!
+//! An [`Ingest`] handle is made from a [`Db`] and the commit hook that maintains continuous
+//! aggregates, which it installs: no write can reach storage without view maintenance. Front
+//! ends only decode their protocol and encode the answer; what is accepted, rejected and with
+//! which message is decided here. The crate knows nothing of SQL or the network.
+
+pub mod error;
+pub mod lineproto;
+mod retention;
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_storage::{Catalog, CommitHook, Db, StorageError, TableSchema};
+
+pub use error::IngestError;
+pub use lineproto::{LINE_BYTES_MAX, LineError, Precision};
+
+/// Result of writing one line-protocol request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LineOutcome {
+    /// Lines written durably.
+    pub lines_written: usize,
+    /// Lines rejected, by line number.
+    pub errors: Vec<LineError>,
+}
+
+/// Handle to the write path; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    db: Db,
+}
+
+impl Ingest {
+    /// The write path over `db`; installs `maintenance` (the continuous aggregates) as the
+    /// storage commit hook, so every write it commits keeps the views current.
+    pub fn new(db: Db, maintenance: Arc<dyn CommitHook>) -> Ingest {
+        db.set_commit_hook(maintenance);
+        Ingest { db }
+    }
+
+    /// The storage engine written to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The catalog of tables.
+    pub fn catalog(&self) -> &Catalog {
+        self.db.catalog()
+    }
+
+    /// Parses line protocol and writes it: schema on write, retention, then one durable write
+    /// per table. Bad lines are reported with their line number and reason while good lines
+    /// are written; a table whose rows cannot be written (its schema changed in a conflicting
+    /// way meanwhile) has all its lines reported as rejected. A storage failure is an error:
+    /// nothing after it was written. `now_ns` is the time of lines without a timestamp.
+    pub async fn write_lp(
+        &self,
+        body: &[u8],
+        precision: Precision,
+        now_ns: i64,
+    ) -> Result<LineOutcome, IngestError> {
+        let built =
+            lineproto::batch::build(lineproto::parse(body, precision, now_ns), self.db.catalog());
+        let mut outcome = LineOutcome {
+            lines_written: 0,
+            errors: built.errors,
+        };
+        for rows in built.tables {
+            let schema = match self.db.catalog().ensure_columns(&rows.table, &rows.columns) {
+                Ok(s) => s,
+                Err(
+                    e @ (StorageError::TypeConflict { .. }
+                    | StorageError::InvalidSchema { .. }
+                    | StorageError::LimitExceeded(_)),
+                ) => {
+                    reject_all(&mut outcome.errors, &rows.lines, &e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(IngestError::storage(rows.table, e)),
+            };
+            let lines = rows.lines.clone();
+            let batch = match rows.into_batch(&schema) {
+                Ok(b) => b,
+                Err(message) => {
+                    reject_all(&mut outcome.errors, &lines, &message);
+                    continue;
+                }
+            };
+            let (batch, lines) =
+                retention::drop_expired(&self.db, &schema, batch, lines, &mut outcome.errors)
+                    .map_err(|e| IngestError::storage(schema.name(), e.into()))?;
+            if lines.is_empty() {
+                continue;
+            }
+            match self.db.write_to(&schema, batch).await {
+                Ok(_) => outcome.lines_written += lines.len(),
+                Err(e @ StorageError::TypeConflict { .. }) => {
+                    reject_all(&mut outcome.errors, &lines, &e.to_string());
+                }
+                Err(e) => return Err(IngestError::storage(schema.name(), e)),
+            }
+        }
+        outcome.errors.sort_by_key(|e| e.line);
+        Ok(outcome)
+    }
+
+    /// Writes a batch to a table (COPY, INSERT, bulk sources): its columns are checked against
+    /// the table's and coerced, rows beyond the table's retention refuse the whole batch, and
+    /// the rows are durable when this returns. Returns the number of rows written.
+    pub async fn write_batch(
+        &self,
+        schema: &Arc<TableSchema>,
+        batch: RecordBatch,
+    ) -> Result<u64, IngestError> {
+        let rows = batch.num_rows() as u64;
+        self.db
+            .write_to(schema, batch)
+            .await
+            .map_err(|e| IngestError::storage(schema.name(), e))?;
+        Ok(rows)
+    }
+
+    /// [`Ingest::write_batch`] to the table of that name, as the catalog has it now.
+    pub async fn write_batch_to_table(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+    ) -> Result<u64, IngestError> {
+        let schema = self.db.catalog().get(table).ok_or_else(|| {
+            IngestError::storage(table, StorageError::TableNotFound(table.to_string()))
+        })?;
+        self.write_batch(&schema, batch).await
+    }
+}
+
+/// Reports every line of `lines` as rejected with `message`.
+fn reject_all(errors: &mut Vec<LineError>, lines: &[usize], message: &str) {
+    errors.extend(lines.iter().map(|&line| LineError {
+        line,
+        message: message.to_string(),
+    }));
+}

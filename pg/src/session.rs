@@ -1,0 +1,479 @@
+//! A PostgreSQL client's session: the query core's session plus what PostgreSQL adds around
+//! it: statement text as PostgreSQL clients send it (rewritten so DataFusion can plan it),
+//! transaction statements (accepted; Eddy has no multi-statement transactions), `SET`/`SHOW`
+//! settings, and cursors (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{DeclareType, Statement as SqlStatement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use eddy_query::naming::ColumnNames;
+use eddy_query::{Completion, QueryEngine, QuerySession};
+use futures::StreamExt;
+
+use crate::cursor::command::CursorCommand;
+use crate::cursor::{Cursors, Declaration};
+use crate::error::{PgError, Result};
+use crate::settings::{
+    SESSION_AUTHORIZATION, SessionVars, is_timeout, parse_set, setting, show_millis, timeout_millis,
+};
+
+/// A statement as a PostgreSQL client sends it.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// A statement for the query core.
+    Query(eddy_query::Statement),
+    /// `FETCH` or `MOVE`, which the parser knows only in part.
+    Cursor(CursorCommand),
+}
+
+/// The `Prepared::Accept` of `ROLLBACK TO SAVEPOINT`, told apart from the `ROLLBACK` that ends
+/// the transaction.
+pub const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT";
+
+/// A parsed, planned statement, ready to run (possibly many times with parameters).
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// A statement of the query core (queries, INSERT, DDL, ...).
+    Query(eddy_query::Prepared),
+    /// A session statement accepted without effect on data (BEGIN, COMMIT, SET ...).
+    Accept(&'static str),
+    /// `SHOW name` of a PostgreSQL setting.
+    Show {
+        /// Setting name.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+    /// `DECLARE name [SCROLL] CURSOR [WITH HOLD] FOR query`.
+    DeclareCursor {
+        /// Name, options and text.
+        declaration: Declaration,
+        /// The query; may hold `$n` placeholders.
+        plan: LogicalPlan,
+        /// PostgreSQL's names for its result columns.
+        names: ColumnNames,
+    },
+    /// `FETCH` or `MOVE`.
+    Fetch(CursorCommand),
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    CloseCursor(Option<String>),
+}
+
+impl Prepared {
+    /// The plan of a statement the query core plans with DataFusion, if it is one.
+    pub fn plan(&self) -> Option<(&LogicalPlan, &ColumnNames)> {
+        match self {
+            Prepared::Query(eddy_query::Prepared::Plan(plan, names)) => Some((plan, names)),
+            _ => None,
+        }
+    }
+}
+
+/// What running a statement produced, as PostgreSQL reports it.
+pub enum Output {
+    /// Rows.
+    Rows {
+        /// Their schema.
+        schema: SchemaRef,
+        /// The rows, as they are computed.
+        stream: SendableRecordBatchStream,
+    },
+    /// A command completion tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command(String),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Command(t) => write!(f, "Command({t})"),
+        }
+    }
+}
+
+/// PostgreSQL's command tag for what a statement did.
+pub fn command_tag(c: Completion) -> String {
+    match c {
+        Completion::Inserted(n) => format!("INSERT 0 {n}"),
+        Completion::CreatedTable => "CREATE TABLE".into(),
+        Completion::DroppedTable => "DROP TABLE".into(),
+        Completion::CreatedView => "CREATE MATERIALIZED VIEW".into(),
+        Completion::DroppedView => "DROP MATERIALIZED VIEW".into(),
+        Completion::RefreshedView => "REFRESH MATERIALIZED VIEW".into(),
+        Completion::AlteredTable => "ALTER TABLE".into(),
+    }
+}
+
+/// One PostgreSQL client's session.
+pub struct PgSession {
+    query: QuerySession,
+    vars: SessionVars,
+    cursors: Arc<Cursors>,
+}
+
+impl std::fmt::Debug for PgSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSession").finish_non_exhaustive()
+    }
+}
+
+impl PgSession {
+    /// A new session over the engine (one per client connection).
+    pub fn new(engine: &QueryEngine) -> Self {
+        // pg_cursors lists the session's own cursors: it finds them in the session's config.
+        let cursors: Arc<Cursors> = Arc::default();
+        let vars = SessionVars::default();
+        let query = engine.session_with(|state| {
+            state.config_mut().set_extension(cursors.clone());
+            use datafusion::execution::FunctionRegistry;
+            let _ =
+                state.register_udf(Arc::new(crate::settings::current_setting_udf(vars.clone())));
+            let _ = state.register_udf(Arc::new(crate::settings::session_user_udf(vars.clone())));
+        });
+        PgSession {
+            query,
+            vars,
+            cursors,
+        }
+    }
+
+    /// The query core's session.
+    pub fn query(&self) -> &QuerySession {
+        &self.query
+    }
+
+    /// The engine this session belongs to.
+    pub fn engine(&self) -> &QueryEngine {
+        self.query.engine()
+    }
+
+    /// The DataFusion context of this session.
+    pub fn context(&self) -> &SessionContext {
+        self.query.context()
+    }
+
+    /// Plans one parsed statement.
+    pub async fn prepare(&self, stmt: Statement) -> Result<Prepared> {
+        let stmt = match stmt {
+            Statement::Cursor(c) => return Ok(Prepared::Fetch(c)),
+            Statement::Query(s) => s,
+        };
+        let eddy_query::Statement::Sql(DfStatement::Statement(sql_stmt)) = stmt else {
+            return Ok(Prepared::Query(self.query.prepare(stmt).await?));
+        };
+        match *sql_stmt {
+            SqlStatement::StartTransaction { .. } => Ok(Prepared::Accept("BEGIN")),
+            SqlStatement::Commit { .. } => Ok(Prepared::Accept("COMMIT")),
+            // Rolling back to a savepoint leaves the transaction (and its cursors) open.
+            SqlStatement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(Prepared::Accept(ROLLBACK_TO_SAVEPOINT)),
+            SqlStatement::Rollback { .. } => Ok(Prepared::Accept("ROLLBACK")),
+            SqlStatement::Savepoint { .. } => Ok(Prepared::Accept("SAVEPOINT")),
+            SqlStatement::ReleaseSavepoint { .. } => Ok(Prepared::Accept("RELEASE")),
+            SqlStatement::Declare { mut stmts } if stmts.len() == 1 => {
+                let d = stmts.remove(0);
+                match (&d.declare_type, &d.for_query, d.names.as_slice()) {
+                    (Some(DeclareType::Cursor), Some(q), [name]) => {
+                        if d.binary == Some(true) {
+                            return Err(PgError::unsupported(
+                                "BINARY cursors are not supported; fetch in binary through the extended protocol (a driver's binary result format) instead",
+                            ));
+                        }
+                        let (plan, names) = self.query.plan_query(q.clone()).await?;
+                        Ok(Prepared::DeclareCursor {
+                            declaration: Declaration {
+                                name: eddy_query::ddl::ident_name(name),
+                                statement: format!("DECLARE {d}"),
+                                hold: d.hold == Some(true),
+                                scroll: d.scroll == Some(true),
+                            },
+                            plan,
+                            names,
+                        })
+                    }
+                    _ => Err(PgError::unsupported(format!(
+                        "{d} is not supported; the DECLARE Eddy runs is DECLARE name [SCROLL | NO SCROLL] CURSOR [WITH HOLD | WITHOUT HOLD] FOR query"
+                    ))),
+                }
+            }
+            SqlStatement::Close { cursor } => {
+                use datafusion::sql::sqlparser::ast::CloseCursor;
+                Ok(Prepared::CloseCursor(match cursor {
+                    CloseCursor::All => None,
+                    CloseCursor::Specific { name } => Some(eddy_query::ddl::ident_name(&name)),
+                }))
+            }
+            SqlStatement::Discard { .. } => {
+                self.vars.lock().clear();
+                self.cursors.close(None)?;
+                Ok(Prepared::Accept("DISCARD ALL"))
+            }
+            SqlStatement::Set(set) => {
+                let text = set.to_string();
+                if text.to_lowercase().starts_with("set datafusion.") {
+                    return self.core(SqlStatement::Set(set)).await;
+                }
+                if let Some((name, mut value)) = parse_set(&text) {
+                    if is_timeout(&name) {
+                        // Stored as PostgreSQL shows it: `SET statement_timeout = 5000` is `5s`.
+                        value = show_millis(timeout_millis(&name, &value)?);
+                    }
+                    self.vars.lock().insert(name, value);
+                }
+                Ok(Prepared::Accept("SET"))
+            }
+            SqlStatement::Reset(r) => {
+                use datafusion::sql::sqlparser::ast::Reset;
+                match r.reset {
+                    Reset::ALL => self.vars.lock().clear(),
+                    Reset::ConfigurationParameter(name) => {
+                        let name = name.to_string().to_lowercase();
+                        self.vars.lock().remove(&name);
+                    }
+                }
+                Ok(Prepared::Accept("RESET"))
+            }
+            SqlStatement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(eddy_query::ddl::ident_name)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if let Some(value) = self.setting(&name) {
+                    return Ok(Prepared::Show { name, value });
+                }
+                self.core(SqlStatement::ShowVariable { variable }).await
+            }
+            other => self.core(other).await,
+        }
+    }
+
+    /// Plans a statement in the query core.
+    async fn core(&self, stmt: SqlStatement) -> Result<Prepared> {
+        let stmt = eddy_query::Statement::Sql(DfStatement::Statement(Box::new(stmt)));
+        Ok(Prepared::Query(self.query.prepare(stmt).await?))
+    }
+
+    /// The value of a PostgreSQL setting clients ask for, if Eddy knows it.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        setting(&self.vars, name)
+    }
+
+    /// The result columns of the session's open cursor `name` (for a `Describe` of it as a
+    /// portal, which psycopg sends after `DECLARE`).
+    pub fn cursor_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.cursors.schema(name)
+    }
+
+    /// Records who logged in (the start-up message's user, after authentication), for
+    /// `session_user`, `current_user` and `SHOW session_authorization`; the first call wins.
+    pub fn set_user(&self, user: &str) {
+        let mut vars = self.vars.lock();
+        if !vars.contains_key(SESSION_AUTHORIZATION) {
+            vars.insert(SESSION_AUTHORIZATION.to_string(), user.to_string());
+        }
+    }
+
+    /// How long a statement may run (`SET statement_timeout`), if limited.
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let value = self.vars.lock().get("statement_timeout").cloned()?;
+        let ms = timeout_millis("statement_timeout", &value).ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Runs a prepared statement with parameter values for its placeholders.
+    pub async fn execute(
+        &self,
+        prepared: &Prepared,
+        params: Option<ParamValues>,
+    ) -> Result<Output> {
+        match prepared {
+            Prepared::Query(p) => Ok(match self.query.execute(p, params).await? {
+                eddy_query::Output::Rows { schema, stream } => Output::Rows { schema, stream },
+                eddy_query::Output::Done(c) => Output::Command(command_tag(c)),
+            }),
+            Prepared::Accept(tag) => {
+                if matches!(*tag, "COMMIT" | "ROLLBACK") {
+                    self.cursors.end_transaction();
+                }
+                // PostgreSQL's tag for ROLLBACK TO SAVEPOINT is ROLLBACK.
+                let tag = if *tag == ROLLBACK_TO_SAVEPOINT {
+                    "ROLLBACK"
+                } else {
+                    tag
+                };
+                Ok(Output::Command(tag.to_string()))
+            }
+            Prepared::DeclareCursor {
+                declaration,
+                plan,
+                names,
+            } => {
+                let rows = self.query.stream(plan, names, params).await?;
+                self.cursors.declare(
+                    declaration.clone(),
+                    rows.schema,
+                    rows.stream,
+                    &rows.memory_pool,
+                )?;
+                Ok(Output::Command("DECLARE CURSOR".into()))
+            }
+            Prepared::Fetch(command) => {
+                let (schema, rows, count) = self.cursors.fetch(command).await?;
+                if command.move_only {
+                    return Ok(Output::Command(format!("MOVE {count}")));
+                }
+                let stream = Box::pin(RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    futures::stream::iter(rows.into_iter().map(Ok)),
+                ));
+                Ok(Output::Rows { schema, stream })
+            }
+            Prepared::CloseCursor(name) => {
+                self.cursors.close(name.as_deref())?;
+                Ok(Output::Command("CLOSE CURSOR".into()))
+            }
+            Prepared::Show { name, value } => {
+                let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        value.as_str(),
+                    ]))],
+                )?;
+                let stream = Box::pin(RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    futures::stream::iter(vec![Ok(batch)]),
+                ));
+                Ok(Output::Rows { schema, stream })
+            }
+        }
+    }
+
+    /// Parses, plans and runs every statement of `sql` in order (the simple query protocol).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for stmt in parse(sql)? {
+            let p = self.prepare(stmt).await?;
+            out.push(self.execute(&p, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `sql` and collects all rows of its last statement (for tests and tools).
+    pub async fn query_rows(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for o in self.sql(sql).await? {
+            last = match o {
+                Output::Rows { mut stream, .. } => {
+                    let mut v = Vec::new();
+                    while let Some(b) = stream.next().await {
+                        v.push(b?);
+                    }
+                    v
+                }
+                Output::Command(_) => Vec::new(),
+            };
+        }
+        Ok(last)
+    }
+}
+
+/// Splits SQL text as a PostgreSQL client sends it into statements.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    use crate::cursor::command::{self, Piece};
+    let Some(pieces) = command::split(sql) else {
+        return parse_statements(sql);
+    };
+    let mut out = Vec::new();
+    for piece in pieces? {
+        match piece {
+            Piece::Command(c) => out.push(Statement::Cursor(c)),
+            Piece::Sql(text) => out.extend(parse_statements(text)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits SQL text without `FETCH` or `MOVE` into statements.
+fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+    if let Some(name) = eddy_query::engine::refresh_target(sql) {
+        return Ok(vec![Statement::Query(eddy_query::Statement::RefreshView(
+            name,
+        ))]);
+    }
+    // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
+    // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them; Eddy's
+    // rules come after pg-catalog's (set-returning calls, correlated subqueries, ...).
+    let parsed = if expands_search_path(sql) {
+        // pg-catalog's token blacklist replaces Grafana's search_path expansion with `''`
+        // (so its table and column listings came back empty); Eddy's rewrite plans it instead.
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map(|stmts| stmts.into_iter().map(|s| PG_PARSER.rewrite(s)).collect())
+    } else {
+        PG_PARSER.parse(sql)
+    };
+    let query = |s| Statement::Query(eddy_query::Statement::Sql(s));
+    match parsed {
+        Ok(stmts) => Ok(stmts
+            .into_iter()
+            .map(|s| query(DfStatement::Statement(Box::new(crate::catalog::rewrite(s)))))
+            .collect()),
+        // DataFusion's own statements (and its error messages with positions).
+        Err(_) => {
+            let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+                .map_err(eddy_query::QueryError::from)?;
+            Ok(stmts.into_iter().map(query).collect())
+        }
+    }
+}
+
+/// Whether `sql` holds Grafana's `search_path` expansion (`string_to_array(current_setting(
+/// 'search_path'), ',')`), whatever its spacing.
+fn expands_search_path(sql: &str) -> bool {
+    let compact: String = sql
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect();
+    compact.contains("string_to_array(current_setting('search_path'),',')")
+}
+
+static PG_PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompatibilityParser> =
+    std::sync::LazyLock::new(datafusion_pg_catalog::sql::PostgresCompatibilityParser::new);
+
+#[cfg(test)]
+mod tests {
+    use super::{Statement, parse};
+
+    #[test]
+    fn grafana_builder_listing_is_rewritten() {
+        let sql = "SELECT quote_ident(table_schema) IN (SELECT CASE WHEN trim(s[i]) = '\"$user\"' \
+                   THEN user ELSE trim(s[i]) END FROM generate_series(\
+                   array_lower(string_to_array(current_setting('search_path'),','),1), \
+                   array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+                   string_to_array(current_setting('search_path'),',') s) \
+                   FROM information_schema.tables";
+        let stmts = parse(sql).expect("parses");
+        let [Statement::Query(eddy_query::Statement::Sql(stmt))] = stmts.as_slice() else {
+            panic!("one SQL statement");
+        };
+        let text = stmt.to_string();
+        assert!(
+            text.contains(
+                "(SELECT string_to_array(current_setting('search_path'), ',') AS s) AS s"
+            ) && text.contains("THEN session_user() ELSE"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! The engine handle: [`Db`], its configuration, and the shared state every job works on.
+//!
+//! `Db` is a thin facade. Each public method delegates to the module that owns the job
+//! (`commit`, `flush`, `retention`, `read`, `recovery`), so this file reads as the engine's
+//! whole API, and the jobs share one `Inner` whose locks are documented in one place.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::catalog::Catalog;
+use crate::commit::{CommitHook, CommitRequest, run_committer};
+use crate::error::{IoContext, Result, StorageError};
+use crate::flush::{FlushSignal, run_flusher};
+use crate::latest::LatestCache;
+use crate::limits::{
+    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_LATEST_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES_MAX,
+    DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX,
+};
+use crate::manifest::{Manifest, SegmentMeta};
+use crate::memtable::{FrozenMemtable, Memtable};
+use crate::read::TableSnapshot;
+use crate::recovery::{RecoveryReport, recover};
+use crate::schema::TableSchema;
+use crate::segment::SegmentFile;
+use crate::wal::{self, WalWriter};
+
+/// When a write is acknowledged relative to its WAL fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// fsync before acknowledging (default): nothing acknowledged is ever lost.
+    Always,
+    /// Acknowledge after the write reaches the OS and fsync every this many milliseconds:
+    /// a machine crash (not a process crash) can lose the last interval of acknowledged writes.
+    IntervalMs(u64),
+}
+
+/// Configuration of the storage engine.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Root of the data directory.
+    pub data_dir: PathBuf,
+    /// When writes are acknowledged.
+    pub wal_sync: WalSync,
+    /// Size at which a WAL file is closed and a new one started.
+    pub wal_segment_bytes_max: u64,
+    /// Memory the memtables may hold before writers are made to wait for flushes.
+    pub memtable_bytes_max: usize,
+    /// Memtable size that triggers a flush to Parquet.
+    pub memtable_flush_bytes: usize,
+    /// Age of the oldest unflushed write that triggers a flush.
+    pub flush_interval_ms: u64,
+    /// Memory for the per-segment latest-row summaries that answer
+    /// `ORDER BY time DESC LIMIT 1` lookups without a scan (see [`Db::latest_row`]).
+    pub latest_cache_bytes: usize,
+}
+
+impl StorageConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            wal_sync: WalSync::Always,
+            wal_segment_bytes_max: DEFAULT_WAL_SEGMENT_BYTES_MAX,
+            memtable_bytes_max: DEFAULT_MEMTABLE_BYTES_MAX,
+            memtable_flush_bytes: DEFAULT_MEMTABLE_FLUSH_BYTES,
+            flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
+        }
+    }
+}
+
+/// What readers and the flusher see of the data: the memtables and the live segments.
+pub(crate) struct State {
+    pub(crate) active: Memtable,
+    pub(crate) frozen: Vec<Arc<FrozenMemtable>>,
+    pub(crate) manifest: Arc<Manifest>,
+    /// The manifest's segments by id, as handed to readers.
+    pub(crate) files: BTreeMap<u64, Arc<SegmentFile>>,
+}
+
+/// Everything the engine's jobs share, behind one `Arc`.
+pub(crate) struct Inner {
+    pub(crate) config: StorageConfig,
+    pub(crate) catalog: Catalog,
+    pub(crate) state: RwLock<State>,
+    pub(crate) wal: Mutex<WalWriter>,
+    pub(crate) commit_tx: Mutex<Option<mpsc::Sender<CommitRequest>>>,
+    /// Wakes the flusher; the flag asks for a flush regardless of size.
+    pub(crate) flush_wake: (Mutex<FlushSignal>, Condvar),
+    /// Notified when a flush completes, for writers waiting on memory.
+    pub(crate) flushed: Notify,
+    /// Serializes flushes and manifest changes.
+    pub(crate) flush_lock: Mutex<()>,
+    /// Set when a WAL write or fsync failed: the engine refuses writes until restarted.
+    pub(crate) failed: Mutex<Option<String>>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) recovery: RecoveryReport,
+    pub(crate) hook: RwLock<Option<Arc<dyn CommitHook>>>,
+    /// Held by the committer while it applies a group; readers hold it to see a consistent
+    /// pair of table data and derived state.
+    pub(crate) apply_lock: Mutex<()>,
+    /// Latest-row summaries of segments, for [`Db::latest_row`].
+    pub(crate) latest: Mutex<LatestCache>,
+}
+
+/// Handle to an open storage engine; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens (or creates) a data directory: loads catalog and manifest, replays the WAL above
+    /// the manifest's position, cuts a torn tail, and starts the committer and the flusher.
+    pub fn open(mut config: StorageConfig) -> Result<Db> {
+        std::fs::create_dir_all(&config.data_dir).at(&config.data_dir)?;
+        // Segment paths handed to readers must be absolute whatever the working directory.
+        config.data_dir = std::fs::canonicalize(&config.data_dir).at(&config.data_dir)?;
+        let recovered = recover(&config)?;
+
+        let (tx, rx) = mpsc::channel();
+        let latest_cache_bytes = config.latest_cache_bytes;
+        let inner = Arc::new(Inner {
+            config,
+            catalog: recovered.catalog,
+            state: RwLock::new(State {
+                active: recovered.active,
+                frozen: Vec::new(),
+                manifest: Arc::new(recovered.manifest),
+                files: recovered.files,
+            }),
+            wal: Mutex::new(recovered.wal),
+            commit_tx: Mutex::new(Some(tx)),
+            flush_wake: (Mutex::new(FlushSignal::default()), Condvar::new()),
+            flushed: Notify::new(),
+            flush_lock: Mutex::new(()),
+            failed: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            recovery: recovered.report,
+            hook: RwLock::new(None),
+            apply_lock: Mutex::new(()),
+            latest: Mutex::new(LatestCache::new(latest_cache_bytes)),
+        });
+        let committer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("eddy-wal".into())
+                .spawn(move || run_committer(&inner, rx))
+                .at("<spawn committer>")?
+        };
+        let flusher = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("eddy-flush".into())
+                .spawn(move || run_flusher(&inner))
+                .at("<spawn flusher>")?
+        };
+        inner.threads.lock().extend([committer, flusher]);
+        Ok(Db { inner })
+    }
+
+    /// The catalog of tables.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    /// What recovery did when the engine was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Writes a batch to a table and returns its sequence number once it is durable (per the
+    /// WAL sync mode) and visible to readers. The batch's columns must exist in the table with
+    /// the same types; columns it lacks are null. The time column may not hold nulls.
+    pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<u64> {
+        let schema = self
+            .inner
+            .catalog
+            .get(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?;
+        self.write_to(&schema, batch).await
+    }
+
+    /// [`Db::write`] against a schema the caller already looked up.
+    pub async fn write_to(&self, schema: &Arc<TableSchema>, batch: RecordBatch) -> Result<u64> {
+        self.inner.write(schema, batch).await
+    }
+
+    /// Installs the hook that derives state from every committed write.
+    pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) {
+        *self.inner.hook.write() = Some(hook);
+    }
+
+    /// Asks the commit hook to save its derived state now (after it was rebuilt, so it does
+    /// not depend on raw data that retention may drop); returns the position it covers.
+    pub fn checkpoint_hook(&self) -> Option<u64> {
+        let hook = self.inner.hook.read().clone();
+        hook.and_then(|h| h.checkpoint())
+    }
+
+    /// Blocks commits while held: a snapshot taken under it matches the state the commit hook
+    /// has applied, write for write.
+    pub fn commit_barrier(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.apply_lock.lock()
+    }
+
+    /// Series hashes of a batch in the table schema (one per row), as the engine computes them.
+    pub fn series_hashes(&self, schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<u64>> {
+        crate::commit::series_hashes(schema, batch)
+    }
+
+    /// Sequence number of the last write applied (visible to readers); under
+    /// [`Db::commit_barrier`] it matches the state the commit hook has applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.state.read().active.last_seq
+    }
+
+    /// Makes every WAL record written so far durable.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.inner.wal.lock().sync()
+    }
+
+    /// Reads back, without changing anything, every WAL record with `seq > after_seq` of
+    /// tables still in the catalog. Returns `false` when the WAL no longer holds all of them
+    /// (its files from there on were removed).
+    pub fn scan_wal(&self, after_seq: u64, mut f: impl FnMut(u64, &RecordBatch)) -> Result<bool> {
+        let dir = self.inner.config.data_dir.join("wal");
+        wal::scan(&dir, after_seq, |rec| {
+            f(rec.table_id, &rec.batch);
+            Ok(())
+        })
+    }
+
+    /// The first instant a table still keeps (the start of its oldest retained day), or
+    /// `i64::MIN` when it keeps everything.
+    pub fn retention_floor(&self, schema: &TableSchema) -> i64 {
+        self.inner.retention_floor_of(schema)
+    }
+
+    /// The data of a table as of now, or `None` if there is no such table.
+    pub fn snapshot(&self, table: &str) -> Option<TableSnapshot> {
+        let schema = self.inner.catalog.get(table)?;
+        Some(self.snapshot_of(&schema))
+    }
+
+    /// The data of a table as of now, for a table looked up already.
+    pub fn snapshot_of(&self, schema: &Arc<TableSchema>) -> TableSnapshot {
+        self.inner.snapshot_of(schema)
+    }
+
+    /// Flushes everything in memory to segments now and waits for it.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush_all()
+    }
+
+    /// Drops a table: it leaves the catalog, its buffered rows and segments are deleted.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        self.inner.drop_table(name)
+    }
+
+    /// Flushes memory to segments, stops the background threads and syncs the WAL. Writes
+    /// after this fail with [`StorageError::ShutDown`].
+    pub fn close(&self) -> Result<()> {
+        let flushed = self.inner.flush_all();
+        if let Some(h) = self.inner.hook.read().clone() {
+            h.checkpoint();
+        }
+        self.inner.commit_tx.lock().take();
+        {
+            let (lock, cv) = &self.inner.flush_wake;
+            lock.lock().stop = true;
+            cv.notify_all();
+        }
+        let threads = std::mem::take(&mut *self.inner.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+        self.inner.wal.lock().sync()?;
+        flushed
+    }
+
+    /// Memory held by memtables (active and being flushed), in bytes.
+    pub fn memtable_bytes(&self) -> usize {
+        self.inner.memtable_bytes()
+    }
+
+    /// The row `SELECT * FROM t WHERE tag = v AND ... ORDER BY time DESC LIMIT 1` returns on
+    /// `snapshot`, in the table schema, found without a scan (from per-segment summaries and
+    /// the memtable's newest-row marks); `tags` are `(tag column, value)` pairs, all of which
+    /// must hold.
+    pub fn latest_row(
+        &self,
+        snapshot: &TableSnapshot,
+        tags: &[(String, String)],
+    ) -> Result<Option<RecordBatch>> {
+        self.inner.latest_row(snapshot, tags)
+    }
+
+    /// All live segments.
+    pub fn segments(&self) -> Vec<SegmentMeta> {
+        self.inner.state.read().manifest.segments.clone()
+    }
+}

@@ -1,0 +1,81 @@
+//! Every limit and tuning constant of the storage engine, in one place.
+//!
+//! A limit that hides in the module that enforces it is a limit nobody reviews. Each constant
+//! here says what it trades, so changing one is a decision made with its cost in view. The
+//! engine's configurable limits ([`crate::StorageConfig`]) take their defaults from here; the
+//! rest are fixed because they shape files on disk or the engine's threads.
+
+/// Width of a time partition (one UTC day), in nanoseconds: narrower partitions let retention
+/// drop data more precisely but write more, smaller segment files per table.
+pub const PARTITION_NANOS: i64 = 86_400_000_000_000;
+
+/// Columns a table may have: more columns means wider rows in every memtable batch and
+/// Parquet footer; the cap stops a runaway schema-on-write client from growing one forever.
+pub const COLUMNS_PER_TABLE_MAX: usize = 1024;
+
+/// Longest table or column name, in bytes: long enough for generated names, short enough to be
+/// a directory name (255 bytes on common file systems) once encoded.
+pub const NAME_BYTES_MAX: usize = 255;
+
+/// Default size at which a WAL file is closed and a new one started: larger files mean fewer
+/// file creations and fsyncs of the directory, smaller ones free disk sooner after a flush.
+pub const DEFAULT_WAL_SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Default memory all memtables may hold before writers wait for flushes (backpressure):
+/// more absorbs longer bursts, at the cost of memory and of WAL to replay after a crash.
+pub const DEFAULT_MEMTABLE_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Default memtable size that triggers a flush: larger flushes write fewer, larger segments
+/// (better for scans) but hold more memory and replay more WAL after a crash.
+pub const DEFAULT_MEMTABLE_FLUSH_BYTES: usize = 128 * 1024 * 1024;
+
+/// Default age of the oldest unflushed write that triggers a flush: longer means fewer small
+/// segments from slow tables, shorter means less WAL to replay and earlier Parquet visibility.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 300_000;
+
+/// Default memory for per-segment latest-row summaries: more keeps more segments answerable
+/// without reading their files again.
+pub const DEFAULT_LATEST_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most write requests one group commit takes: larger groups share one fsync among more
+/// writers, but a group holds the state lock while it is applied, delaying readers.
+pub const COMMIT_GROUP_REQUESTS_MAX: usize = 4096;
+
+/// How often an idle committer wakes (in `Always` sync mode) to notice shutdown: shorter wakes
+/// more often for nothing, longer delays nothing that matters.
+pub const COMMITTER_IDLE_WAKE_MS: u64 = 1000;
+
+/// How long a writer held back by backpressure waits before it checks memory again (it is
+/// also woken by every flush): shorter polls more, longer risks a missed wake-up costing more.
+pub const BACKPRESSURE_RECHECK_MS: u64 = 200;
+
+/// How often the flusher wakes without being asked, to check flush age and retention:
+/// shorter reacts sooner to `flush_interval_ms` and expired days, at the cost of idle wake-ups.
+pub const FLUSHER_WAKE_MS: u64 = 1000;
+
+/// Pause after a failed flush before retrying: keeps a persistent failure (disk full) from
+/// spinning a core while the data stays safe in memory and WAL.
+pub const FLUSH_RETRY_DELAY_MS: u64 = 1000;
+
+/// Largest WAL record accepted on replay; a larger length is a torn or corrupt frame. Bounds
+/// the memory one bad length can make replay allocate, and caps one write batch's size.
+pub const WAL_RECORD_BYTES_MAX: usize = 1 << 30;
+
+/// zstd level of WAL records: the WAL is on the write path, so speed wins over ratio.
+pub const WAL_ZSTD_LEVEL: i32 = 1;
+
+/// zstd level of Parquet segments: written once in the background and read many times, so a
+/// better ratio is worth some flush time.
+pub const SEGMENT_ZSTD_LEVEL: i32 = 3;
+
+/// Rows per Parquet row group: larger groups compress better, smaller ones let statistics
+/// prune a scan more finely.
+pub const ROW_GROUP_ROWS_MAX: usize = 256 * 1024;
+
+/// Rows per Parquet data page (checked every write batch of 1,024 rows): small pages let the
+/// page index narrow a one-series lookup to a few thousand rows, at some cost in page headers.
+pub const DATA_PAGE_ROWS_MAX: usize = 4096;
+
+/// Rows per batch when a segment is read back whole: larger batches mean fewer, bigger
+/// allocations; smaller ones bound the memory of one step.
+pub const SEGMENT_READ_BATCH_ROWS: usize = 64 * 1024;
