@@ -8,9 +8,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eddy_ingest::lineproto::{self, Precision};
 use eddy_storage::{Catalog, DEFAULT_TIME_COLUMN};
 
-#[path = "../src/generator.rs"]
-#[allow(dead_code)]
-mod generator;
+use eddy::generator;
 
 fn tsbs(rows_hosts: usize, minutes: i64) -> Vec<u8> {
     let spec = generator::GenSpec {

@@ -1,9 +1,7 @@
 //! The `eddy` binary: `serve` runs the database; `gen` writes TSBS-shaped line protocol;
 //! `bench` posts line protocol at a server and reports throughput and latency.
 
-mod bench;
 mod config;
-mod generator;
 mod serve;
 
 use std::io::{BufWriter, Write};
@@ -11,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use eddy::{bench, generator};
 
 /// Eddy: a time-series streaming database.
 #[derive(Debug, Parser)]
@@ -82,40 +81,13 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("time \"{s}\" is out of range"))
 }
 
-fn parse_duration_ns(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("invalid interval \"{s}\": expected a number and a unit, e.g. 10s"))?;
-    let mult = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" | "" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        _ => {
-            return Err(format!(
-                "invalid interval unit \"{unit}\": use ns, us, ms, s, m or h"
-            ));
-        }
-    };
-    let ns = n * mult;
-    if ns <= 0 {
-        return Err("interval must be positive".into());
-    }
-    Ok(ns)
-}
-
 impl GenArgs {
     fn spec(&self) -> Result<generator::GenSpec, String> {
         Ok(generator::GenSpec {
             scale: self.scale,
             start_ns: parse_time(&self.start)?,
             end_ns: parse_time(&self.end)?,
-            interval_ns: parse_duration_ns(&self.interval)?,
+            interval_ns: eddy_storage::time::parse_span_ns(&self.interval)?,
             seed: self.seed,
         })
     }
