@@ -15,8 +15,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-/// Days from 0001-01-01 (day 1 in chrono's count) to 1970-01-01.
-const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+use eddy_storage::time::UNIX_EPOCH_DAYS_FROM_CE;
 const MICROS_PER_SECOND: i128 = 1_000_000;
 const SECONDS_PER_DAY: i128 = 86_400;
 

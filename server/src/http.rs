@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -156,11 +155,11 @@ async fn write(
     } else {
         body
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default();
-    match st.ingest.write_lp(&body, precision, now).await {
+    match st
+        .ingest
+        .write_lp(&body, precision, eddy_storage::time::now_ns())
+        .await
+    {
         Ok(outcome) => written(&outcome),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,

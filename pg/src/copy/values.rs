@@ -5,8 +5,7 @@
 
 use chrono::{Datelike, NaiveDate};
 
-/// Days from 0001-01-01 (day 1 in chrono's count) to 1970-01-01.
-const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
+use eddy_storage::time::UNIX_EPOCH_DAYS_FROM_CE;
 
 /// float8 input: ordinary numbers plus `NaN`, `Infinity` and `inf` in any case, optionally
 /// signed, with surrounding whitespace ignored; overflow is an error as in PostgreSQL.

@@ -82,9 +82,7 @@ impl Cursors {
         let reservation = declaration
             .scroll
             .then(|| MemoryConsumer::new(format!("SCROLL cursor {name}")).register(memory));
-        let created_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let created_us = eddy_storage::time::now_ns() / 1_000;
         open.insert(
             name,
             Cursor {

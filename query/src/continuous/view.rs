@@ -168,31 +168,15 @@ pub(super) struct ChunkCopy {
     pub saved: Option<String>,
 }
 
-/// Parses a retention such as `90 days` or `12 hours` into nanoseconds.
+/// Parses a retention such as `90 days` or `12 hours` into nanoseconds, with the one span
+/// parser the command line uses too.
 pub fn parse_retention(text: &str) -> Result<i64> {
-    let v = datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(text)
-        .map_err(|e| {
-            QueryError::new(
-                ErrorKind::InvalidParameter,
-                format!("retention '{text}': {e}"),
-            )
-        })?;
-    if v.months != 0 {
-        return Err(QueryError::new(
+    eddy_storage::time::parse_span_ns(text).map_err(|e| {
+        QueryError::new(
             ErrorKind::InvalidParameter,
-            format!("retention '{text}': give a fixed span such as '90 days', not months"),
-        ));
-    }
-    let ns = (v.days as i64)
-        .saturating_mul(86_400_000_000_000)
-        .saturating_add(v.nanoseconds);
-    if ns <= 0 {
-        return Err(QueryError::new(
-            ErrorKind::InvalidParameter,
-            format!("retention '{text}' must be positive"),
-        ));
-    }
-    Ok(ns)
+            format!("retention '{text}': {e}"),
+        )
+    })
 }
 
 impl ContinuousAggregate {
