@@ -115,9 +115,8 @@ pub fn storage_kind(e: &StorageError) -> ErrorKind {
         StorageError::ShutDown(_) => ErrorKind::ShuttingDown,
         StorageError::Io { .. } => ErrorKind::Io,
         StorageError::Corrupt { .. } => ErrorKind::Corrupt,
-        StorageError::UnsupportedFormat { .. }
-        | StorageError::Arrow(_)
-        | StorageError::Parquet(_) => ErrorKind::Internal,
+        StorageError::UnsupportedFormat { .. } => ErrorKind::Unsupported,
+        StorageError::Arrow(_) | StorageError::Parquet(_) => ErrorKind::Internal,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Versions of the files Eddy writes (catalog, manifest, WAL), and the check that refuses a
-//! file written by a newer Eddy instead of misreading it.
+//! Versions of the files the engine writes (catalog, manifest, WAL), and the check that
+//! refuses a file written by a newer Eddy instead of misreading it. The JSON helpers are public
+//! so files kept by other crates (view definitions and checkpoints) follow the same rules.
 //!
 //! Each file kind has its own number because they change for different reasons. Files written
 //! before versions were recorded carry none and are version 1: their shape is exactly today's.
@@ -27,7 +28,7 @@ pub const WAL_FORMAT_VERSION: u32 = 1;
 pub const UNVERSIONED: u32 = 1;
 
 /// Refuses a file whose format is newer than this Eddy reads.
-pub(crate) fn check_version(path: &Path, found: u32, supported: u32) -> Result<()> {
+pub fn check_version(path: &Path, found: u32, supported: u32) -> Result<()> {
     if found > supported {
         return Err(StorageError::UnsupportedFormat {
             path: path.to_path_buf(),
@@ -60,12 +61,7 @@ pub(crate) struct Versioned<'a, T> {
 }
 
 /// Encodes `body` as JSON with `format_version` as its first field.
-pub(crate) fn to_json<T: Serialize>(
-    path: &Path,
-    body: &T,
-    version: u32,
-    pretty: bool,
-) -> Result<Vec<u8>> {
+pub fn to_json<T: Serialize>(path: &Path, body: &T, version: u32, pretty: bool) -> Result<Vec<u8>> {
     let versioned = Versioned {
         format_version: version,
         body,
@@ -84,11 +80,7 @@ pub(crate) fn to_json<T: Serialize>(
 
 /// Decodes a JSON file after checking its version: the version is read on its own first, so
 /// a newer file is refused by name even when its shape no longer matches `T`.
-pub(crate) fn from_json<T: DeserializeOwned>(
-    path: &Path,
-    bytes: &[u8],
-    supported: u32,
-) -> Result<T> {
+pub fn from_json<T: DeserializeOwned>(path: &Path, bytes: &[u8], supported: u32) -> Result<T> {
     // A file that is not even a JSON object fails below with the decoder's own reason.
     if let Ok(probe) = serde_json::from_slice::<VersionProbe>(bytes) {
         check_version(path, probe.format_version, supported)?;

@@ -12,6 +12,7 @@
 
 pub mod db;
 pub mod dedup;
+pub mod format;
 pub mod fsutil;
 pub mod manifest;
 pub mod schema;
@@ -25,7 +26,6 @@ mod commit;
 mod engine;
 mod error;
 mod flush;
-mod format;
 mod latest;
 mod limits;
 mod memtable;

@@ -7,6 +7,7 @@ mod common;
 mod continuous;
 mod dbeaver;
 mod durability;
+mod formats;
 mod grafana;
 mod ingest;
 mod latest;

@@ -19,6 +19,10 @@ use crate::error::{ErrorKind, QueryError, Result};
 
 const MANIFEST: &str = "checkpoint.json";
 
+/// Version of `views/checkpoint.json` and the chunk files it names. Bump when the manifest or
+/// the layout of saved partial states changes so that an older Eddy would misread them.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
 /// What one checkpoint holds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct CheckpointManifest {
@@ -60,9 +64,11 @@ pub(super) fn views_dir(data_dir: &Path) -> PathBuf {
 pub(super) fn load(dir: &Path) -> Result<Option<CheckpointManifest>> {
     let path = dir.join(MANIFEST);
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| QueryError::new(ErrorKind::Corrupt, format!("{}: {e}", path.display()))),
+        Ok(b) => Ok(Some(eddy_storage::format::from_json(
+            &path,
+            &b,
+            CHECKPOINT_FORMAT_VERSION,
+        )?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(&path, e)),
     }
@@ -70,9 +76,9 @@ pub(super) fn load(dir: &Path) -> Result<Option<CheckpointManifest>> {
 
 /// Replaces the manifest.
 pub(super) fn store(dir: &Path, manifest: &CheckpointManifest) -> Result<()> {
-    let bytes = serde_json::to_vec(manifest)
-        .map_err(|e| QueryError::new(ErrorKind::Internal, e.to_string()))?;
-    eddy_storage::fsutil::write_atomic(&dir.join(MANIFEST), &bytes)?;
+    let path = dir.join(MANIFEST);
+    let bytes = eddy_storage::format::to_json(&path, manifest, CHECKPOINT_FORMAT_VERSION, false)?;
+    eddy_storage::fsutil::write_atomic(&path, &bytes)?;
     Ok(())
 }
 

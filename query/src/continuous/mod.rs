@@ -29,7 +29,8 @@ use datafusion::error::DataFusionError;
 
 use crate::error::QueryError;
 
-pub use registry::ViewRegistry;
+pub use checkpoint::CHECKPOINT_FORMAT_VERSION;
+pub use registry::{VIEWS_FORMAT_VERSION, ViewRegistry};
 pub use state::OVERWRITE_WINDOW_NS;
 pub use table::{ViewTable, views_table};
 pub use view::{ContinuousAggregate, ViewDef, ViewSource, ViewStatus, parse_retention};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_storage::{CommitHook, CommitPrepared, Db, TableSchema};
 use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, CheckpointManifest, SavedChunk, ViewCheckpoint};
 use super::state::times;
@@ -36,10 +37,29 @@ struct ViewsPrepared {
     views: Vec<(Arc<ContinuousAggregate>, PreparedWrite)>,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+/// Version of `views.json`. Bump when a change to `ViewDef` would make an older Eddy misread
+/// a definition.
+pub const VIEWS_FORMAT_VERSION: u32 = 1;
+
+/// The body of `views.json`: every view's definition, broken ones included.
+#[derive(Serialize, Deserialize)]
+struct ViewsFile {
+    views: Vec<ViewDef>,
+}
+
+/// Reads `views.json`. Eddy wrote it as a bare array of definitions before it carried a
+/// version; that shape is version 1 and still opens.
+fn decode_definitions(path: &Path, bytes: &[u8]) -> Result<Vec<ViewDef>> {
+    let unversioned = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'[');
+    if unversioned {
+        return serde_json::from_slice(bytes)
+            .map_err(|e| QueryError::new(ErrorKind::Corrupt, format!("{}: {e}", path.display())));
+    }
+    let file: ViewsFile = eddy_storage::format::from_json(path, bytes, VIEWS_FORMAT_VERSION)?;
+    Ok(file.views)
 }
 
 /// The buckets of `view` that rows at `times` of its root table fall into.
@@ -59,9 +79,7 @@ impl ViewRegistry {
     pub async fn open(db: Db) -> Result<Arc<ViewRegistry>> {
         let path = db.config().data_dir.join("views.json");
         let mut defs: Vec<ViewDef> = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                QueryError::new(ErrorKind::Corrupt, format!("{}: {e}", path.display()))
-            })?,
+            Ok(b) => decode_definitions(&path, &b)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 return Err(QueryError::new(
@@ -76,10 +94,15 @@ impl ViewRegistry {
             d.id = next_id;
         }
         let dir = checkpoint::views_dir(&db.config().data_dir);
-        let saved = checkpoint::load(&dir).unwrap_or_else(|e| {
+        let saved = checkpoint::load(&dir).or_else(|e| {
+            // A checkpoint from a newer Eddy is refused rather than rebuilt over: rebuilding
+            // would overwrite it in the older format and lose what the newer one kept.
+            if e.kind == ErrorKind::Unsupported {
+                return Err(e);
+            }
             tracing::error!(error = %e, "cannot read the view checkpoint; views are rebuilt from their sources");
-            None
-        });
+            Ok(None)
+        })?;
         let reg = Arc::new(ViewRegistry {
             db: db.clone(),
             path,
@@ -242,7 +265,7 @@ impl ViewRegistry {
                 format!("relation \"{}\" already exists", def.name),
             ));
         }
-        def.id = now_ns().max(1) as u64;
+        def.id = eddy_storage::time::now_ns().max(1) as u64;
         let ca = Arc::new(ContinuousAggregate::plan(&self.db, def, &|n| self.get(n)).await?);
         self.backfill(ca, false).await?;
         self.persist()
@@ -359,9 +382,14 @@ impl ViewRegistry {
     fn persist(&self) -> Result<()> {
         let mut defs: Vec<ViewDef> = self.list().iter().map(|v| v.def().clone()).collect();
         defs.extend(self.broken.lock().iter().cloned());
-        let bytes = serde_json::to_vec_pretty(&defs)
-            .map_err(|e| QueryError::new(ErrorKind::Internal, e.to_string()))?;
-        eddy_storage::fsutil::write_atomic(Path::new(&self.path), &bytes)?;
+        let path = Path::new(&self.path);
+        let bytes = eddy_storage::format::to_json(
+            path,
+            &ViewsFile { views: defs },
+            VIEWS_FORMAT_VERSION,
+            true,
+        )?;
+        eddy_storage::fsutil::write_atomic(path, &bytes)?;
         Ok(())
     }
 
@@ -441,7 +469,7 @@ async fn enforce_retention_periodically(reg: Weak<ViewRegistry>) {
         let Some(reg) = reg.upgrade() else {
             return;
         };
-        reg.enforce_retention(now_ns());
+        reg.enforce_retention(eddy_storage::time::now_ns());
         let (views, db) = (reg.list(), reg.db.clone());
         drop(reg);
         let _ = tokio::task::spawn_blocking(move || {
