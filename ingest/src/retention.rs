@@ -22,12 +22,18 @@ pub(crate) fn drop_expired(
     if floor == i64::MIN {
         return Ok((batch, lines));
     }
+    // By name: a line-protocol batch puts time first whatever the table's column order.
+    let time = batch.schema().index_of(schema.time_column())?;
     let Some(times) = batch
-        .column(schema.time_index())
+        .column(time)
         .as_any()
         .downcast_ref::<TimestampNanosecondArray>()
     else {
-        return Ok((batch, lines));
+        return Err(ArrowError::SchemaError(format!(
+            "time column \"{}\" of table \"{}\" is not a nanosecond timestamp",
+            schema.time_column(),
+            schema.name()
+        )));
     };
     if times.values().iter().all(|&t| t >= floor) {
         return Ok((batch, lines));
@@ -45,8 +51,8 @@ pub(crate) fn drop_expired(
     let message = format!(
         "table \"{}\" keeps {}: rows before {} are rejected",
         schema.name(),
-        eddy_storage::db::describe_span(retention),
-        eddy_storage::db::rfc3339(floor)
+        eddy_storage::time::describe_span(retention),
+        eddy_storage::time::rfc3339(floor)
     );
     let mut kept_lines = Vec::with_capacity(lines.len());
     for (i, line) in lines.into_iter().enumerate() {

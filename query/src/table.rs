@@ -29,7 +29,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use eddy_ingest::Ingest;
-use eddy_storage::db::KeyFilter;
+use eddy_storage::KeyFilter;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, TableSchema};
 use futures::StreamExt;
@@ -247,7 +247,7 @@ impl DataSink for EddySink {
         let mut rows = 0u64;
         while let Some(batch) = data.next().await {
             let batch = batch?;
-            // The storage error goes on alone, so it maps to its SQLSTATE like any other.
+            // The storage error goes on alone, so each front end maps its kind like any other.
             rows += self
                 .ingest
                 .write_batch(&self.schema, batch)

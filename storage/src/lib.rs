@@ -10,7 +10,6 @@
 //! every limit and file-format version). The public modules are the pieces other crates use on
 //! their own: file helpers, dedup, the WAL codec, segment files, schema rules and time helpers.
 
-pub mod db;
 pub mod dedup;
 pub mod format;
 pub mod fsutil;

@@ -345,3 +345,30 @@ async fn schema_evolves_and_upserts_merge_field_by_field() {
     assert_eq!(status, 400);
     assert!(resp.contains("is a tag"), "{resp}");
 }
+
+/// Retention applies to line protocol whatever the table's column order: a table made by SQL
+/// with its time column last rejects only the expired line and keeps the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_rejects_expired_lines_when_time_is_not_the_first_column() {
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    c.batch_execute(
+        "CREATE TABLE r (host TEXT, v DOUBLE PRECISION, time TIMESTAMP NOT NULL, \
+         PRIMARY KEY (host, time)); ALTER TABLE r SET (retention = '1 day')",
+    )
+    .await
+    .unwrap();
+    let (status, resp) = s.write_lp("r,host=a v=1 1000000000\nr,host=b v=2\n").await;
+    assert_eq!(status, 400, "{resp}");
+    let json: serde_json::Value = serde_json::from_str(&resp).unwrap();
+    assert_eq!(json["lines_written"], 1, "{resp}");
+    assert_eq!(json["lines_rejected"], 1, "{resp}");
+    assert_eq!(json["errors"][0]["line"], 1, "{resp}");
+    let message = json["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("table \"r\" keeps 1 days"), "{message}");
+
+    let rows = c.query("SELECT host, v FROM r", &[]).await.unwrap();
+    let got: Vec<(String, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![("b".to_string(), 2.0)]);
+}
