@@ -310,7 +310,10 @@ impl QuerySession {
                     "COPY ... TO a file is disabled: SQL clients may not write the server's file system",
                 ));
             }
-            DfStatement::Statement(s) => s,
+            DfStatement::Statement(mut s) => {
+                crate::naming::name_derived_columns(&mut s);
+                s
+            }
             other => return self.plan(other).await,
         };
         match *sql_stmt {
@@ -435,6 +438,7 @@ impl QuerySession {
     /// columns share a name (`SELECT h, h::text`) and a plan may not, so repeated names get
     /// unique aliases in the plan and their own names back in the result.
     pub async fn plan_query(&self, mut q: Box<Query>) -> Result<(LogicalPlan, ColumnNames)> {
+        crate::naming::name_derived_columns(&mut *q);
         let names = match crate::naming::alias_repeated(&mut q) {
             Some(names) => names,
             None => ColumnNames::of(&q),

@@ -8,10 +8,11 @@
 //! column names unique (PostgreSQL allows `SELECT max(a), max(b)`, both `max`), and
 //! `GROUP BY` / `ORDER BY` keep resolving as DataFusion resolves them.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::sql::sqlparser::ast as sql;
+use datafusion::sql::sqlparser::ast::{self as sql, VisitMut, VisitorMut};
 
 /// PostgreSQL's names of a query's result columns, by position, for those DataFusion names
 /// differently; empty when none differ or they cannot be known (a `*` in the select list).
@@ -99,6 +100,35 @@ pub fn alias_repeated(q: &mut sql::Query) -> Option<ColumnNames> {
         };
     }
     repeated.then(|| ColumnNames(Some(names.into_iter().map(Some).collect())))
+}
+
+/// Applies [`name_inner_columns`] to every derived table and CTE of a statement or query, for
+/// every front end alike. Applying it twice changes nothing: named columns are left alone.
+pub fn name_derived_columns<T: VisitMut>(node: &mut T) {
+    let _ = node.visit(&mut DerivedTables);
+}
+
+/// Finds the derived tables and CTEs of a statement.
+struct DerivedTables;
+
+impl VisitorMut for DerivedTables {
+    type Break = ();
+
+    fn post_visit_query(&mut self, q: &mut sql::Query) -> ControlFlow<()> {
+        if let Some(with) = &mut q.with {
+            for cte in &mut with.cte_tables {
+                name_inner_columns(&mut cte.query);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, t: &mut sql::TableFactor) -> ControlFlow<()> {
+        if let sql::TableFactor::Derived { subquery, .. } = t {
+            name_inner_columns(subquery);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// Gives the computed columns of a derived table or CTE their PostgreSQL names as aliases, so
@@ -374,5 +404,25 @@ mod tests {
             named("SELECT *, count(*) OVER () FROM t"),
             "SELECT *, count(*) OVER () FROM t"
         );
+    }
+
+    #[test]
+    fn derived_tables_and_ctes_are_named_at_any_depth_and_only_once() {
+        let mut stmt = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "WITH c AS (SELECT count(*) FROM t) \
+             SELECT s.max, c.count FROM (SELECT max(v) FROM (SELECT v + 1 FROM u) i) s, c",
+        )
+        .expect("parses")
+        .remove(0);
+        name_derived_columns(&mut stmt);
+        let once = stmt.to_string();
+        assert_eq!(
+            once,
+            "WITH c AS (SELECT count(*) AS \"count\" FROM t) SELECT s.max, c.count FROM \
+             (SELECT max(v) AS \"max\" FROM (SELECT v + 1 AS \"?column?\" FROM u) i) s, c"
+        );
+        name_derived_columns(&mut stmt);
+        assert_eq!(stmt.to_string(), once);
     }
 }

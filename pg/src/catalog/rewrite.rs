@@ -53,18 +53,10 @@ impl VisitorMut for Rewriter {
             }
         }
         subquery_in_order_by(q);
-        if let Some(with) = &mut q.with {
-            for cte in &mut with.cte_tables {
-                eddy_query::naming::name_inner_columns(&mut cte.query);
-            }
-        }
         ControlFlow::Continue(())
     }
 
     fn post_visit_table_factor(&mut self, t: &mut sql::TableFactor) -> ControlFlow<()> {
-        if let sql::TableFactor::Derived { subquery, .. } = t {
-            eddy_query::naming::name_inner_columns(subquery);
-        }
         function_in_from(t);
         qualify_pg_cursors(t);
         ControlFlow::Continue(())
