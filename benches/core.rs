@@ -1,6 +1,6 @@
 //! Criterion benches of the hot paths: line-protocol parsing (alone, and with the schema on
-//! write that builds the Arrow batch), WAL append, segment write and segment scan. Run with
-//! `cargo bench --bench core`.
+//! write that builds the Arrow batch), a whole durable write through the one write path, WAL
+//! append, segment write and segment scan. Run with `cargo bench --bench core`.
 
 use std::hint::black_box;
 
@@ -62,6 +62,34 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
+/// One request of the ingest benchmark through `Ingest::write_lp` of a node opened as `eddy serve` opens
+/// it (views installed, fsync before the answer): what the HTTP handler calls, without HTTP.
+fn ingest(c: &mut Criterion) {
+    let data = tsbs(100, 8);
+    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let node = rt
+        .block_on(eddy_server::node::Node::open(
+            eddy_storage::StorageConfig::new(dir.path()),
+            256 << 20,
+        ))
+        .expect("node");
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(lines as u64));
+    g.sample_size(20);
+    g.bench_function("write_lp_one_request", |b| {
+        b.iter(|| {
+            let outcome = rt
+                .block_on(node.ingest.write_lp(&data, Precision::Nanosecond, 0))
+                .expect("write");
+            assert_eq!(outcome.lines_written, lines);
+        })
+    });
+    g.finish();
+    node.db.close().expect("close");
+}
+
 fn wal(c: &mut Criterion) {
     let data = tsbs(100, 8); // 5,000 lines: one request of the ingest benchmark
     let dir = tempfile::tempdir().expect("tempdir");
@@ -119,5 +147,5 @@ fn segments(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, wal, segments);
+criterion_group!(benches, parse, ingest, wal, segments);
 criterion_main!(benches);
