@@ -423,17 +423,24 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     } else {
         PG_PARSER.parse(sql)
     };
-    let query = |s| Statement::Query(eddy_query::Statement::Sql(s));
+    let query = |s: DfStatement| -> Result<Statement> {
+        eddy_query::complexity::check_df_statement(&s)?;
+        Ok(Statement::Query(eddy_query::Statement::Sql(s)))
+    };
     match parsed {
-        Ok(stmts) => Ok(stmts
+        Ok(stmts) => stmts
             .into_iter()
-            .map(|s| query(DfStatement::Statement(Box::new(crate::catalog::rewrite(s)))))
-            .collect()),
+            .map(|s| {
+                // Before the rewrites, which walk the whole tree.
+                eddy_query::complexity::check_statement(&s)?;
+                query(DfStatement::Statement(Box::new(crate::catalog::rewrite(s))))
+            })
+            .collect(),
         // DataFusion's own statements (and its error messages with positions).
         Err(_) => {
             let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
                 .map_err(eddy_query::QueryError::from)?;
-            Ok(stmts.into_iter().map(query).collect())
+            stmts.into_iter().map(query).collect()
         }
     }
 }

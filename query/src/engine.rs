@@ -33,6 +33,7 @@ use crate::catalog::{DATABASE, EddySchema, SCHEMA};
 use crate::continuous::{ViewDef, ViewRegistry};
 use crate::ddl;
 use crate::error::{ErrorKind, QueryError, Result};
+use crate::executor::QueryRuntime;
 use crate::functions::{FirstLast, TimeBucket};
 use crate::latest::LatestRowQuery;
 use crate::naming::ColumnNames;
@@ -43,6 +44,8 @@ pub struct QueryEngine {
     db: Db,
     ingest: Ingest,
     views: Arc<ViewRegistry>,
+    /// Where statements are planned and run, apart from the connections' threads.
+    runtime: QueryRuntime,
     /// Catalog, functions and front-end extensions set up once; each session starts from a
     /// copy, so a connection costs no catalog loading and OIDs stay the same across sessions.
     template: Arc<SessionState>,
@@ -185,10 +188,12 @@ impl QueryEngine {
         ctx.register_udf(TimeBucket::udf());
         ctx.register_udaf(FirstLast::first());
         ctx.register_udaf(FirstLast::last());
+        crate::functions::register_bounded_string_functions(&ctx);
         Ok(Self {
             db,
             ingest,
             views,
+            runtime: QueryRuntime::new()?,
             template: Arc::new(ctx.state()),
         })
     }
@@ -214,6 +219,12 @@ impl QueryEngine {
     /// The continuous aggregates.
     pub fn views(&self) -> &Arc<ViewRegistry> {
         &self.views
+    }
+
+    /// The threads statements are planned and run on. Front ends parse there too: a deep
+    /// statement must never be walked on a thread that serves connections.
+    pub fn runtime(&self) -> &QueryRuntime {
+        &self.runtime
     }
 
     /// The storage engine.
@@ -277,7 +288,13 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return Ok(vec![Statement::RefreshView(name)]);
     }
     let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
-    Ok(stmts.into_iter().map(Statement::Sql).collect())
+    stmts
+        .into_iter()
+        .map(|s| {
+            crate::complexity::check_df_statement(&s)?;
+            Ok(Statement::Sql(s))
+        })
+        .collect()
 }
 
 impl QuerySession {
@@ -413,6 +430,11 @@ impl QuerySession {
                 let (plan, names) = self.plan_query(q).await?;
                 Ok(Prepared::Plan(plan, names))
             }
+            SqlStatement::Set(set) => {
+                check_setting(&set.to_string())?;
+                self.plan(DfStatement::Statement(Box::new(SqlStatement::Set(set))))
+                    .await
+            }
             other => self.plan(DfStatement::Statement(Box::new(other))).await,
         }
     }
@@ -428,8 +450,7 @@ impl QuerySession {
     }
 
     async fn plan(&self, stmt: DfStatement) -> Result<Prepared> {
-        let (state, _) = self.begin();
-        let plan = state.statement_to_plan(stmt).await?;
+        let plan = self.to_plan(stmt).await?;
         check_plan(&plan)?;
         Ok(Prepared::Plan(plan, ColumnNames::default()))
     }
@@ -443,12 +464,35 @@ impl QuerySession {
             Some(names) => names,
             None => ColumnNames::of(&q),
         };
-        let (state, _) = self.begin();
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
+        let plan = self
+            .to_plan(DfStatement::Statement(Box::new(SqlStatement::Query(q))))
             .await?;
         check_plan(&plan)?;
         Ok((plan, names))
+    }
+
+    /// Plans `stmt` on the query threads.
+    async fn to_plan(&self, stmt: DfStatement) -> Result<LogicalPlan> {
+        let (state, _) = self.begin();
+        self.engine
+            .runtime
+            .run(async move { Ok::<_, QueryError>(state.statement_to_plan(stmt).await?) })
+            .await
+    }
+
+    /// Optimizes and starts `plan` on the query threads, whose batches come back as they are
+    /// computed.
+    async fn start(&self, plan: LogicalPlan) -> Result<SendableRecordBatchStream> {
+        let (state, task) = self.begin();
+        let pool = state.runtime_env().memory_pool.clone();
+        let runtime = &self.engine.runtime;
+        let stream = runtime
+            .run(async move {
+                let physical = state.create_physical_plan(&plan).await?;
+                Ok::<_, QueryError>(execute_stream(physical, task)?)
+            })
+            .await?;
+        Ok(runtime.offload(stream, &pool))
     }
 
     /// Starts a planned query for a caller that pulls its rows at its own pace.
@@ -462,14 +506,13 @@ impl QuerySession {
             Some(p) => plan.clone().with_param_values(p)?,
             None => plan.clone(),
         };
-        let (state, task) = self.begin();
-        let physical = state.create_physical_plan(&plan).await?;
         let schema = names.apply(Arc::new(plan.schema().as_arrow().clone()));
-        let stream = renamed(schema.clone(), execute_stream(physical, task)?);
+        let memory_pool = self.begin().0.runtime_env().memory_pool.clone();
+        let stream = renamed(schema.clone(), self.start(plan).await?);
         Ok(RowStream {
             schema,
             stream,
-            memory_pool: state.runtime_env().memory_pool.clone(),
+            memory_pool,
         })
     }
 
@@ -516,15 +559,20 @@ impl QuerySession {
                         return Ok(Output::Rows { schema, stream });
                     }
                 }
-                let (state, task) = self.begin();
-                let physical = state.create_physical_plan(&plan).await?;
                 if is_insert {
-                    let batches = collect(physical, task).await?;
-                    let n = inserted_rows(&batches);
+                    let (state, task) = self.begin();
+                    let n = self
+                        .engine
+                        .runtime
+                        .run(async move {
+                            let physical = state.create_physical_plan(&plan).await?;
+                            Ok::<_, QueryError>(inserted_rows(&collect(physical, task).await?))
+                        })
+                        .await?;
                     return Ok(Output::Done(Completion::Inserted(n)));
                 }
                 let schema = names.apply(Arc::new(plan.schema().as_arrow().clone()));
-                let stream = renamed(schema.clone(), execute_stream(physical, task)?);
+                let stream = renamed(schema.clone(), self.start(plan).await?);
                 Ok(Output::Rows { schema, stream })
             }
             Prepared::CreateTable { def, if_not_exists } => {
@@ -655,6 +703,50 @@ fn renamed(schema: SchemaRef, stream: SendableRecordBatchStream) -> SendableReco
         schema,
         stream.map(move |b| b.and_then(&relabel)),
     ))
+}
+
+/// Refuses a `SET` of an engine setting that is the operator's: the memory, disk, spill and
+/// file-system settings (`SET datafusion.runtime.memory_limit = '8G'` would lift the server's
+/// query memory limit, `datafusion.runtime.temp_directory` would create directories anywhere).
+/// Settings of planning and formatting stay the session's.
+fn check_setting(set: &str) -> Result<()> {
+    let text = set.trim().to_lowercase();
+    let Some(rest) = text.strip_prefix("set ") else {
+        return Ok(());
+    };
+    let rest = rest
+        .trim_start_matches("session ")
+        .trim_start_matches("local ");
+    let name: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '=')
+        .collect();
+    let name = name.trim_matches('"');
+    let Some(option) = name.strip_prefix("datafusion.") else {
+        return Ok(());
+    };
+    const OPERATORS: [&str; 8] = [
+        "runtime.",
+        "catalog.",
+        "spill",
+        "memory",
+        "temp",
+        "directory",
+        "_bytes",
+        "file",
+    ];
+    if OPERATORS
+        .iter()
+        .any(|p| option.starts_with(p) || option.contains(p))
+    {
+        return Err(QueryError::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "permission denied to set parameter \"{name}\": memory, disk and file-system settings are the server's (see query_memory_bytes_max)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses plans that DataFusion would run against memory or the file system instead of Eddy.

@@ -1,4 +1,5 @@
-//! Time-series SQL functions: `time_bucket` with TimescaleDB's signature beside `date_bin`.
+//! Time-series SQL functions (`time_bucket` with TimescaleDB's signature beside `date_bin`, `first`, `last`), and
+//! bounded versions of the built-ins that would allocate whatever length they are asked for.
 
 use std::sync::Arc;
 
@@ -145,4 +146,126 @@ impl datafusion::logical_expr::AggregateUDFImpl for FirstLast {
             builder.build()
         }))
     }
+}
+
+/// Replaces `lpad`, `rpad` and `repeat` with versions that refuse to build a value larger than
+/// [`VALUE_BYTES_MAX`](crate::limits::VALUE_BYTES_MAX): the built-in ones allocate whatever
+/// length they are asked for (`lpad('x', 2147483647)` grew the server by gigabytes), and the
+/// allocation happens before the query memory pool could refuse it.
+pub fn register_bounded_string_functions(ctx: &datafusion::prelude::SessionContext) {
+    use datafusion::functions::{string, unicode};
+    for (inner, kind) in [
+        (unicode::lpad(), BoundedKind::Pad),
+        (unicode::rpad(), BoundedKind::Pad),
+        (string::repeat(), BoundedKind::Repeat),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(BoundedLength { inner, kind }));
+    }
+}
+
+/// How a bounded function's result length follows from its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BoundedKind {
+    /// `lpad(s, n [, fill])`, `rpad`: `n` characters.
+    Pad,
+    /// `repeat(s, n)`: `n` times `s`.
+    Repeat,
+}
+
+/// A built-in string function with its result length checked before it runs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BoundedLength {
+    inner: Arc<ScalarUDF>,
+    kind: BoundedKind,
+}
+
+impl ScalarUDFImpl for BoundedLength {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.documentation()
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        let limit = crate::limits::VALUE_BYTES_MAX as u128;
+        let count = args.args.get(1).map(max_integer).transpose()?.flatten();
+        let per = match self.kind {
+            // A character may take four bytes in UTF-8.
+            BoundedKind::Pad => 4,
+            BoundedKind::Repeat => match args.args.first() {
+                Some(s) => max_length(s)?.max(1),
+                None => 1,
+            },
+        };
+        if let Some(n) = count
+            && n > 0
+            && (n as u128) * (per as u128) > limit
+        {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::error::QueryError::new(
+                    crate::error::ErrorKind::LimitExceeded,
+                    format!(
+                        "requested length too large: {}(..., {n}) would build a value over {} MiB, the most one value may hold",
+                        self.inner.name(),
+                        crate::limits::VALUE_BYTES_MAX >> 20
+                    ),
+                ),
+            )));
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+/// The largest integer of an argument (a constant or a column).
+fn max_integer(v: &datafusion::logical_expr::ColumnarValue) -> DfResult<Option<i64>> {
+    use datafusion::arrow::compute::{cast, max};
+    use datafusion::arrow::datatypes::Int64Type;
+    let array = v.to_array(1)?;
+    let array = cast(&array, &DataType::Int64)?;
+    Ok(max(array
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::PrimitiveArray<Int64Type>>()
+        .ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal("length is not an integer".into())
+        })?))
+}
+
+/// The longest string of an argument, in bytes.
+fn max_length(v: &datafusion::logical_expr::ColumnarValue) -> DfResult<usize> {
+    use datafusion::arrow::compute::kernels::length::length;
+    let array = v.to_array(1)?;
+    let lengths = datafusion::arrow::compute::cast(&length(&array)?, &DataType::Int64)?;
+    Ok(
+        max_integer(&datafusion::logical_expr::ColumnarValue::Array(lengths))?
+            .unwrap_or(0)
+            .max(0) as usize,
+    )
 }

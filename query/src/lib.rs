@@ -4,13 +4,16 @@
 //! answer rows or a [`Completion`], and each front end encodes both its own way.
 
 pub mod catalog;
+pub mod complexity;
 pub mod computed_table;
 pub mod continuous;
 pub mod ddl;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod functions;
 pub mod latest;
+pub mod limits;
 pub mod naming;
 pub mod table;
 
