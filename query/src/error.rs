@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A configured limit was reached.
     LimitExceeded,
+    /// The statement nests too deep to plan.
+    TooComplex,
     /// The query memory pool is exhausted.
     ResourcesExhausted,
     /// The statement was cancelled.
@@ -114,7 +116,7 @@ pub fn storage_kind(e: &StorageError) -> ErrorKind {
         StorageError::BeyondRetention { .. } => ErrorKind::BeyondRetention,
         StorageError::ShutDown(_) => ErrorKind::ShuttingDown,
         StorageError::Io { .. } => ErrorKind::Io,
-        StorageError::Corrupt { .. } => ErrorKind::Corrupt,
+        StorageError::Corrupt { .. } | StorageError::Inconsistent { .. } => ErrorKind::Corrupt,
         StorageError::UnsupportedFormat { .. } => ErrorKind::Unsupported,
         StorageError::Arrow(_) | StorageError::Parquet(_) => ErrorKind::Internal,
     }
@@ -138,8 +140,27 @@ impl From<datafusion::arrow::error::ArrowError> for QueryError {
     }
 }
 
+/// A damaged file anywhere in an error's chain of sources: a segment that failed its checksum
+/// reaches DataFusion inside `ParquetError::External`, possibly wrapped again (`Context`,
+/// `Shared`, `ArrowError::ExternalError`), which `find_root` does not look through.
+fn corrupt_source(e: &DataFusionError) -> Option<&StorageError> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(se) = err.downcast_ref::<StorageError>()
+            && storage_kind(se) == ErrorKind::Corrupt
+        {
+            return Some(se);
+        }
+        next = err.source();
+    }
+    None
+}
+
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
+        if let Some(se) = corrupt_source(&e) {
+            return QueryError::new(ErrorKind::Corrupt, se.to_string());
+        }
         let root = e.find_root();
         if let DataFusionError::External(inner) = root {
             if let Some(se) = inner.downcast_ref::<StorageError>() {
@@ -154,6 +175,13 @@ impl From<DataFusionError> for QueryError {
         }
         let message = root.message().to_string();
         let kind = match root {
+            // The parser's own bound on nested parentheses and subqueries.
+            DataFusionError::SQL(..)
+                if message.to_lowercase().contains("recursion limit")
+                    || message.contains("RecursionLimitExceeded") =>
+            {
+                ErrorKind::TooComplex
+            }
             DataFusionError::SQL(..) => ErrorKind::Syntax,
             DataFusionError::NotImplemented(_) => ErrorKind::Unsupported,
             DataFusionError::SchemaError(se, _) => {

@@ -15,7 +15,9 @@ use datafusion::common::stats::Precision;
 use datafusion::common::{Result as DfResult, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{
+    ParquetFileMetrics, ParquetFileReaderFactory,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::source::DataSourceExec;
@@ -25,13 +27,15 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use eddy_ingest::Ingest;
 use eddy_storage::KeyFilter;
 use eddy_storage::tag_index::TagSelection;
-use eddy_storage::{Db, TableSchema};
+use eddy_storage::{Db, SegmentFile, TableSchema};
 use futures::StreamExt;
 
 /// An Eddy table as DataFusion sees it.
@@ -134,19 +138,15 @@ impl TableProvider for EddyTable {
                 let n = groups.len();
                 groups[i % n].push(file);
             }
-            // Segment footers and page indexes are cached across queries (segments never
-            // change once written); filters are applied while decoding, so only the pages
-            // and rows a point query selects are materialized.
-            let runtime = state.runtime_env();
-            let store = runtime.object_store(ObjectStoreUrl::local_filesystem())?;
+            // Segments are read through storage's verified reader (every byte checked against
+            // the segment's checksums; verified footers and page indexes cached across
+            // queries); filters are applied while decoding, so only the pages and rows a point
+            // query selects are materialized.
             let source = Arc::new(
                 ParquetSource::new(schema.clone())
-                    .with_parquet_file_reader_factory(Arc::new(
-                        CachedParquetFileReaderFactory::new(
-                            store,
-                            runtime.cache_manager.get_file_metadata_cache(),
-                        ),
-                    ))
+                    .with_parquet_file_reader_factory(Arc::new(VerifiedSegmentReaders {
+                        db: self.db.clone(),
+                    }))
                     .with_pushdown_filters(true)
                     .with_reorder_filters(true),
             );
@@ -192,6 +192,46 @@ impl TableProvider for EddyTable {
             schema: self.schema.clone(),
         });
         Ok(Arc::new(DataSinkExec::new(input, sink, None)))
+    }
+}
+
+/// Opens each segment of a scan with [`Db::segment_reader`]: the Parquet reader then only ever
+/// sees bytes verified against the segment's checksum file, and a damaged block fails the
+/// query with the storage error naming the file (`StorageError::Corrupt`, kind `Corrupt`).
+#[derive(Debug)]
+struct VerifiedSegmentReaders {
+    db: Db,
+}
+
+impl ParquetFileReaderFactory for VerifiedSegmentReaders {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        partitioned_file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
+        // `scan` puts the segment beside every file it hands DataFusion.
+        let segment = partitioned_file
+            .extensions
+            .get_arc::<SegmentFile>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "{} was planned without its Eddy segment",
+                    partitioned_file.object_meta.location
+                ))
+            })?;
+        let bytes_scanned = ParquetFileMetrics::new(
+            partition_index,
+            partitioned_file.object_meta.location.as_ref(),
+            metrics,
+        )
+        .bytes_scanned;
+        let reader = self
+            .db
+            .segment_reader(segment)
+            .on_read(move |bytes| bytes_scanned.add(bytes as usize));
+        Ok(Box::new(reader))
     }
 }
 

@@ -1,9 +1,10 @@
 //! The catalog: table definitions, persisted in `catalog.json` and replaced atomically.
 //!
 //! Every schema change is made durable before the write that needs it is appended to the WAL,
-//! so replay never meets a column the catalog does not know. The file carries a
-//! `format_version` in front of its fields so a newer Eddy's catalog is refused by name (see
-//! `format.rs`); a catalog without one is version 1.
+//! so replay never meets a column the catalog does not know. The file is a checksummed
+//! envelope with its `format_version` first, so a damaged catalog is an error naming it and a
+//! newer Eddy's catalog is refused by name (see `format.rs`); a catalog from before the
+//! envelope (version 1, with or without the field) still opens.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::format::{CATALOG_FORMAT_VERSION, from_json, to_json};
+use crate::format::{CATALOG_FORMAT_VERSION, from_json_versioned, to_json};
 use crate::fsutil::write_atomic;
 use crate::schema::{ColumnDef, ColumnKind, TableDef, TableSchema};
 
@@ -37,14 +38,34 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads the catalog from `dir/catalog.json`, or starts an empty one.
+    /// Loads the catalog from `dir/catalog.json`, or starts an empty one (not written until
+    /// the first change). [`Db::open`](crate::Db::open) does not use this: it refuses a
+    /// missing catalog where data exists.
     pub fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join("catalog.json");
-        let file: CatalogFile = match std::fs::read(&path) {
-            Ok(bytes) => from_json(&path, &bytes, CATALOG_FORMAT_VERSION)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+        Ok(match Self::read(dir)? {
+            Some((catalog, _)) => catalog,
+            None => Self::from_file(dir.join("catalog.json"), CatalogFile::default())?,
+        })
+    }
+
+    /// Reads `dir/catalog.json` and the format version it was written in; `None` if there is
+    /// no such file.
+    pub(crate) fn read(dir: &Path) -> Result<Option<(Self, u32)>> {
+        let path = Self::path(dir);
+        let (file, version): (CatalogFile, u32) = match std::fs::read(&path) {
+            Ok(bytes) => from_json_versioned(&path, &bytes, CATALOG_FORMAT_VERSION)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).at(&path),
         };
+        Ok(Some((Self::from_file(path, file)?, version)))
+    }
+
+    /// Path of the catalog in a data directory.
+    pub(crate) fn path(dir: &Path) -> PathBuf {
+        dir.join("catalog.json")
+    }
+
+    fn from_file(path: PathBuf, file: CatalogFile) -> Result<Self> {
         let mut tables = BTreeMap::new();
         for def in file.tables {
             let schema = TableSchema::new(def)?;
@@ -55,6 +76,19 @@ impl Catalog {
             tables: RwLock::new(tables),
             change: Mutex::new(file.next_table_id.max(1)),
         })
+    }
+
+    /// The id the next new table gets; every table id ever handed out is below it.
+    pub fn next_table_id(&self) -> u64 {
+        *self.change.lock()
+    }
+
+    /// Writes the catalog as it is (a new data directory's empty catalog, or an older file
+    /// rewritten in today's format).
+    pub(crate) fn store(&self) -> Result<()> {
+        let next_id = self.change.lock();
+        let tables = self.tables.read().clone();
+        self.persist(&tables, *next_id)
     }
 
     /// The table of that name.
@@ -270,7 +304,8 @@ mod tests {
         assert_eq!(t.def().id, 3);
         let text = std::fs::read_to_string(dir.path().join("catalog.json")).expect("read");
         assert!(
-            text.trim_start().starts_with("{\n  \"format_version\": 1,"),
+            text.trim_start()
+                .starts_with("{\n  \"format_version\": 2,\n  \"crc32\": "),
             "{text}"
         );
         let again = Catalog::open(dir.path()).expect("reopen");
@@ -300,5 +335,30 @@ mod tests {
             )),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_damaged_catalog_is_an_error_naming_it_never_other_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(dir.path()).expect("open");
+        catalog
+            .ensure_columns("cpu", &[ColumnDef::new("host", ColumnKind::Tag)])
+            .expect("create");
+        let path = dir.path().join("catalog.json");
+        let good = std::fs::read(&path).expect("read");
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x08;
+            std::fs::write(&path, &bad).expect("write");
+            match Catalog::read(dir.path()) {
+                Err(e) => assert!(e.to_string().contains("catalog.json"), "{e}"),
+                // Layout whitespace changed into other whitespace reads the same tables.
+                Ok(Some((c, _))) => {
+                    assert_eq!(c.names(), ["cpu"], "byte {i}");
+                    assert_eq!(c.next_table_id(), 2, "byte {i}");
+                }
+                Ok(None) => panic!("catalog vanished"),
+            }
+        }
     }
 }

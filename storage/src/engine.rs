@@ -21,14 +21,14 @@ use crate::flush::{FlushSignal, run_flusher};
 use crate::latest::LatestCache;
 use crate::limits::{
     DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_LATEST_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES_MAX,
-    DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX,
+    DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX, SEGMENT_METADATA_CACHE_BYTES,
 };
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, Memtable};
 use crate::read::TableSnapshot;
 use crate::recovery::{RecoveryReport, recover};
 use crate::schema::TableSchema;
-use crate::segment::SegmentFile;
+use crate::segment::{MetadataCache, SegmentFile, SegmentReader};
 use crate::wal::{self, WalWriter};
 
 /// When a write is acknowledged relative to its WAL fsync.
@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) apply_lock: Mutex<()>,
     /// Latest-row summaries of segments, for [`Db::latest_row`].
     pub(crate) latest: Mutex<LatestCache>,
+    /// Verified footers and page indexes of segments, for [`Db::segment_reader`].
+    pub(crate) segment_metadata: Arc<Mutex<MetadataCache>>,
 }
 
 /// Handle to an open storage engine; cheap to clone.
@@ -125,8 +127,10 @@ impl std::fmt::Debug for Db {
 }
 
 impl Db {
-    /// Opens (or creates) a data directory: loads catalog and manifest, replays the WAL above
-    /// the manifest's position, cuts a torn tail, and starts the committer and the flusher.
+    /// Opens (or creates) a data directory: loads catalog and manifest, checks that they agree
+    /// with the WAL and the segment files (refusing with [`StorageError::Inconsistent`] when
+    /// they do not), replays the WAL above the manifest's position, cuts a torn tail, and
+    /// starts the committer and the flusher.
     pub fn open(mut config: StorageConfig) -> Result<Db> {
         std::fs::create_dir_all(&config.data_dir).at(&config.data_dir)?;
         // Segment paths handed to readers must be absolute whatever the working directory.
@@ -155,6 +159,9 @@ impl Db {
             hook: RwLock::new(None),
             apply_lock: Mutex::new(()),
             latest: Mutex::new(LatestCache::new(latest_cache_bytes)),
+            segment_metadata: Arc::new(Mutex::new(MetadataCache::new(
+                SEGMENT_METADATA_CACHE_BYTES,
+            ))),
         });
         let committer = {
             let inner = inner.clone();
@@ -314,6 +321,13 @@ impl Db {
         tags: &[(String, String)],
     ) -> Result<Option<RecordBatch>> {
         self.inner.latest_row(snapshot, tags)
+    }
+
+    /// An asynchronous Parquet reader over a segment (of a snapshot) for the query engine:
+    /// every byte it returns, footer and page index included, was verified against the
+    /// segment's checksum file, and verified footers are cached across queries.
+    pub fn segment_reader(&self, file: Arc<SegmentFile>) -> SegmentReader {
+        SegmentReader::new(file, self.inner.segment_metadata.clone())
     }
 
     /// All live segments.

@@ -69,6 +69,16 @@ pub enum StorageError {
         /// What was wrong.
         reason: String,
     },
+    /// The files of the data directory do not agree with each other (a missing manifest or
+    /// catalog, a manifest older than the WAL, a segment the manifest names but the disk lacks):
+    /// the engine refuses to open rather than guess, because guessing loses data.
+    #[error("{path}: {reason}")]
+    Inconsistent {
+        /// The file that is missing or disagrees.
+        path: PathBuf,
+        /// What disagrees, and what to do about it.
+        reason: String,
+    },
     /// An Arrow operation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),

@@ -1,7 +1,9 @@
 //! Small file-system helpers for crash-safe replacement of files.
 //!
 //! Every file Eddy replaces (catalog, manifest, view checkpoints) goes through
-//! [`write_atomic`], so the crash-safety argument is made once, here.
+//! [`write_atomic`], so the crash-safety argument is made once, here. (Segment checksum files
+//! follow the same steps in `checksum.rs`, under a temporary name of their own, so they never
+//! share one with their segment's.)
 
 use std::fs::{self, File};
 use std::io::Write;

@@ -8,8 +8,11 @@
 //! The engine is split by job into private modules (`engine` is the [`Db`] facade; `commit`,
 //! `flush`, `retention`, `read` and `recovery` do one job each; `limits` and `format` hold
 //! every limit and file-format version). The public modules are the pieces other crates use on
-//! their own: file helpers, dedup, the WAL codec, segment files, schema rules and time helpers.
+//! their own: file helpers, checksums, dedup, the WAL codec, segment files, schema rules, time
+//! helpers, and `check`, the offline verification of a whole data directory (`eddy check`).
 
+pub mod check;
+pub mod checksum;
 pub mod dedup;
 pub mod format;
 pub mod fsutil;
@@ -22,6 +25,7 @@ pub mod wal;
 
 mod catalog;
 mod commit;
+mod datadir;
 mod engine;
 mod error;
 mod flush;
@@ -39,7 +43,10 @@ pub use error::{Result, StorageError};
 pub use read::{KeyFilter, ReadPlan, TableSnapshot};
 pub use recovery::RecoveryReport;
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
-pub use segment::SegmentFile;
+pub use segment::{SegmentFile, SegmentReader};
 
+#[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // one byte range is what a reader asks for
+mod corruption_tests;
 #[cfg(test)]
 mod tests;

@@ -1,17 +1,21 @@
 //! The manifest: the list of live segments and the WAL position they cover, replaced atomically.
 //!
 //! It is the one record of which segment files are live: a flush writes its files first and
-//! the manifest last, so a crash in between leaves orphans (removed at the next start), never a
-//! manifest naming a missing file. `format_version` is written in front of the fields so a
-//! newer Eddy's manifest is refused by name (see `format.rs`); a manifest without one is
-//! version 1.
+//! the manifest last, so a crash in between leaves files with ids the manifest has not handed
+//! out yet (removed at the next start), never a manifest naming a missing file. Segments that
+//! retention or `DROP TABLE` took out are listed as `retired` until their files are gone, so
+//! the next start knows those files are garbage. Nothing else under `data/` is ever deleted.
+//!
+//! The file is a checksummed envelope (see `format.rs`); a manifest from before that (version
+//! 1, with or without `format_version`) still opens and is rewritten in today's format.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::sidecar_path;
 use crate::error::{IoContext, Result};
-use crate::format::{MANIFEST_FORMAT_VERSION, from_json, to_json};
+use crate::format::{MANIFEST_FORMAT_VERSION, from_json_versioned, to_json};
 use crate::fsutil::write_atomic;
 
 /// One Parquet segment file.
@@ -35,6 +39,25 @@ pub struct SegmentMeta {
     pub bytes: u64,
 }
 
+/// A segment taken out of the manifest whose file may still exist (a query held it, or the
+/// engine stopped before it was deleted): garbage, deleted at the next start at the latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredSegment {
+    /// Its segment id.
+    pub id: u64,
+    /// Path relative to the data directory.
+    pub path: String,
+}
+
+impl From<&SegmentMeta> for RetiredSegment {
+    fn from(s: &SegmentMeta) -> Self {
+        Self {
+            id: s.id,
+            path: s.path.clone(),
+        }
+    }
+}
+
 /// The persisted state of flushed data.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Manifest {
@@ -44,6 +67,9 @@ pub(crate) struct Manifest {
     pub next_segment_id: u64,
     /// Live segments, by increasing id.
     pub segments: Vec<SegmentMeta>,
+    /// Segments taken out whose files may still exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<RetiredSegment>,
 }
 
 impl Manifest {
@@ -52,21 +78,32 @@ impl Manifest {
         dir.join("manifest.json")
     }
 
-    /// Loads the manifest, or an empty one for a new data directory.
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// The manifest of a data directory that has none yet.
+    pub fn empty() -> Self {
+        Self {
+            next_segment_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Reads the manifest and the format version it was written in; `None` if there is no
+    /// manifest (whether that is allowed is recovery's decision).
+    pub fn read(dir: &Path) -> Result<Option<(Self, u32)>> {
         let path = Self::path(dir);
         match std::fs::read(&path) {
-            Ok(bytes) => from_json(&path, &bytes, MANIFEST_FORMAT_VERSION),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
-                next_segment_id: 1,
-                ..Default::default()
-            }),
+            Ok(bytes) => from_json_versioned(&path, &bytes, MANIFEST_FORMAT_VERSION).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).at(&path),
         }
     }
 
-    /// Writes the manifest atomically.
-    pub fn store(&self, dir: &Path) -> Result<()> {
+    /// Writes the manifest atomically, first forgetting retired segments whose files (and
+    /// checksum files) are gone.
+    pub fn store(&mut self, dir: &Path) -> Result<()> {
+        self.retired.retain(|r| {
+            let file = dir.join(&r.path);
+            file.exists() || sidecar_path(&file).exists()
+        });
         let path = Self::path(dir);
         let bytes = to_json(&path, self, MANIFEST_FORMAT_VERSION, false)?;
         write_atomic(&path, &bytes)
@@ -84,7 +121,8 @@ mod tests {
         // The exact shape Eddy wrote before manifests carried a version.
         let today = r#"{"flushed_seq":42,"next_segment_id":3,"segments":[{"id":2,"table_id":1,"partition":19000,"path":"data/cpu/2022-01-08/00000000000000000002.parquet","min_time":1641600000000000000,"max_time":1641600060000000000,"rows":120,"bytes":4096}]}"#;
         std::fs::write(Manifest::path(dir.path()), today).expect("write");
-        let m = Manifest::load(dir.path()).expect("load");
+        let (mut m, version) = Manifest::read(dir.path()).expect("load").expect("present");
+        assert_eq!(version, 1);
         assert_eq!(m.flushed_seq, 42);
         assert_eq!(m.next_segment_id, 3);
         assert_eq!(
@@ -103,8 +141,14 @@ mod tests {
         // Stored again, it carries the version, and reads back the same.
         m.store(dir.path()).expect("store");
         let text = std::fs::read_to_string(Manifest::path(dir.path())).expect("read");
-        assert!(text.starts_with(r#"{"format_version":1,"#), "{text}");
-        let again = Manifest::load(dir.path()).expect("reload");
+        assert!(
+            text.starts_with(r#"{"format_version":2,"crc32":"#),
+            "{text}"
+        );
+        let (again, version) = Manifest::read(dir.path())
+            .expect("reload")
+            .expect("present");
+        assert_eq!(version, MANIFEST_FORMAT_VERSION);
         assert_eq!(again.segments, m.segments);
         assert_eq!(again.flushed_seq, 42);
     }
@@ -117,7 +161,7 @@ mod tests {
             MANIFEST_FORMAT_VERSION + 1
         );
         std::fs::write(Manifest::path(dir.path()), newer).expect("write");
-        let err = Manifest::load(dir.path()).expect_err("newer");
+        let err = Manifest::read(dir.path()).expect_err("newer");
         assert!(
             matches!(err, StorageError::UnsupportedFormat { .. }),
             "{err}"
@@ -125,5 +169,50 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("manifest.json"), "{msg}");
         assert!(msg.contains("written by a newer Eddy"), "{msg}");
+    }
+
+    #[test]
+    fn retired_segments_stay_listed_until_their_files_are_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rel = "data/t/2024-01-01/00000000000000000005.parquet";
+        let file = dir.path().join(rel);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"x").expect("write");
+        std::fs::write(sidecar_path(&file), b"y").expect("write");
+        let mut m = Manifest::empty();
+        m.retired.push(RetiredSegment {
+            id: 5,
+            path: rel.into(),
+        });
+        m.store(dir.path()).expect("store");
+        let (back, _) = Manifest::read(dir.path()).expect("read").expect("present");
+        assert_eq!(back.retired, m.retired);
+        std::fs::remove_file(&file).expect("rm");
+        m.store(dir.path()).expect("store");
+        assert_eq!(m.retired.len(), 1, "the checksum file is still there");
+        std::fs::remove_file(sidecar_path(&file)).expect("rm");
+        m.store(dir.path()).expect("store");
+        assert!(m.retired.is_empty());
+        let (back, _) = Manifest::read(dir.path()).expect("read").expect("present");
+        assert!(back.retired.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = Manifest::empty();
+        m.flushed_seq = 1234;
+        m.store(dir.path()).expect("store");
+        let path = Manifest::path(dir.path());
+        let good = std::fs::read(&path).expect("read");
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x02;
+            std::fs::write(&path, &bad).expect("write");
+            match Manifest::read(dir.path()) {
+                Err(e) => assert!(e.to_string().contains("manifest.json"), "{e}"),
+                Ok(read) => panic!("byte {i} flipped was read as {read:?}"),
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::engine::Inner;
 use crate::error::{Result, StorageError};
 use crate::limits::PARTITION_NANOS;
-use crate::manifest::SegmentMeta;
+use crate::manifest::{RetiredSegment, SegmentMeta};
 use crate::schema::TableSchema;
 use crate::segment::SegmentFile;
 use crate::time::{describe_span, now_ns, retention_floor, rfc3339};
@@ -89,6 +89,11 @@ impl Inner {
             h.checkpoint();
         }
         manifest.segments = kept;
+        // Listed as retired until their files are gone, so a crash before a held file is
+        // deleted leaves garbage the next start knows to remove.
+        manifest
+            .retired
+            .extend(gone.iter().map(RetiredSegment::from));
         manifest.store(&self.config.data_dir)?;
         let retired = {
             let mut st = self.state.write();
@@ -121,8 +126,11 @@ impl Inner {
             .into_iter()
             .partition(|s| s.table_id == id);
         manifest.segments = kept;
+        manifest
+            .retired
+            .extend(gone.iter().map(RetiredSegment::from));
         // Manifest first: a crash before the catalog change leaves a table without segments,
-        // never segments that no table owns (and that orphan cleanup would not see).
+        // never segments that no table owns.
         manifest.store(&self.config.data_dir)?;
         self.catalog.drop_table(name)?;
         let retired = {
@@ -139,11 +147,13 @@ impl Inner {
         Ok(())
     }
 
-    /// Forgets the latest-row summaries of segments that left the manifest.
+    /// Forgets the latest-row summaries and cached footers of segments that left the manifest.
     fn forget_latest(&self, gone: &[SegmentMeta]) {
         let mut cache = self.latest.lock();
+        let mut footers = self.segment_metadata.lock();
         for s in gone {
             cache.remove(s.id);
+            footers.remove(s.id);
         }
     }
 }

@@ -1,27 +1,46 @@
 //! Parquet segment files: sorted by (tags, time), zstd, dictionary-encoded tags, delta-encoded
 //! time, with statistics and page index so any Parquet engine can read and prune them.
 //!
+//! Each segment has a checksum file beside it (`<id>.parquet.crc`, see `checksum.rs`), written
+//! before the segment is renamed into place; every byte read back (a whole segment, a range the
+//! query engine asks for, the footer and page index) is verified against it first, so a
+//! damaged file is an error naming it, never different data.
+//!
 //! Segments are immutable once renamed into place; the engine holds them as `Arc<SegmentFile>`
 //! so a segment that leaves the manifest is deleted only when its last reader is done.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
+use std::future::Future;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
-use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::errors::{ParquetError, Result as ParquetResult};
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
+};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
+use parking_lot::Mutex;
 
+use crate::checksum::{
+    BlockChecksums, BlockCrcWriter, decode_parquet, read_range, read_segment_bytes, sidecar_path,
+};
 use crate::dedup::conform;
-use crate::error::{IoContext, Result};
+use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::sync_dir;
 use crate::limits::{
-    DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX, SEGMENT_READ_BATCH_ROWS, SEGMENT_ZSTD_LEVEL,
+    DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX, SEGMENT_CHECKSUM_BLOCK_BYTES, SEGMENT_ZSTD_LEVEL,
 };
 use crate::manifest::SegmentMeta;
 use crate::schema::TableSchema;
@@ -29,8 +48,8 @@ use crate::schema::TableSchema;
 /// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
 /// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
 /// the last holder lets go: a query that took a snapshot before keeps reading the file instead
-/// of failing half-way. A crash with retired files still held leaves them behind as orphans,
-/// which the next start removes.
+/// of failing half-way. A crash with retired files still held leaves them behind; the manifest
+/// lists them as retired, and the next start deletes them.
 #[derive(Debug)]
 pub struct SegmentFile {
     /// Absolute path.
@@ -38,6 +57,8 @@ pub struct SegmentFile {
     /// Its metadata.
     pub meta: SegmentMeta,
     retired: AtomicBool,
+    /// The block checksums, loaded by the first verified read (segments never change).
+    checksums: OnceLock<Arc<BlockChecksums>>,
 }
 
 impl SegmentFile {
@@ -47,12 +68,47 @@ impl SegmentFile {
             path,
             meta,
             retired: AtomicBool::new(false),
+            checksums: OnceLock::new(),
         }
     }
 
     /// Marks the segment as gone from the manifest: the last holder deletes the file.
     pub(crate) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+    }
+
+    /// The segment's block checksums (loaded once), after checking that the file on disk has
+    /// the length they cover.
+    pub fn checksums(&self) -> Result<Arc<BlockChecksums>> {
+        if let Some(sums) = self.checksums.get() {
+            return Ok(sums.clone());
+        }
+        let sums = BlockChecksums::load(&self.path)?;
+        let len = fs::metadata(&self.path).at(&self.path)?.len();
+        sums.check_len(&self.path, len)?;
+        let sums = Arc::new(sums);
+        let _ = self.checksums.set(sums.clone());
+        Ok(sums)
+    }
+
+    /// Reads byte ranges of the segment, each after verifying every block it touches.
+    pub fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let sums = self.checksums()?;
+        let mut file = File::open(&self.path).at(&self.path)?;
+        ranges
+            .iter()
+            .map(|r| read_range(&self.path, &sums, &mut file, r.clone()))
+            .collect()
+    }
+
+    /// The segment's footer and page index, read through verified blocks.
+    pub fn read_metadata(&self) -> Result<ParquetMetaData> {
+        read_metadata(&self.path, &*self.checksums()?)
+    }
+
+    /// Every row of the segment, verified, conformed to `schema`.
+    pub fn read(&self, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+        read_segment(&self.path, schema)
     }
 }
 
@@ -61,18 +117,220 @@ impl Drop for SegmentFile {
         if !*self.retired.get_mut() {
             return;
         }
-        match fs::remove_file(&self.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(file = %self.path.display(), error = %e, "cannot remove retired segment")
+        // The segment first: a checksum file without its segment is harmless, and the
+        // manifest keeps the segment listed as retired until both are gone.
+        for path in [self.path.clone(), sidecar_path(&self.path)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove retired segment")
+                }
             }
         }
     }
 }
 
+/// The footer and page index of a segment of `sums.file_len()` bytes, read through verified
+/// blocks from the end of the file: first the last block, then as much as the footer says it
+/// needs.
+fn read_metadata(path: &Path, sums: &BlockChecksums) -> Result<ParquetMetaData> {
+    let len = sums.file_len();
+    let mut file = File::open(path).at(path)?;
+    let mut tail = sums.block_bytes().min(len);
+    loop {
+        let bytes = read_range(path, sums, &mut file, len - tail..len)?;
+        let mut reader =
+            ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional);
+        match reader.try_parse_sized(&bytes, len) {
+            Ok(()) => {
+                return reader.finish().map_err(|e| StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: len - tail,
+                    reason: format!("cannot read its footer: {e}"),
+                });
+            }
+            Err(ParquetError::NeedMoreData(needed))
+                if needed as u64 > tail && needed as u64 <= len =>
+            {
+                tail = needed as u64;
+            }
+            Err(e) => {
+                return Err(StorageError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: len - tail,
+                    reason: format!("cannot read its footer: {e}"),
+                });
+            }
+        }
+    }
+}
+
+/// Footers and page indexes of segments, verified once and kept in an LRU under a memory
+/// budget, so planning a query does not read them again.
+#[derive(Debug)]
+pub(crate) struct MetadataCache {
+    budget: usize,
+    bytes: usize,
+    tick: u64,
+    /// Segment id → (last use, size, metadata).
+    entries: HashMap<u64, (u64, usize, Arc<ParquetMetaData>)>,
+    /// Last use → segment id, oldest first.
+    order: BTreeMap<u64, u64>,
+}
+
+impl MetadataCache {
+    /// An empty cache holding at most `budget` bytes (and always the newest entry).
+    pub(crate) fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            bytes: 0,
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: u64) -> Option<Arc<ParquetMetaData>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self.entries.get_mut(&id)?;
+        self.order.remove(&entry.0);
+        entry.0 = tick;
+        self.order.insert(tick, id);
+        Some(entry.2.clone())
+    }
+
+    fn insert(&mut self, id: u64, metadata: Arc<ParquetMetaData>) {
+        self.remove(id);
+        self.tick += 1;
+        let size = metadata.memory_size();
+        self.entries.insert(id, (self.tick, size, metadata));
+        self.order.insert(self.tick, id);
+        self.bytes += size;
+        while self.bytes > self.budget && self.entries.len() > 1 {
+            let Some((_, victim)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((_, size, _)) = self.entries.remove(&victim) {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets segment `id` (it left the manifest).
+    pub(crate) fn remove(&mut self, id: u64) {
+        if let Some((tick, size, _)) = self.entries.remove(&id) {
+            self.order.remove(&tick);
+            self.bytes -= size;
+        }
+    }
+}
+
+/// Parquet's asynchronous reader over one segment (what the query engine scans through):
+/// every range it hands out was read in whole blocks and verified, and the footer and page
+/// index come through the same verified reads. A damaged block fails the read with
+/// [`StorageError::Corrupt`] naming the segment, wrapped in `ParquetError::External`.
+pub struct SegmentReader {
+    file: Arc<SegmentFile>,
+    cache: Arc<Mutex<MetadataCache>>,
+    on_read: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SegmentReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentReader")
+            .field("path", &self.file.path)
+            .finish()
+    }
+}
+
+type ReadFuture<'a, T> = Pin<Box<dyn Future<Output = ParquetResult<T>> + Send + 'a>>;
+
+impl SegmentReader {
+    /// A reader of `file` sharing the engine's metadata cache.
+    pub(crate) fn new(file: Arc<SegmentFile>, cache: Arc<Mutex<MetadataCache>>) -> Self {
+        Self {
+            file,
+            cache,
+            on_read: None,
+        }
+    }
+
+    /// Calls `f` with the number of bytes asked for on every data read (for scan metrics).
+    pub fn on_read(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.on_read = Some(Box::new(f));
+        self
+    }
+
+    /// The segment read.
+    pub fn file(&self) -> &Arc<SegmentFile> {
+        &self.file
+    }
+
+    fn count(&self, bytes: u64) {
+        if let Some(f) = &self.on_read {
+            f(bytes);
+        }
+    }
+}
+
+/// Runs a blocking file read off the async workers (inline when polled outside a Tokio
+/// runtime); a storage error travels inside `ParquetError::External` so callers can find it
+/// again.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> ParquetResult<T> {
+    let done = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => runtime
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| ParquetError::External(Box::new(e)))?,
+        Err(_) => f(),
+    };
+    done.map_err(|e| ParquetError::External(Box::new(e)))
+}
+
+impl AsyncFileReader for SegmentReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> ReadFuture<'_, Bytes> {
+        self.count(range.end.saturating_sub(range.start));
+        let file = self.file.clone();
+        Box::pin(async move {
+            let mut read = blocking(move || file.read_ranges(&[range])).await?;
+            Ok(read.pop().unwrap_or_default())
+        })
+    }
+
+    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> ReadFuture<'_, Vec<Bytes>> {
+        self.count(ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum());
+        let file = self.file.clone();
+        Box::pin(async move { blocking(move || file.read_ranges(&ranges)).await })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> ReadFuture<'a, Arc<ParquetMetaData>> {
+        // Always with the page index: it is part of what is cached, so a later need for it
+        // costs no read.
+        let file = self.file.clone();
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let id = file.meta.id;
+            let cached = cache.lock().get(id);
+            if let Some(metadata) = cached {
+                return Ok(metadata);
+            }
+            let metadata = blocking(move || file.read_metadata().map(Arc::new)).await?;
+            cache.lock().insert(id, metadata.clone());
+            Ok(metadata)
+        })
+    }
+}
+
 /// Writes `batch` (sorted and deduplicated) to `path` durably: a temporary file is written and
-/// fsynced, then renamed into place. Returns the file size.
+/// fsynced, its block checksums are stored beside it (`<path>.crc`), then it is renamed into
+/// place. Returns the file size.
 pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> Result<u64> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
@@ -104,26 +362,30 @@ pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> R
         .set_column_encoding(time_path, Encoding::DELTA_BINARY_PACKED)
         .build();
     let file = File::create(&tmp).at(&tmp)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    let counted = BlockCrcWriter::new(file, SEGMENT_CHECKSUM_BLOCK_BYTES);
+    let mut writer = ArrowWriter::try_new(counted, batch.schema(), Some(props))?;
     writer.write(batch)?;
-    let file = writer.into_inner()?;
+    let (file, sums) = writer.into_inner()?.finish();
     file.sync_all().at(&tmp)?;
     let bytes = file.metadata().at(&tmp)?.len();
     drop(file);
+    sums.check_len(&tmp, bytes)?;
+    // The checksums are in place before the segment is: a segment under its final name always
+    // has them. A crash in between leaves a checksum file whose segment id the manifest has
+    // not handed out yet, which the next start removes.
+    sums.store(path)?;
     fs::rename(&tmp, path).at(path)?;
     sync_dir(dir)?;
     Ok(bytes)
 }
 
-/// Reads a whole segment, conformed to `schema` (columns added since it was written are null).
+/// Reads a whole segment, conformed to `schema` (columns added since it was written are null),
+/// after verifying every block against its checksum file. A damaged segment (or a missing
+/// checksum file) is [`StorageError::Corrupt`] naming it.
 pub fn read_segment(path: &Path, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).at(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(SEGMENT_READ_BATCH_ROWS)
-        .build()?;
-    let mut out = Vec::new();
-    for b in reader {
-        out.push(conform(&b?, schema)?);
-    }
-    Ok(out)
+    let data = read_segment_bytes(path)?;
+    decode_parquet(path, data)?
+        .iter()
+        .map(|b| conform(b, schema))
+        .collect()
 }

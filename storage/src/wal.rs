@@ -246,6 +246,115 @@ fn read_records(
     Ok(stats)
 }
 
+/// Sequence number the oldest WAL file starts at (by its name), if there is a WAL file.
+pub(crate) fn first_file_seq(dir: &Path) -> Result<Option<u64>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Ok(list_files(dir)?.first().map(|(seq, _)| *seq))
+}
+
+/// Whether any WAL file holds more than its header: records, or the torn tail of one.
+pub(crate) fn holds_records(dir: &Path) -> Result<bool> {
+    if !dir.exists() {
+        return Ok(false);
+    }
+    for (_, path) in list_files(dir)? {
+        if fs::metadata(&path).at(&path)?.len() > FILE_HEADER_BYTES as u64 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What `eddy check` found in one WAL file.
+#[derive(Debug)]
+pub(crate) struct FileCheck {
+    /// The file.
+    pub path: PathBuf,
+    /// Records whose frame, checksum and body are sound.
+    pub records: u64,
+    /// Highest sequence number of those records (0 if none).
+    pub last_seq: u64,
+    /// Damage start-up refuses: a bad record in an older file, a record that does not decode,
+    /// a newer format.
+    pub damage: Option<String>,
+    /// A bad end of the newest file, which start-up cuts as a torn tail.
+    pub torn_tail: Option<String>,
+}
+
+/// Verifies every record of every WAL file (frame, checksum, decoding), changing nothing.
+pub(crate) fn check_files(dir: &Path) -> Result<Vec<FileCheck>> {
+    let files = list_files(dir)?;
+    let mut out = Vec::new();
+    for (i, (_, path)) in files.iter().enumerate() {
+        let is_last = i + 1 == files.len();
+        let bytes = fs::read(path).at(path)?;
+        let mut check = FileCheck {
+            path: path.clone(),
+            records: 0,
+            last_seq: 0,
+            damage: None,
+            torn_tail: None,
+        };
+        let bad = match file_start(path, &bytes) {
+            Err(e) => {
+                check.damage = Some(e.to_string());
+                out.push(check);
+                continue;
+            }
+            Ok(FileStart::TornHeader) => Some((0, "truncated file header".to_string())),
+            Ok(FileStart::Records(first)) => {
+                let mut off = first;
+                loop {
+                    if off == bytes.len() {
+                        break None;
+                    }
+                    if bytes.len() - off < FRAME_HEADER_BYTES {
+                        break Some((off, "truncated record header".to_string()));
+                    }
+                    let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap_or_default())
+                        as usize;
+                    let crc =
+                        u32::from_le_bytes(bytes[off + 4..off + 8].try_into().unwrap_or_default());
+                    if !(BODY_HEADER_BYTES..=WAL_RECORD_BYTES_MAX).contains(&len)
+                        || bytes.len() - off - FRAME_HEADER_BYTES < len
+                    {
+                        break Some((off, format!("record length {len} does not fit the file")));
+                    }
+                    let body = &bytes[off + FRAME_HEADER_BYTES..off + FRAME_HEADER_BYTES + len];
+                    if crc32fast::hash(body) != crc {
+                        break Some((off, "checksum mismatch".to_string()));
+                    }
+                    if let Err(reason) = decode_batch(&body[BODY_HEADER_BYTES..]) {
+                        check.damage = Some(format!(
+                            "the record at offset {off} has a sound checksum but does not decode: {reason}"
+                        ));
+                        break None;
+                    }
+                    check.records += 1;
+                    let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
+                    check.last_seq = check.last_seq.max(seq);
+                    off += FRAME_HEADER_BYTES + len;
+                }
+            }
+        };
+        if let Some((off, reason)) = bad {
+            let what = format!(
+                "{reason} at offset {off} ({} bytes from there on)",
+                bytes.len() - off
+            );
+            if is_last {
+                check.torn_tail = Some(what);
+            } else {
+                check.damage = Some(what);
+            }
+        }
+        out.push(check);
+    }
+    Ok(out)
+}
+
 /// Appends records to the newest WAL file and rotates files by size.
 #[derive(Debug)]
 pub struct WalWriter {

@@ -30,7 +30,7 @@ async fn clean_restart_keeps_data_and_exits_zero() {
     // Shutdown flushed to Parquet; the segment is readable as plain Parquet.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
-    let segs = manifest["segments"].as_array().unwrap();
+    let segs = manifest["body"]["segments"].as_array().unwrap();
     assert_eq!(segs.len(), 1);
     let rows: u64 = segs.iter().map(|s| s["rows"].as_u64().unwrap()).sum();
     assert_eq!(rows, 1000);

@@ -107,7 +107,9 @@ fn files_carry_versions_newer_ones_are_refused_and_older_ones_open() {
 
     for rel in JSON_FILES {
         let v = read_json(&dir.join(rel));
-        assert_eq!(v["format_version"], 1, "{rel}: {v}");
+        assert_eq!(v["format_version"], 2, "{rel}: {v}");
+        assert!(v["crc32"].is_u64(), "{rel}: {v}");
+        assert!(v["body"].is_object(), "{rel}: {v}");
     }
     let wal = wal_files(&dir);
     assert!(!wal.is_empty(), "no WAL file after kill -9");
@@ -151,19 +153,24 @@ fn files_carry_versions_newer_ones_are_refused_and_older_ones_open() {
     assert!(err.contains("newer Eddy"), "{err}");
     assert_eq!(std::fs::read(&newest).expect("wal"), bytes, "WAL rewritten");
 
-    // Files as Eddy wrote them before versions were recorded: no `format_version`, views.json
-    // a bare array, WAL files without a header. They open and answer the same.
+    // Files as Eddy wrote them before versions were recorded: no `format_version` and no
+    // checksummed envelope (the body's fields at the top), views.json a bare array, WAL files
+    // without a header. They open and answer the same.
     let old = tmp.path().join("unversioned");
     copy_dir(&dir, &old);
     for rel in JSON_FILES {
         let mut v = read_json(&old.join(rel));
         let obj = v.as_object_mut().expect("object");
-        obj.remove("format_version");
+        let mut body = obj.remove("body").expect("body");
         if rel == "views.json" {
-            let views = obj.remove("views").expect("views");
+            let views = body
+                .as_object_mut()
+                .expect("object")
+                .remove("views")
+                .expect("views");
             write_json(&old.join(rel), &views);
         } else {
-            write_json(&old.join(rel), &v);
+            write_json(&old.join(rel), &body);
         }
     }
     for f in wal_files(&old) {
@@ -172,11 +179,11 @@ fn files_carry_versions_newer_ones_are_refused_and_older_ones_open() {
     }
     let mut server = Server::start(&old);
     assert_eq!(answers(&server), expected);
-    // What it rewrites is versioned again: the stop flushes the WAL's row (manifest) and
-    // checkpoints the view. The catalog and the definitions change only with DDL.
+    // Everything is written in today's format (with checksums) again: the catalog and the
+    // manifest at start-up, the definitions when the views open, the checkpoint at the stop.
     server.stop();
-    for rel in ["manifest.json", "views/checkpoint.json"] {
-        assert_eq!(read_json(&old.join(rel))["format_version"], 1, "{rel}");
+    for rel in JSON_FILES {
+        assert_eq!(read_json(&old.join(rel))["format_version"], 2, "{rel}");
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use eddy_storage::checksum::FileChecksum;
 use eddy_storage::{CommitHook, CommitPrepared, Db, TableSchema};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -38,8 +39,8 @@ struct ViewsPrepared {
 }
 
 /// Version of `views.json`. Bump when a change to `ViewDef` would make an older Eddy misread
-/// a definition.
-pub const VIEWS_FORMAT_VERSION: u32 = 1;
+/// a definition. Version 2: the checksummed envelope (`eddy_storage::format`).
+pub const VIEWS_FORMAT_VERSION: u32 = 2;
 
 /// The body of `views.json`: every view's definition, broken ones included.
 #[derive(Serialize, Deserialize)]
@@ -186,7 +187,7 @@ impl ViewRegistry {
             let mut chunks = Vec::new();
             let mut ok = true;
             for c in &vc.chunks {
-                match checkpoint::read_chunk(dir, &c.file, v.state_schema()) {
+                match checkpoint::read_chunk(dir, c, v.state_schema()) {
                     Ok(states) => chunks.push((c.start, c.file.clone(), states)),
                     Err(e) => {
                         tracing::error!(view = %v.name(), error = %e, "cannot read a view checkpoint file; rebuilding the view");
@@ -413,6 +414,12 @@ impl ViewRegistry {
         self.db.sync_wal()?;
         let dir = checkpoint::views_dir(&self.db.config().data_dir);
         let number = last.as_ref().map_or(0, |m| m.number) + 1;
+        // Chunk files kept from the last checkpoint keep the checksum it recorded.
+        let known: HashMap<String, FileChecksum> = last
+            .iter()
+            .flat_map(|m| m.views.iter().flat_map(|v| v.chunks.iter()))
+            .filter_map(|c| Some((c.file.clone(), c.checksum?)))
+            .collect();
         let mut manifest = CheckpointManifest {
             number,
             position,
@@ -424,19 +431,27 @@ impl ViewRegistry {
             };
             let mut saved = Vec::with_capacity(chunks.len());
             for c in chunks {
-                let file = match c.saved {
-                    Some(f) => f,
+                let (file, checksum) = match c.saved {
+                    Some(f) => {
+                        let checksum = match known.get(&f) {
+                            Some(sum) => *sum,
+                            None => checkpoint::chunk_checksum(&dir, &f)?,
+                        };
+                        (f, checksum)
+                    }
                     None => {
                         let reduced = v.reduce(c.states)?;
                         let rel = format!("{}/{}_{number}.parquet", v.def().id, c.start);
-                        checkpoint::write_chunk(&dir, &rel, v.state_schema(), &reduced)?;
+                        let checksum =
+                            checkpoint::write_chunk(&dir, &rel, v.state_schema(), &reduced)?;
                         v.mark_saved(c.start, c.version, &rel, reduced);
-                        rel
+                        (rel, checksum)
                     }
                 };
                 saved.push(SavedChunk {
                     start: c.start,
                     file,
+                    checksum: Some(checksum),
                 });
             }
             manifest.views.push(ViewCheckpoint {
