@@ -14,6 +14,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eddy-target}"
 cargo fmt --all -- --check
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo test --release --workspace --all-targets 2>&1 | tee "$log"
+cargo test --release --workspace --all-targets --no-fail-fast 2>&1 | tee "$log"
 # One closing line over all test binaries.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "eddy: %d passed, %d failed\n", p, f }' "$log"

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
@@ -40,12 +41,24 @@ pub struct ServeArgs {
     /// Largest HTTP request body, after decompression [default: 64 MiB].
     #[arg(long, env = "EDDY_REQUEST_BYTES_MAX")]
     pub request_bytes_max: Option<usize>,
+    /// Memory all HTTP request bodies may hold together; beyond it, 503 [default: 256 MiB].
+    #[arg(long, env = "EDDY_HTTP_INFLIGHT_BYTES_MAX")]
+    pub http_inflight_bytes_max: Option<usize>,
+    /// Most HTTP connections open at once; more wait to be accepted [default: 1024].
+    #[arg(long, env = "EDDY_HTTP_CONNECTIONS_MAX")]
+    pub http_connections_max: Option<usize>,
     /// Postgres authentication: trust, password, md5 or scram-sha-256 [default: trust, or
     /// scram-sha-256 when users are configured].
     #[arg(long, env = "EDDY_PG_AUTH")]
     pub pg_auth: Option<String>,
-    /// A Postgres user as NAME:PASSWORD (repeat the flag, or comma-separate in the variable).
-    #[arg(long = "pg-user", env = "EDDY_PG_USERS", value_delimiter = ',')]
+    /// A user as NAME:PASSWORD, for Postgres and HTTP (repeat the flag, or comma-separate in
+    /// the variable).
+    #[arg(
+        long = "pg-user",
+        visible_alias = "user",
+        env = "EDDY_PG_USERS",
+        value_delimiter = ','
+    )]
     pub pg_users: Vec<String>,
     /// PEM certificate chain offered to Postgres clients for TLS (with --pg-tls-key).
     #[arg(long, env = "EDDY_PG_TLS_CERT")]
@@ -53,9 +66,16 @@ pub struct ServeArgs {
     /// PEM private key for --pg-tls-cert.
     #[arg(long, env = "EDDY_PG_TLS_KEY")]
     pub pg_tls_key: Option<PathBuf>,
-    /// Most Postgres connections open at once [default: 256].
+    /// Most Postgres connections logged in (or logging in) at once [default: 256].
     #[arg(long, env = "EDDY_PG_CONNECTIONS_MAX")]
     pub pg_connections_max: Option<usize>,
+    /// Milliseconds a new Postgres connection may stay silent before it is closed
+    /// [default: 5000].
+    #[arg(long, env = "EDDY_PG_STARTUP_PACKET_TIMEOUT_MS")]
+    pub pg_startup_packet_timeout_ms: Option<u64>,
+    /// Milliseconds a Postgres client may take to log in, at least 1000 [default: 60000].
+    #[arg(long, env = "EDDY_PG_AUTHENTICATION_TIMEOUT_MS")]
+    pub pg_authentication_timeout_ms: Option<u64>,
     /// Memory all running queries may use together, in bytes [default: 4 GiB].
     #[arg(long, env = "EDDY_QUERY_MEMORY_BYTES_MAX")]
     pub query_memory_bytes_max: Option<usize>,
@@ -77,12 +97,16 @@ struct FileConfig {
     memtable_flush_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
     request_bytes_max: Option<usize>,
+    http_inflight_bytes_max: Option<usize>,
+    http_connections_max: Option<usize>,
     pg_auth: Option<String>,
-    #[serde(default)]
+    #[serde(default, alias = "users")]
     pg_users: Vec<String>,
     pg_tls_cert: Option<PathBuf>,
     pg_tls_key: Option<PathBuf>,
     pg_connections_max: Option<usize>,
+    pg_startup_packet_timeout_ms: Option<u64>,
+    pg_authentication_timeout_ms: Option<u64>,
     query_memory_bytes_max: Option<usize>,
     latest_cache_bytes: Option<usize>,
 }
@@ -158,6 +182,18 @@ impl Config {
         if let Some(v) = args.request_bytes_max.or(file.request_bytes_max) {
             http.request_bytes_max = v;
         }
+        if let Some(v) = args
+            .http_inflight_bytes_max
+            .or(file.http_inflight_bytes_max)
+        {
+            http.inflight_bytes_max = v;
+        }
+        if let Some(v) = args.http_connections_max.or(file.http_connections_max) {
+            http.connections_max = v;
+        }
+        // The HTTP API checks the same users as the Postgres front end.
+        http.users = pg.users.clone();
+        http.check()?;
         let default_http: SocketAddr = ([127, 0, 0, 1], 8086).into();
         let default_pg: SocketAddr = ([127, 0, 0, 1], 5433).into();
         Ok(Config {
@@ -207,6 +243,24 @@ fn pg_config(args: &ServeArgs, file: &FileConfig) -> Result<eddy_server::pg::PgC
         }
         pg.connections_max = n;
     }
+    let startup_ms = args
+        .pg_startup_packet_timeout_ms
+        .or(file.pg_startup_packet_timeout_ms);
+    if let Some(ms) = startup_ms {
+        if ms == 0 {
+            return Err("pg_startup_packet_timeout_ms must be at least 1".to_string());
+        }
+        pg.startup_packet_timeout = Duration::from_millis(ms);
+    }
+    let authentication_ms = args
+        .pg_authentication_timeout_ms
+        .or(file.pg_authentication_timeout_ms);
+    if let Some(ms) = authentication_ms {
+        if ms < 1000 {
+            return Err("pg_authentication_timeout_ms must be at least 1000 (1 s)".to_string());
+        }
+        pg.authentication_timeout = Duration::from_millis(ms);
+    }
     Ok(pg)
 }
 
@@ -238,5 +292,54 @@ mod tests {
         args.latest_cache_bytes = None;
         let default = Config::resolve(&args).expect("resolve");
         assert_eq!(default.storage.latest_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn pg_timeouts_come_from_the_flag_then_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(
+            &file,
+            "pg_startup_packet_timeout_ms = 1500\npg_authentication_timeout_ms = 2000\n",
+        )
+        .expect("write eddy.toml");
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let from_file = Config::resolve(&args).expect("resolve");
+        assert_eq!(
+            from_file.pg.startup_packet_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(from_file.pg.authentication_timeout, Duration::from_secs(2));
+        args.pg_startup_packet_timeout_ms = Some(250);
+        args.pg_authentication_timeout_ms = Some(30_000);
+        let from_flag = Config::resolve(&args).expect("resolve");
+        assert_eq!(
+            from_flag.pg.startup_packet_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(from_flag.pg.authentication_timeout, Duration::from_secs(30));
+        args.config = None;
+        args.pg_startup_packet_timeout_ms = None;
+        args.pg_authentication_timeout_ms = None;
+        let default = Config::resolve(&args).expect("resolve");
+        assert_eq!(default.pg.startup_packet_timeout, Duration::from_secs(5));
+        assert_eq!(default.pg.authentication_timeout, Duration::from_secs(60));
+        // PostgreSQL's authentication_timeout is at least one second; so is Eddy's.
+        args.pg_authentication_timeout_ms = Some(999);
+        let e = Config::resolve(&args).expect_err("under 1 s");
+        assert!(e.contains("pg_authentication_timeout_ms"), "{e}");
+        args.pg_authentication_timeout_ms = None;
+        args.pg_startup_packet_timeout_ms = Some(0);
+        let e = Config::resolve(&args).expect_err("zero");
+        assert!(e.contains("pg_startup_packet_timeout_ms"), "{e}");
+        // The file is checked too.
+        std::fs::write(&file, "pg_authentication_timeout_ms = 10\n").expect("write eddy.toml");
+        args.config = Some(file);
+        args.pg_startup_packet_timeout_ms = None;
+        let e = Config::resolve(&args).expect_err("under 1 s in the file");
+        assert!(e.contains("pg_authentication_timeout_ms"), "{e}");
     }
 }

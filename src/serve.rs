@@ -8,9 +8,9 @@ use crate::config::Config;
 
 /// Runs the server with a resolved configuration.
 pub async fn run(config: Config) -> Result<(), String> {
-    if !config.http_addr.ip().is_loopback() {
+    if !config.http_addr.ip().is_loopback() && !config.http.requires_password() {
         return Err(format!(
-            "refusing to listen for HTTP on {}: the HTTP API has no authentication yet; bind it to 127.0.0.1",
+            "refusing to listen for HTTP on {}: listening beyond loopback requires authentication; configure pg_users (--user NAME:PASSWORD) or bind to 127.0.0.1",
             config.http_addr
         ));
     }
@@ -29,6 +29,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
     }
     let pg_front = eddy_server::pg::PgFrontEnd::new(&config.pg)?;
+    let shutdown = shutdown_signal();
     // Continuous aggregates are rebuilt before any front end accepts writes.
     let Node {
         db, ingest, query, ..
@@ -39,7 +40,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     let pg_listener = tokio::net::TcpListener::bind(config.pg_addr)
         .await
         .map_err(|e| format!("cannot listen for Postgres on {}: {e}", config.pg_addr))?;
-    tracing::info!(http = %config.http_addr, postgres = %config.pg_addr, "eddy is ready");
+    tracing::info!(
+        http = %config.http_addr,
+        http_auth = config.http.requires_password(),
+        postgres = %config.pg_addr,
+        "eddy is ready"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -53,7 +59,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     ));
     let pg = tokio::spawn(pg_front.serve(pg_listener, query, stopped(stop_rx.clone())));
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: flushing memtables");
     let _ = stop_tx.send(true);
     let _ = http.await;
@@ -66,25 +72,32 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals that stop the server, registered before any port is bound: a SIGTERM that
+/// arrives once a port accepts connections must stop the server cleanly, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

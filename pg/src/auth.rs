@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::Sink;
-use pgwire::api::ClientInfo;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
@@ -18,9 +19,11 @@ use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_pas
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
+use pgwire::api::{ClientInfo, PgWireConnectionState};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::PgConnection;
 
@@ -62,8 +65,16 @@ pub struct PgConfig {
     pub users: Vec<(String, String)>,
     /// PEM certificate chain and private key for TLS, if TLS is offered.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Most connections open at once; more are refused with SQLSTATE 53300.
+    /// Most logged-in (or logging-in) connections at once; a start-up message over it is
+    /// refused with SQLSTATE 53300. A connection takes its place when its start-up message
+    /// arrives, not when it is accepted.
     pub connections_max: usize,
+    /// How long a new connection may stay silent before its first bytes (the start-up or TLS
+    /// request) arrive; it is closed after that.
+    pub startup_packet_timeout: Duration,
+    /// How long a connection may take from accept to the end of login (PostgreSQL's
+    /// `authentication_timeout`); it is closed after that.
+    pub authentication_timeout: Duration,
 }
 
 impl Default for PgConfig {
@@ -73,6 +84,8 @@ impl Default for PgConfig {
             users: Vec::new(),
             tls: None,
             connections_max: 256,
+            startup_packet_timeout: Duration::from_secs(5),
+            authentication_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -176,38 +189,101 @@ pub(super) fn server_parameters() -> DefaultServerParameterProvider {
     p
 }
 
-/// The start-up handler of one connection: its authentication method, or a refusal.
-pub(super) enum Startup {
-    /// Over the connection limit.
-    Refuse(usize),
+/// One connection's claim on the connection limits. It holds a place among the connections
+/// that have not logged in yet from accept until login completes, and one of the
+/// `connections_max` slots from its start-up message on. Whatever it still holds is given
+/// back when the connection ends and the last reference to it is dropped.
+pub(super) struct Admission {
+    /// The `connections_max` slots shared by all connections.
+    slots: Arc<Semaphore>,
+    connections_max: usize,
+    /// This connection's slot, once its start-up message has arrived.
+    slot: parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
+    /// This connection's place among those not logged in yet, until it logs in.
+    pending: parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
+    logged_in: AtomicBool,
+}
+
+impl Admission {
+    /// The claim of a connection just accepted, holding its place among those logging in.
+    pub(super) fn new(
+        slots: Arc<Semaphore>,
+        connections_max: usize,
+        pending: OwnedSemaphorePermit,
+    ) -> Admission {
+        Admission {
+            slots,
+            connections_max,
+            slot: parking_lot::Mutex::new(None),
+            pending: parking_lot::Mutex::new(Some(pending)),
+            logged_in: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes a connection slot, unless one is held already; false when all are taken.
+    fn take_slot(&self) -> bool {
+        let mut slot = self.slot.lock();
+        if slot.is_none() {
+            *slot = self.slots.clone().try_acquire_owned().ok();
+        }
+        slot.is_some()
+    }
+
+    /// Records that login completed, and gives back the place among those logging in.
+    fn finish_login(&self) {
+        self.logged_in.store(true, Ordering::Release);
+        drop(self.pending.lock().take());
+    }
+
+    /// Whether the connection has logged in.
+    pub(super) fn is_logged_in(&self) -> bool {
+        self.logged_in.load(Ordering::Acquire)
+    }
+}
+
+/// How one connection authenticates.
+enum Method {
     Trust(Arc<PgConnection>),
     Cleartext(CleartextPasswordAuthStartupHandler<UserSource, DefaultServerParameterProvider>),
     Md5(Md5PasswordAuthStartupHandler<UserSource, DefaultServerParameterProvider>),
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
 
+/// The start-up handler of one connection: takes a connection slot when the start-up message
+/// arrives (or refuses it, over the limit), authenticates by the configured method, and
+/// records when login completes.
+pub(super) struct Startup {
+    method: Method,
+    admission: Arc<Admission>,
+}
+
 impl Startup {
     /// A handler for a new connection (md5 and SCRAM keep per-login state, so one each).
-    pub(super) fn new(users: &Arc<Users>, conn: &Arc<PgConnection>) -> Startup {
+    pub(super) fn new(
+        users: &Arc<Users>,
+        conn: &Arc<PgConnection>,
+        admission: Arc<Admission>,
+    ) -> Startup {
         let source = UserSource(users.clone());
-        match users.method {
-            AuthMethod::Trust => Startup::Trust(conn.clone()),
-            AuthMethod::Password => Startup::Cleartext(CleartextPasswordAuthStartupHandler::new(
+        let method = match users.method {
+            AuthMethod::Trust => Method::Trust(conn.clone()),
+            AuthMethod::Password => Method::Cleartext(CleartextPasswordAuthStartupHandler::new(
                 source,
                 server_parameters(),
             )),
-            AuthMethod::Md5 => Startup::Md5(Md5PasswordAuthStartupHandler::new(
+            AuthMethod::Md5 => Method::Md5(Md5PasswordAuthStartupHandler::new(
                 Arc::new(source),
                 Arc::new(server_parameters()),
             )),
             AuthMethod::ScramSha256 => {
                 let mut scram = ScramAuth::new(Arc::new(source));
                 scram.set_iterations(SCRAM_ITERATIONS);
-                Startup::Scram(
+                Method::Scram(
                     SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram),
                 )
             }
-        }
+        };
+        Startup { method, admission }
     }
 }
 
@@ -223,17 +299,31 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Refuse(max) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+        // The slot is taken when the client asks to log in, not at accept, so connections
+        // that never send a start-up message keep no logged-in client out. Cancel requests
+        // never come here (pgwire answers them itself), so they need no slot.
+        if matches!(message, PgWireFrontendMessage::Startup(_)) && !self.admission.take_slot() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".to_owned(),
                 "53300".to_owned(),
-                format!("sorry, too many clients already (pg_connections_max = {max})"),
-            )))),
-            Startup::Trust(c) => StartupHandler::on_startup(c.as_ref(), client, message).await,
-            Startup::Cleartext(h) => h.on_startup(client, message).await,
-            Startup::Md5(h) => h.on_startup(client, message).await,
-            Startup::Scram(h) => h.on_startup(client, message).await,
+                format!(
+                    "sorry, too many clients already (pg_connections_max = {})",
+                    self.admission.connections_max
+                ),
+            ))));
         }
+        match &self.method {
+            Method::Trust(c) => StartupHandler::on_startup(c.as_ref(), client, message).await?,
+            Method::Cleartext(h) => h.on_startup(client, message).await?,
+            Method::Md5(h) => h.on_startup(client, message).await?,
+            Method::Scram(h) => h.on_startup(client, message).await?,
+        }
+        // Every method ends a successful login by sending ReadyForQuery and entering that
+        // state; a failed one returns an error above.
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            self.admission.finish_login();
+        }
+        Ok(())
     }
 }
 

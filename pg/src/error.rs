@@ -55,6 +55,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::PermissionDenied => "42501",
         ErrorKind::Unsupported => "0A000",
         ErrorKind::LimitExceeded => "54000",
+        ErrorKind::TooComplex => "54001",
         ErrorKind::ResourcesExhausted => "53200",
         ErrorKind::Cancelled => "57014",
         ErrorKind::ShuttingDown => "57P01",

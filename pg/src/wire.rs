@@ -43,11 +43,28 @@ pub struct PgConnection {
     copy_in: tokio::sync::Mutex<Option<copy::CopyIn>>,
     /// Where cancel requests for this connection arrive.
     cancel: cancel::CancelSignal,
+    /// Whether the client has logged in: nothing runs before it has.
+    admission: Arc<auth::Admission>,
 }
 
 /// Plans SQL of `Parse` messages in the connection's session.
 pub struct PgQueryParser {
     pub(crate) session: Arc<QuerySession>,
+    admission: Arc<auth::Admission>,
+}
+
+/// Refuses to run anything for a connection that has not logged in. pgwire answers a failed
+/// login (a wrong password, too many clients) with FATAL but goes on reading the socket, so a
+/// query sent after it would otherwise run without credentials.
+fn require_login(admission: &auth::Admission) -> PgWireResult<()> {
+    if admission.is_logged_in() {
+        return Ok(());
+    }
+    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_owned(),
+        "28000".to_owned(),
+        "the connection has not logged in".to_owned(),
+    ))))
 }
 
 /// Gives the session the user the client logged in as. Authentication has finished before
@@ -69,6 +86,20 @@ pub(crate) fn user_error(e: PgError) -> PgWireError {
         e.sqlstate.to_owned(),
         e.message,
     )))
+}
+
+/// Parses (and rewrites) SQL on the query threads: a deeply nested statement is walked and
+/// dropped there, never on a thread that serves connections.
+async fn parse_off_thread(
+    session: &QuerySession,
+    sql: &str,
+) -> Result<Vec<crate::session::Statement>, PgError> {
+    let sql = sql.to_string();
+    session
+        .engine()
+        .runtime()
+        .compute(move || crate::session::parse(&sql))
+        .await
 }
 
 /// The command tag a statement's rows are reported under (`FETCH 3`, `SELECT 3`).
@@ -214,9 +245,12 @@ impl SimpleQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        require_login(&self.admission)?;
         record_user(&self.session, client);
         let mut cancel = self.cancel.start(client, self.session.statement_timeout());
-        let stmts = crate::session::parse(query).map_err(user_error)?;
+        let stmts = parse_off_thread(&self.session, query)
+            .await
+            .map_err(user_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in stmts {
             if let Some(request) = copy::copy_request(&stmt) {
@@ -315,6 +349,7 @@ impl pgwire::api::copy::CopyHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        require_login(&self.admission)?;
         let mut guard = self.copy_in.lock().await;
         let Some(state) = guard.as_mut() else {
             return Err(user_error(PgError::new(
@@ -386,8 +421,11 @@ impl QueryParser for PgQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        require_login(&self.admission)?;
         record_user(&self.session, client);
-        let mut stmts = crate::session::parse(sql).map_err(user_error)?;
+        let mut stmts = parse_off_thread(&self.session, sql)
+            .await
+            .map_err(user_error)?;
         let stmt: crate::session::Statement = match stmts.len() {
             0 => return Ok(None),
             1 => stmts.remove(0),
@@ -597,6 +635,7 @@ impl ExtendedQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        require_login(&self.admission)?;
         if let Prepared::Fetch(command) = &portal.statement.statement.prepared
             && let Some(target) = portal::find(self, client.portal_store(), &command.name)
         {
@@ -729,15 +768,28 @@ pub struct PgFrontEnd {
     users: Arc<auth::Users>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
     connections_max: usize,
+    startup_packet_timeout: std::time::Duration,
+    authentication_timeout: std::time::Duration,
 }
 
 impl PgFrontEnd {
     /// Checks the configuration and loads what it names (TLS files), before any listening.
     pub fn new(config: &PgConfig) -> Result<PgFrontEnd, String> {
+        if config.connections_max == 0 {
+            return Err("pg_connections_max must be at least 1".to_string());
+        }
+        if config.startup_packet_timeout.is_zero() {
+            return Err("pg_startup_packet_timeout_ms must be at least 1".to_string());
+        }
+        if config.authentication_timeout < std::time::Duration::from_secs(1) {
+            return Err("pg_authentication_timeout_ms must be at least 1000 (1 s)".to_string());
+        }
         Ok(PgFrontEnd {
             users: Arc::new(auth::Users::new(config)?),
             tls: auth::tls_acceptor(config)?,
             connections_max: config.connections_max,
+            startup_packet_timeout: config.startup_packet_timeout,
+            authentication_timeout: config.authentication_timeout,
         })
     }
 
@@ -752,57 +804,240 @@ impl PgFrontEnd {
     }
 }
 
+/// Connections that have not logged in yet (silent, mid-TLS or mid-authentication) allowed per
+/// connection slot. Each costs a socket and a small task until it logs in or its timeout
+/// closes it. More room lets more real clients log in while a flood of idle sockets is open;
+/// less bounds the file descriptors and memory such a flood can take. Beyond it, new
+/// connections are closed as soon as they are accepted.
+const PENDING_PER_SLOT: usize = 4;
+
+/// The accept loop logs each kind of trouble at most once per this interval.
+const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// First pause after `accept` fails for want of resources (file descriptors, memory); it
+/// doubles with each further failure up to `ACCEPT_BACKOFF_MAX`.
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts events and says when one may be logged: at most once per `LOG_INTERVAL`.
+struct LogLimit {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn new() -> LogLimit {
+        LogLimit {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Counts one event: `Some(events not logged since the last line)` when it may be logged.
+    fn ready(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Whether a failed `accept` concerns only the one connection being accepted (it was reset or
+/// aborted before it was taken, a firewall refused it, a network error was pending on it), so
+/// the next accept may be tried at once. Every other error, above all running out of file
+/// descriptors (EMFILE, ENFILE) or kernel memory (ENOBUFS, ENOMEM), leaves the connection
+/// queued and would fail again at once: the loop backs off.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::Interrupted
+            | ErrorKind::WouldBlock
+            | ErrorKind::TimedOut
+            | ErrorKind::PermissionDenied
+            | ErrorKind::HostUnreachable
+            | ErrorKind::NetworkUnreachable
+            | ErrorKind::NetworkDown
+    )
+}
+
 async fn serve(
     front: PgFrontEnd,
     listener: TcpListener,
     engine: QueryEngine,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    use tokio::sync::Semaphore;
     let PgFrontEnd {
         users,
         tls,
         connections_max,
+        startup_packet_timeout,
+        authentication_timeout,
     } = front;
-    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let connections_max = connections_max.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(connections_max));
+    let pending_max = connections_max
+        .saturating_mul(PENDING_PER_SLOT)
+        .min(Semaphore::MAX_PERMITS);
+    let pending = Arc::new(Semaphore::new(pending_max));
     let cancels = Arc::new(cancel::CancelRegistry::default());
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut resource_log = LogLimit::new();
+    let mut error_log = LogLimit::new();
+    let mut pending_log = LogLimit::new();
     tokio::pin!(shutdown);
     loop {
-        let (socket, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+            r = listener.accept() => r,
+        };
+        let (socket, peer) = match accepted {
+            Ok(x) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                x
+            }
+            Err(e) if is_connection_error(&e) => {
+                if let Some(suppressed) = error_log.ready() {
+                    tracing::warn!(
+                        error = %e,
+                        suppressed,
+                        "accepting a Postgres connection failed"
+                    );
                 }
-            },
+                continue;
+            }
+            Err(e) => {
+                // Out of file descriptors or memory, the failed connection stays queued and
+                // accept would fail again at once: without a pause this loop would spin.
+                let pause = backoff;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                if let Some(suppressed) = resource_log.ready() {
+                    tracing::warn!(
+                        error = %e,
+                        suppressed,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "cannot accept Postgres connections (out of file descriptors or \
+                         memory?); retrying with backoff"
+                    );
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
         };
-        let _ = socket.set_nodelay(true);
-        let session = Arc::new(QuerySession::new(&engine));
-        let conn = Arc::new(PgConnection {
-            parser: Arc::new(PgQueryParser {
-                session: session.clone(),
-            }),
-            session,
-            copy_in: tokio::sync::Mutex::new(None),
-            cancel: cancel::CancelSignal::new(cancels.clone()),
-        });
-        // Over the limit, the connection is still answered, with an error a client can show.
-        let permit = slots.clone().try_acquire_owned().ok();
-        let startup = match permit {
-            Some(_) => auth::Startup::new(&users, &conn),
-            None => auth::Startup::Refuse(connections_max),
+        let accepted_at = tokio::time::Instant::now();
+        // A bounded number of connections may be logging in; a flood beyond it is shed at once.
+        let Ok(pending_permit) = pending.clone().try_acquire_owned() else {
+            if let Some(suppressed) = pending_log.ready() {
+                tracing::warn!(
+                    %peer,
+                    pending_max,
+                    suppressed,
+                    "closing a new Postgres connection at once: {pending_max} connections are \
+                     already waiting to log in"
+                );
+            }
+            drop(socket);
+            continue;
         };
-        let handlers = PgHandlers {
-            conn,
-            startup: Arc::new(startup),
-            cancels: cancels.clone(),
-        };
+        let admission = Arc::new(auth::Admission::new(
+            slots.clone(),
+            connections_max,
+            pending_permit,
+        ));
+        let users = users.clone();
+        let engine = engine.clone();
+        let cancels = cancels.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
+            // `checked_add`: a timeout too large for the clock means no timeout.
+            let auth_deadline = accepted_at.checked_add(authentication_timeout);
+            let first_bytes_by = accepted_at
+                .checked_add(startup_packet_timeout)
+                .into_iter()
+                .chain(auth_deadline)
+                .min();
+            // Nothing is set up for a connection until it sends something. `peek` waits for
+            // a byte to be there (`readable` may wake spuriously) and leaves it for pgwire.
+            let mut first = [0u8; 1];
+            let arrived = match first_bytes_by {
+                Some(t) => tokio::time::timeout_at(t, socket.peek(&mut first)).await,
+                None => Ok(socket.peek(&mut first).await),
+            };
+            match arrived {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "postgres connection failed at once");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        %peer,
+                        "closing a postgres connection that sent nothing within \
+                         pg_startup_packet_timeout"
+                    );
+                    return;
+                }
+            }
+            let _ = socket.set_nodelay(true);
+            let session = Arc::new(QuerySession::new(&engine));
+            let conn = Arc::new(PgConnection {
+                parser: Arc::new(PgQueryParser {
+                    session: session.clone(),
+                    admission: admission.clone(),
+                }),
+                admission: admission.clone(),
+                session,
+                copy_in: tokio::sync::Mutex::new(None),
+                cancel: cancel::CancelSignal::new(cancels.clone()),
+            });
+            let handlers = PgHandlers {
+                startup: Arc::new(auth::Startup::new(&users, &conn, admission.clone())),
+                conn,
+                cancels,
+            };
+            // The authentication timeout: fires only if login has not completed by then.
+            let login = admission;
+            let timeout = async move {
+                match auth_deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+                if login.is_logged_in() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                r = pgwire::tokio::process_socket(socket, tls, handlers) => {
+                    if let Err(e) = r {
+                        tracing::debug!(
+                            %peer,
+                            error = %e,
+                            "postgres connection ended with an error"
+                        );
+                    }
+                }
+                () = timeout => {
+                    tracing::debug!(
+                        %peer,
+                        "closing a postgres connection that did not log in within \
+                         pg_authentication_timeout"
+                    );
+                }
             }
         });
     }
