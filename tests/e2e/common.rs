@@ -251,3 +251,34 @@ pub fn eddy_gen(args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Runs `eddy serve` on `dir` and expects it to refuse to start; returns what it printed.
+pub fn refused(dir: &Path) -> String {
+    let log = dir.with_extension("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--pg-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn eddy");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("eddy started on {} instead of refusing it", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "eddy exited with {status}");
+    std::fs::read_to_string(&log).expect("stderr")
+}

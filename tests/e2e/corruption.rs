@@ -4,10 +4,9 @@
 //! file is damaged.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::common::{Server, data_dir, eddy_gen, free_port};
+use crate::common::{Server, data_dir, eddy_gen, refused};
 
 /// Every file under `dir/data`, sorted.
 fn data_files(dir: &Path) -> Vec<PathBuf> {
@@ -32,37 +31,6 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
         .collect()
-}
-
-/// Runs `eddy serve` on `dir`, expects it to refuse to start, and returns what it printed.
-fn refused(dir: &Path) -> String {
-    let log = dir.with_extension("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--pg-addr")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn eddy");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("eddy started on {} instead of refusing it", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success(), "eddy exited with {status}");
-    std::fs::read_to_string(&log).expect("stderr")
 }
 
 /// Runs `eddy check --data-dir dir`: (exit code, stdout).

@@ -3,10 +3,8 @@
 //! written before versions were recorded still open with the same answers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::common::{Server, data_dir, free_port};
+use crate::common::{Server, data_dir, refused};
 
 /// The JSON files of a data directory, relative to it.
 const JSON_FILES: [&str; 4] = [
@@ -46,37 +44,6 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 fn write_json(path: &Path, v: &serde_json::Value) {
     std::fs::write(path, serde_json::to_vec_pretty(v).expect("json")).expect("write");
-}
-
-/// Runs `eddy serve` on `dir` and expects it to refuse to start; returns what it printed.
-fn refused(dir: &Path) -> String {
-    let log = dir.with_extension("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--pg-addr")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn eddy");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("eddy started on {} instead of refusing it", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success(), "eddy exited with {status}");
-    std::fs::read_to_string(&log).expect("stderr")
 }
 
 /// What the tests compare before and after: the table's rows and the view's.
