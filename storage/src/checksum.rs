@@ -158,12 +158,18 @@ impl BlockChecksums {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        {
+        let written = (|| -> Result<()> {
             let mut f = File::create(&tmp).at(&tmp)?;
             f.write_all(&self.encode()).at(&tmp)?;
             f.sync_all().at(&tmp)?;
+            drop(f);
+            fs::rename(&tmp, &path).at(&path)
+        })();
+        if written.is_err() {
+            // On a full disk the space of the partial file is needed back.
+            crate::fsutil::remove_if_present(&tmp);
         }
-        fs::rename(&tmp, &path).at(&path)
+        written
     }
 
     /// `range` widened to whole blocks (and cut at the end of the file); an error naming

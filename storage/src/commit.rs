@@ -5,6 +5,10 @@
 //! sequence order and only then acknowledges. Applying in sequence order is what makes "all
 //! records up to N are in the memtable" true at any instant, so a flush of the memtable can
 //! record N as the WAL position it covers.
+//!
+//! A group whose append fails (a full disk) is cut from the WAL again and refused, and the
+//! next group is tried as usual; only a failure that cannot be undone stops the engine until
+//! a restart (see `append_group`).
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -18,9 +22,11 @@ use tokio::sync::oneshot;
 use crate::dedup::conform;
 use crate::engine::{Inner, WalSync};
 use crate::error::{Result, StorageError};
-use crate::limits::{COMMIT_GROUP_REQUESTS_MAX, COMMITTER_IDLE_WAKE_MS};
+use crate::limits::{COMMIT_GROUP_REQUESTS_MAX, COMMITTER_IDLE_WAKE_MS, FAILURE_LOG_INTERVAL_MS};
+use crate::metrics::StorageMetrics;
 use crate::schema::TableSchema;
-use crate::wal;
+use crate::stall::LogLimiter;
+use crate::wal::{self, WalWriter};
 
 /// Work derived from a write batch that must be applied in the same commit (continuous
 /// aggregates): `prepare` runs in the writer before the WAL append, outside any lock; `apply`
@@ -76,7 +82,7 @@ impl Inner {
         let hook = self.hook.read().clone();
         let prepared = hook.and_then(|h| h.prepare(schema, &batch, &hashes));
         let encoded = wal::encode_batch(&batch)?;
-        self.wait_for_memory().await;
+        self.wait_for_memory().await?;
         let (reply, rx) = oneshot::channel();
         let req = CommitRequest {
             prepared,
@@ -101,25 +107,54 @@ impl Inner {
     }
 }
 
+/// When the committer fsyncs: after every group (`Always`), or once the interval has passed.
+struct SyncClock {
+    interval: Option<Duration>,
+    /// Where each fsync's duration is recorded.
+    metrics: StorageMetrics,
+    last_sync: Instant,
+    /// Records were written (and acknowledged) since the last fsync.
+    unsynced: bool,
+}
+
+/// Why a group was not appended.
+enum GroupFailure {
+    /// The group's records were cut from the WAL again: its writes are refused with this
+    /// error, and later writes are tried as usual.
+    Refused(StorageError),
+    /// The WAL may have lost acknowledged records, or may hold records that were refused:
+    /// nothing more may be acknowledged until a restart replays what is on disk.
+    Broken(StorageError),
+}
+
 /// The committer thread: group commit until the request channel closes.
 pub(crate) fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
-    let interval = match inner.config.wal_sync {
-        WalSync::Always => None,
-        WalSync::IntervalMs(ms) => Some(Duration::from_millis(ms.max(1))),
+    let mut clock = SyncClock {
+        interval: match inner.config.wal_sync {
+            WalSync::Always => None,
+            WalSync::IntervalMs(ms) => Some(Duration::from_millis(ms.max(1))),
+        },
+        metrics: inner.metrics.clone(),
+        last_sync: Instant::now(),
+        unsynced: false,
     };
-    let mut last_sync = Instant::now();
-    let mut unsynced = false;
+    // A full disk refuses every group until space is freed: one log line per interval, not
+    // one per request.
+    let log_every = Duration::from_millis(FAILURE_LOG_INTERVAL_MS);
+    let mut refusals = LogLimiter::new(log_every);
+    let mut rotations = LogLimiter::new(log_every);
     loop {
         let idle_wake = Duration::from_millis(COMMITTER_IDLE_WAKE_MS);
-        let first = match rx.recv_timeout(interval.unwrap_or(idle_wake)) {
+        let first = match rx.recv_timeout(clock.interval.unwrap_or(idle_wake)) {
             Ok(r) => r,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if unsynced {
-                    match inner.wal.lock().sync() {
-                        Ok(()) => unsynced = false,
-                        Err(e) => fail(inner, &e),
+                if clock.unsynced {
+                    match inner.metrics.timed_fsync(&mut inner.wal.lock()) {
+                        Ok(()) => clock.unsynced = false,
+                        // Acknowledged records were not synced: they may be lost.
+                        Err(e) => inner.fail_writes(&e),
                     }
-                    last_sync = Instant::now();
+                    clock.last_sync = Instant::now();
                 }
                 continue;
             }
@@ -138,31 +173,17 @@ pub(crate) fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
             }
             continue;
         }
-        let appended: Result<Vec<u64>> = (|| {
-            let mut wal = inner.wal.lock();
-            let mut seqs = Vec::with_capacity(group.len());
-            for r in &group {
-                let seq = wal.last_seq() + 1;
-                wal.push(seq, r.table_id, &r.encoded);
-                seqs.push(seq);
-            }
-            wal.write_buffered()?;
-            match interval {
-                None => wal.sync()?,
-                Some(iv) => {
-                    unsynced = true;
-                    if last_sync.elapsed() >= iv {
-                        wal.sync()?;
-                        unsynced = false;
-                        last_sync = Instant::now();
-                    }
-                }
-            }
-            wal.rotate_if_full()?;
-            Ok(seqs)
-        })();
+        let appended = append_group(&mut inner.wal.lock(), &group, &mut clock, &mut rotations);
         match appended {
             Ok(seqs) => {
+                let bytes = group.iter().map(|r| r.encoded.len() as u64).sum();
+                inner.metrics.appended(group.len() as u64, bytes);
+                if inner.stalls.lock().wal.take().is_some() {
+                    tracing::info!("WAL appends succeed again; writes are accepted");
+                    refusals.reset();
+                    // Space may be back: flushes waiting out their backoff can try now.
+                    inner.retry_flush_now();
+                }
                 let mut replies = Vec::with_capacity(group.len());
                 let hook = inner.hook.read().clone();
                 let over = {
@@ -191,8 +212,21 @@ pub(crate) fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
                     inner.request_flush();
                 }
             }
-            Err(e) => {
-                fail(inner, &e);
+            Err(GroupFailure::Refused(e)) => {
+                if let Some(suppressed) = refusals.allow() {
+                    tracing::warn!(
+                        error = %e,
+                        suppressed,
+                        "WAL append failed; the write was refused and cut from the WAL, later writes are tried again"
+                    );
+                }
+                inner.stalls.lock().wal = Some(format!("the last WAL append failed: {e}"));
+                for r in group {
+                    let _ = r.reply.send(Err(copy_io_error(&e)));
+                }
+            }
+            Err(GroupFailure::Broken(e)) => {
+                inner.fail_writes(&e);
                 for r in group {
                     let _ = r.reply.send(Err(StorageError::ShutDown(e.to_string())));
                 }
@@ -201,14 +235,119 @@ pub(crate) fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
     }
 }
 
-/// Marks the engine failed: after a WAL write or fsync error nothing more may be acknowledged,
-/// because what reached the disk is unknown.
-fn fail(inner: &Inner, e: &StorageError) {
-    tracing::error!(error = %e, "WAL write failed; refusing further writes until restart");
-    inner
-        .failed
-        .lock()
-        .get_or_insert_with(|| format!("WAL write failed: {e}"));
+/// Appends one group: one write, then an fsync as the sync mode asks, then a new file if the
+/// current one is full. Returns the group's sequence numbers.
+///
+/// A failed write or (in `Always` mode) a failed fsync is rolled back: the file is cut back
+/// to its length before the group and fsynced. That is safe to continue from, fsyncgate
+/// notwithstanding: in `Always` mode every record before the group was made durable by an
+/// earlier fsync that succeeded, and the group's records, the only pages a failed writeback
+/// could have dropped, are cut away, so the file is exactly the acknowledged records. In
+/// `IntervalMs` mode a failed fsync may have dropped acknowledged records that were never
+/// synced, so it is [`GroupFailure::Broken`]; so is a rollback that fails.
+fn append_group(
+    wal: &mut WalWriter,
+    group: &[CommitRequest],
+    clock: &mut SyncClock,
+    rotations: &mut LogLimiter,
+) -> std::result::Result<Vec<u64>, GroupFailure> {
+    let mut seqs = Vec::with_capacity(group.len());
+    for r in group {
+        let seq = wal.last_seq() + 1;
+        wal.push(seq, r.table_id, &r.encoded);
+        seqs.push(seq);
+    }
+    if let Err(e) = wal.write_buffered() {
+        return Err(roll_back(wal, clock, e));
+    }
+    match clock.interval {
+        None => {
+            if let Err(e) = clock.metrics.timed_fsync(wal) {
+                return Err(roll_back(wal, clock, e));
+            }
+        }
+        Some(interval) => {
+            clock.unsynced = true;
+            if clock.last_sync.elapsed() >= interval {
+                clock
+                    .metrics
+                    .timed_fsync(wal)
+                    .map_err(GroupFailure::Broken)?;
+                clock.unsynced = false;
+                clock.last_sync = Instant::now();
+            }
+        }
+    }
+    if wal.is_full() {
+        // Rotation fsyncs the old file; do it here, where a failure can be judged by mode.
+        if clock.unsynced {
+            clock
+                .metrics
+                .timed_fsync(wal)
+                .map_err(GroupFailure::Broken)?;
+            clock.unsynced = false;
+            clock.last_sync = Instant::now();
+        }
+        // The group is durable already: a file that cannot be started yet (a full disk) is
+        // retried after the next group, and the current file grows past its limit meanwhile.
+        if let Err(e) = wal.rotate_if_full()
+            && let Some(suppressed) = rotations.allow()
+        {
+            tracing::warn!(error = %e, suppressed, "cannot start a new WAL file; will retry");
+        }
+    }
+    Ok(seqs)
+}
+
+/// Cuts a failed group from the WAL: [`GroupFailure::Refused`] if that worked, otherwise
+/// [`GroupFailure::Broken`].
+fn roll_back(wal: &mut WalWriter, clock: &mut SyncClock, e: StorageError) -> GroupFailure {
+    match wal.roll_back() {
+        Ok(()) => {
+            // The rollback's fsync covered whatever earlier records were still unsynced.
+            clock.unsynced = false;
+            clock.last_sync = Instant::now();
+            GroupFailure::Refused(e)
+        }
+        Err(cut) => {
+            tracing::error!(error = %cut, "cannot cut a failed group from the WAL");
+            GroupFailure::Broken(e)
+        }
+    }
+}
+
+/// The error one request of a refused group gets (the I/O error is shared by the group, and
+/// `io::Error` cannot be cloned).
+fn copy_io_error(e: &StorageError) -> StorageError {
+    let copy = |source: &std::io::Error| match source.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(source.kind(), source.to_string()),
+    };
+    match e {
+        StorageError::DiskFull { path, source } => StorageError::DiskFull {
+            path: path.clone(),
+            source: copy(source),
+        },
+        StorageError::Io { path, source } => StorageError::Io {
+            path: path.clone(),
+            source: copy(source),
+        },
+        other => StorageError::Io {
+            path: "<wal>".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+impl Inner {
+    /// Marks the engine failed: after a WAL write or fsync error that could not be rolled
+    /// back nothing more may be acknowledged, because what reached the disk is unknown.
+    pub(crate) fn fail_writes(&self, e: &StorageError) {
+        tracing::error!(error = %e, "WAL write failed; refusing further writes until restart");
+        self.failed
+            .lock()
+            .get_or_insert_with(|| format!("WAL write failed: {e}"));
+    }
 }
 
 /// Checks a batch against the table schema and reshapes it to the full schema.

@@ -25,10 +25,12 @@ use crate::limits::{
 };
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, Memtable};
+use crate::metrics::StorageMetrics;
 use crate::read::TableSnapshot;
 use crate::recovery::{RecoveryReport, recover};
 use crate::schema::TableSchema;
 use crate::segment::{MetadataCache, SegmentFile, SegmentReader};
+use crate::stall::Stalls;
 use crate::wal::{self, WalWriter};
 
 /// When a write is acknowledged relative to its WAL fsync.
@@ -98,8 +100,14 @@ pub(crate) struct Inner {
     pub(crate) flushed: Notify,
     /// Serializes flushes and manifest changes.
     pub(crate) flush_lock: Mutex<()>,
-    /// Set when a WAL write or fsync failed: the engine refuses writes until restarted.
+    /// Set when a WAL write or fsync failed and could not be rolled back: the engine refuses
+    /// writes until restarted.
     pub(crate) failed: Mutex<Option<String>>,
+    /// Failures that hold writes back until the next success clears them (a full disk).
+    pub(crate) stalls: Mutex<Stalls>,
+    /// Test-only: while set, every flush fails with a full disk after writing its segments.
+    #[cfg(test)]
+    pub(crate) flush_fault: Mutex<bool>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) recovery: RecoveryReport,
     pub(crate) hook: RwLock<Option<Arc<dyn CommitHook>>>,
@@ -110,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) latest: Mutex<LatestCache>,
     /// Verified footers and page indexes of segments, for [`Db::segment_reader`].
     pub(crate) segment_metadata: Arc<Mutex<MetadataCache>>,
+    /// WAL, flush and memory metrics, scraped through [`Db::metrics`].
+    pub(crate) metrics: StorageMetrics,
 }
 
 /// Handle to an open storage engine; cheap to clone.
@@ -154,6 +164,9 @@ impl Db {
             flushed: Notify::new(),
             flush_lock: Mutex::new(()),
             failed: Mutex::new(None),
+            stalls: Mutex::new(Stalls::default()),
+            #[cfg(test)]
+            flush_fault: Mutex::new(false),
             threads: Mutex::new(Vec::new()),
             recovery: recovered.report,
             hook: RwLock::new(None),
@@ -162,6 +175,7 @@ impl Db {
             segment_metadata: Arc::new(Mutex::new(MetadataCache::new(
                 SEGMENT_METADATA_CACHE_BYTES,
             ))),
+            metrics: StorageMetrics::default(),
         });
         let committer = {
             let inner = inner.clone();
@@ -244,7 +258,22 @@ impl Db {
 
     /// Makes every WAL record written so far durable.
     pub fn sync_wal(&self) -> Result<()> {
-        self.inner.wal.lock().sync()
+        let synced = self.inner.metrics.timed_fsync(&mut self.inner.wal.lock());
+        if let Err(e) = &synced
+            && matches!(self.inner.config.wal_sync, WalSync::IntervalMs(_))
+        {
+            // Acknowledged records were waiting for this fsync: after it failed they may be
+            // gone, and the next fsync could succeed without them.
+            self.inner.fail_writes(e);
+        }
+        synced
+    }
+
+    /// Why writes are refused or held back right now (a full disk under the WAL or under a
+    /// flush, or an engine stopped by a WAL failure it could not undo), or `None` when they
+    /// are accepted. It clears by itself after the next WAL append and flush that work.
+    pub fn write_stall(&self) -> Option<String> {
+        self.inner.write_stall()
     }
 
     /// Reads back, without changing anything, every WAL record with `seq > after_seq` of
@@ -330,8 +359,26 @@ impl Db {
         SegmentReader::new(file, self.inner.segment_metadata.clone())
     }
 
+    /// The engine's metrics, to register with the node's Prometheus registry.
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.inner.metrics
+    }
+
+    /// Sets the metrics that are read from state (memtable bytes, flush backlog, segments,
+    /// whether writes are stalled) to their values now; called when metrics are scraped.
+    pub fn refresh_metrics(&self) {
+        let stalled = self.write_stall().is_some();
+        self.inner.metrics.refresh(&self.inner, stalled);
+    }
+
     /// All live segments.
     pub fn segments(&self) -> Vec<SegmentMeta> {
         self.inner.state.read().manifest.segments.clone()
+    }
+
+    /// Test-only: the engine's shared state, for fault injection.
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 }

@@ -16,6 +16,18 @@ pub enum StorageError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A file of the data directory could not be written because its file system is full or
+    /// the user's disk quota is exhausted. Nothing acknowledged was lost: the write that met it
+    /// is refused, and writes resume by themselves once space is freed.
+    #[error(
+        "disk full: cannot write {path}: {source} (free space on its file system; writes resume by themselves)"
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error (`ENOSPC` or `EDQUOT`).
+        source: std::io::Error,
+    },
     /// A table named in a request does not exist.
     #[error("table \"{0}\" does not exist")]
     TableNotFound(String),
@@ -113,9 +125,76 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| StorageError::Io {
-            path: path.into(),
-            source,
-        })
+        self.map_err(|source| io_error(path.into(), source))
+    }
+}
+
+/// `ENOSPC`: no space left on the device (28 on Linux, the BSDs and macOS alike).
+const ENOSPC: i32 = 28;
+/// `EDQUOT`: the disk quota is exhausted (122 on Linux, 69 on the BSDs and macOS).
+#[cfg(target_os = "linux")]
+const EDQUOT: i32 = 122;
+#[cfg(not(target_os = "linux"))]
+const EDQUOT: i32 = 69;
+
+/// An I/O error on `path`: [`StorageError::DiskFull`] when the file system is out of space,
+/// so that every caller can tell "free some space" from a broken disk without looking inside.
+pub(crate) fn io_error(path: PathBuf, source: std::io::Error) -> StorageError {
+    if is_disk_full(&source) {
+        StorageError::DiskFull { path, source }
+    } else {
+        StorageError::Io { path, source }
+    }
+}
+
+/// Whether an I/O error says the file system (or the quota) is full.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
+/// The out-of-space OS error code somewhere in an error's chain of sources (Parquet and Arrow
+/// wrap the writer's `io::Error` in their own errors, sometimes more than once).
+pub(crate) fn disk_full_code(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if is_disk_full(io) {
+                return io.raw_os_error();
+            }
+            // `io::Error::other(inner)` hides `inner` from `source()`; `get_ref` reaches it.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
+        }
+        next = err.source();
+    }
+    None
+}
+
+impl StorageError {
+    /// Whether this is [`StorageError::DiskFull`].
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::DiskFull { .. })
+    }
+
+    /// This error as [`StorageError::DiskFull`] on `path` if a full disk caused it anywhere in
+    /// its chain (a Parquet or Arrow writer's I/O error), otherwise unchanged.
+    pub(crate) fn or_disk_full(self, path: &std::path::Path) -> StorageError {
+        if self.is_disk_full() {
+            return self;
+        }
+        let code = match &self {
+            StorageError::Parquet(e) => disk_full_code(e),
+            StorageError::Arrow(e) => disk_full_code(e),
+            _ => None,
+        };
+        match code {
+            Some(code) => StorageError::DiskFull {
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(code),
+            },
+            None => self,
+        }
     }
 }

@@ -32,14 +32,17 @@ mod flush;
 mod latest;
 mod limits;
 mod memtable;
+mod metrics;
 mod read;
 mod recovery;
 mod retention;
+mod stall;
 
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
 pub use commit::{CommitHook, Prepared as CommitPrepared};
 pub use engine::{Db, StorageConfig, WalSync};
 pub use error::{Result, StorageError};
+pub use metrics::StorageMetrics;
 pub use read::{KeyFilter, ReadPlan, TableSnapshot};
 pub use recovery::RecoveryReport;
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
@@ -48,5 +51,7 @@ pub use segment::{SegmentFile, SegmentReader};
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)] // one byte range is what a reader asks for
 mod corruption_tests;
+#[cfg(test)]
+mod disk_full_tests;
 #[cfg(test)]
 mod tests;

@@ -53,9 +53,20 @@ pub const BACKPRESSURE_RECHECK_MS: u64 = 200;
 /// shorter reacts sooner to `flush_interval_ms` and expired days, at the cost of idle wake-ups.
 pub const FLUSHER_WAKE_MS: u64 = 1000;
 
-/// Pause after a failed flush before retrying: keeps a persistent failure (disk full) from
-/// spinning a core while the data stays safe in memory and WAL.
-pub const FLUSH_RETRY_DELAY_MS: u64 = 1000;
+/// First pause after a failed flush before retrying; it doubles with every failure in a row
+/// up to [`FLUSH_RETRY_DELAY_MAX_MS`]: short enough that a freed disk is used within a
+/// second, while the data stays safe in memory and WAL meanwhile.
+pub const FLUSH_RETRY_DELAY_MIN_MS: u64 = 500;
+
+/// Longest pause between retries of a failing flush (or of another failing background write:
+/// retention's manifest, a view checkpoint): keeps a persistent failure (disk full) from
+/// spinning a core or filling the log, at the cost of noticing freed space up to this late
+/// (a WAL append that works again wakes the flusher at once).
+pub const FLUSH_RETRY_DELAY_MAX_MS: u64 = 30_000;
+
+/// At most one log line per this interval for a failure that repeats with every request (WAL
+/// appends refused on a full disk): enough to see it, not a line per write.
+pub const FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// Largest WAL record accepted on replay; a larger length is a torn or corrupt frame. Bounds
 /// the memory one bad length can make replay allocate, and caps one write batch's size.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checksum::sidecar_path;
 use crate::error::{IoContext, Result};
 use crate::format::{MANIFEST_FORMAT_VERSION, from_json_versioned, to_json};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{AtomicWriteError, write_atomic_reporting};
 
 /// One Parquet segment file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,13 +100,24 @@ impl Manifest {
     /// Writes the manifest atomically, first forgetting retired segments whose files (and
     /// checksum files) are gone.
     pub fn store(&mut self, dir: &Path) -> Result<()> {
+        self.try_store(dir).map_err(|failed| failed.error)
+    }
+
+    /// [`Manifest::store`], saying on failure whether the new manifest may be in place
+    /// already (see [`AtomicWriteError`]).
+    pub(crate) fn try_store(&mut self, dir: &Path) -> std::result::Result<(), AtomicWriteError> {
         self.retired.retain(|r| {
             let file = dir.join(&r.path);
             file.exists() || sidecar_path(&file).exists()
         });
         let path = Self::path(dir);
-        let bytes = to_json(&path, self, MANIFEST_FORMAT_VERSION, false)?;
-        write_atomic(&path, &bytes)
+        let bytes = to_json(&path, self, MANIFEST_FORMAT_VERSION, false).map_err(|error| {
+            AtomicWriteError {
+                error,
+                renamed: false,
+            }
+        })?;
+        write_atomic_reporting(&path, &bytes)
     }
 }
 

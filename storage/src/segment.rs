@@ -38,7 +38,7 @@ use crate::checksum::{
 };
 use crate::dedup::conform;
 use crate::error::{IoContext, Result, StorageError};
-use crate::fsutil::sync_dir;
+use crate::fsutil::{remove_if_present, sync_dir};
 use crate::limits::{
     DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX, SEGMENT_CHECKSUM_BLOCK_BYTES, SEGMENT_ZSTD_LEVEL,
 };
@@ -330,11 +330,27 @@ impl AsyncFileReader for SegmentReader {
 
 /// Writes `batch` (sorted and deduplicated) to `path` durably: a temporary file is written and
 /// fsynced, its block checksums are stored beside it (`<path>.crc`), then it is renamed into
-/// place. Returns the file size.
+/// place. Returns the file size. On failure its temporary files are removed (a full disk
+/// needs their space back), and the error is [`StorageError::DiskFull`] even when Parquet
+/// wrapped the I/O error. Files under their final names are left to the caller: whether they
+/// may go depends on what the manifest on disk names.
 pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> Result<u64> {
+    let tmp = path.with_extension("parquet.tmp");
+    write_segment_files(path, &tmp, table, batch).map_err(|e| {
+        remove_if_present(&tmp);
+        e.or_disk_full(&tmp)
+    })
+}
+
+/// The steps of [`write_segment`], leaving their files behind on failure.
+fn write_segment_files(
+    path: &Path,
+    tmp: &Path,
+    table: &TableSchema,
+    batch: &RecordBatch,
+) -> Result<u64> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).at(dir)?;
-    let tmp = path.with_extension("parquet.tmp");
     let mut sorting: Vec<SortingColumn> = table
         .tag_indices()
         .iter()
@@ -361,20 +377,20 @@ pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> R
         .set_column_dictionary_enabled(time_path.clone(), false)
         .set_column_encoding(time_path, Encoding::DELTA_BINARY_PACKED)
         .build();
-    let file = File::create(&tmp).at(&tmp)?;
+    let file = File::create(tmp).at(tmp)?;
     let counted = BlockCrcWriter::new(file, SEGMENT_CHECKSUM_BLOCK_BYTES);
     let mut writer = ArrowWriter::try_new(counted, batch.schema(), Some(props))?;
     writer.write(batch)?;
     let (file, sums) = writer.into_inner()?.finish();
-    file.sync_all().at(&tmp)?;
-    let bytes = file.metadata().at(&tmp)?.len();
+    file.sync_all().at(tmp)?;
+    let bytes = file.metadata().at(tmp)?.len();
     drop(file);
-    sums.check_len(&tmp, bytes)?;
+    sums.check_len(tmp, bytes)?;
     // The checksums are in place before the segment is: a segment under its final name always
     // has them. A crash in between leaves a checksum file whose segment id the manifest has
     // not handed out yet, which the next start removes.
     sums.store(path)?;
-    fs::rename(&tmp, path).at(path)?;
+    fs::rename(tmp, path).at(path)?;
     sync_dir(dir)?;
     Ok(bytes)
 }

@@ -356,54 +356,124 @@ pub(crate) fn check_files(dir: &Path) -> Result<Vec<FileCheck>> {
 }
 
 /// Appends records to the newest WAL file and rotates files by size.
+///
+/// A group of records is appended with one `write` and made durable with one fsync. When
+/// either fails, [`WalWriter::roll_back`] cuts the file back to where the group started, so a
+/// refused write leaves nothing behind that replay would later apply.
 #[derive(Debug)]
 pub struct WalWriter {
     dir: PathBuf,
     file: File,
     file_path: PathBuf,
+    /// Bytes of records in the current file (its header not counted).
     file_bytes: u64,
+    /// Length of the current file, header included.
+    file_len: u64,
     file_first_seq: u64,
     last_seq: u64,
     segment_bytes_max: u64,
     buf: Vec<u8>,
+    /// Where the group being appended started: what [`WalWriter::roll_back`] returns to.
+    mark: GroupMark,
+    /// Test-only: the next append or fsync fails as if the disk were full.
+    #[cfg(test)]
+    fault: Option<WalFault>,
+}
+
+/// The state of the writer before the first record of a group was pushed.
+#[derive(Debug, Clone, Copy)]
+struct GroupMark {
+    file_len: u64,
+    file_bytes: u64,
+    last_seq: u64,
+}
+
+/// A failure [`WalWriter`] fakes once, for tests of what the engine does after it.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WalFault {
+    /// The next `write_buffered` writes half of the group, then fails with `ENOSPC`.
+    Write,
+    /// The next `sync` fails with `ENOSPC` (after the group was written whole).
+    Sync,
 }
 
 impl WalWriter {
     /// Starts a new WAL file whose first record will be `next_seq`.
     pub fn create(dir: &Path, next_seq: u64, segment_bytes_max: u64) -> Result<Self> {
         fs::create_dir_all(dir).at(dir)?;
-        let (file, file_path) = Self::open_file(dir, next_seq)?;
+        let (file, file_path, file_len) = Self::open_file(dir, next_seq)?;
+        let last_seq = next_seq.saturating_sub(1);
         Ok(Self {
             dir: dir.to_path_buf(),
             file,
             file_path,
             file_bytes: 0,
+            file_len,
             file_first_seq: next_seq,
-            last_seq: next_seq.saturating_sub(1),
+            last_seq,
             segment_bytes_max,
             buf: Vec::new(),
+            mark: GroupMark {
+                file_len,
+                file_bytes: 0,
+                last_seq,
+            },
+            #[cfg(test)]
+            fault: None,
         })
     }
 
-    fn open_file(dir: &Path, first_seq: u64) -> Result<(File, PathBuf)> {
+    /// Opens (creating it if need be) the file whose first record is `first_seq`; returns it,
+    /// its path and its length. On failure the file is removed again: a file left with a torn
+    /// header would end replay with an error once newer files follow it, and a stray file
+    /// whose name claims records that live in the file before it would let that file be
+    /// deleted too early.
+    fn open_file(dir: &Path, first_seq: u64) -> Result<(File, PathBuf, u64)> {
         let path = dir.join(file_name(first_seq));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .at(&path)?;
-        // A file reopened after a restart (empty, or cut back to its header) keeps the start it
-        // has: only a new, empty file gets a header. The header becomes durable with the first
-        // record's fsync; a crash before that leaves a torn header, which replay cuts.
-        if file.metadata().at(&path)?.len() == 0 {
-            file.write_all(&file_header()).at(&path)?;
+        let opened: Result<(File, u64)> = (|| {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .at(&path)?;
+            // A file reopened after a restart (empty, or cut back to its header) keeps the
+            // start it has: only a new, empty file gets a header. The header becomes durable
+            // with the first record's fsync; a crash before that leaves a torn header, which
+            // replay cuts.
+            let mut len = file.metadata().at(&path)?.len();
+            if len == 0 {
+                file.write_all(&file_header()).at(&path)?;
+                len = FILE_HEADER_BYTES as u64;
+            }
+            sync_dir(dir)?;
+            Ok((file, len))
+        })();
+        match opened {
+            Ok((file, len)) => Ok((file, path, len)),
+            Err(e) => {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(rm) => {
+                        tracing::error!(file = %path.display(), error = %rm, "cannot remove a WAL file that could not be started")
+                    }
+                }
+                Err(e)
+            }
         }
-        sync_dir(dir)?;
-        Ok((file, path))
     }
 
     /// Buffers one record; nothing reaches the file before [`WalWriter::write_buffered`].
+    /// The first record pushed after a write marks where its group starts.
     pub fn push(&mut self, seq: u64, table_id: u64, encoded_batch: &[u8]) {
+        if self.buf.is_empty() {
+            self.mark = GroupMark {
+                file_len: self.file_len,
+                file_bytes: self.file_bytes,
+                last_seq: self.last_seq,
+            };
+        }
         let len = (BODY_HEADER_BYTES + encoded_batch.len()) as u32;
         let start = self.buf.len();
         self.buf.extend_from_slice(&len.to_le_bytes());
@@ -421,20 +491,56 @@ impl WalWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        if self.fault == Some(WalFault::Write) {
+            self.fault = None;
+            // A full disk takes part of a write before it refuses the rest.
+            let half = self.buf.len() / 2;
+            self.file.write_all(&self.buf[..half]).at(&self.file_path)?;
+            return Err::<(), _>(std::io::Error::from_raw_os_error(28)).at(&self.file_path);
+        }
         self.file.write_all(&self.buf).at(&self.file_path)?;
         self.file_bytes += self.buf.len() as u64;
+        self.file_len += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn sync(&mut self) -> Result<()> {
+        #[cfg(test)]
+        if self.fault == Some(WalFault::Sync) {
+            self.fault = None;
+            return Err::<(), _>(std::io::Error::from_raw_os_error(28)).at(&self.file_path);
+        }
         self.file.sync_data().at(&self.file_path)
     }
 
-    /// Starts a new file when the current one is over its size limit. Call after `sync`.
+    /// Undoes the group being appended after its write or fsync failed: the buffered records
+    /// are dropped, the file is cut back to its length before the group and fsynced, and the
+    /// sequence numbers of the group are handed out again. Afterwards the file holds exactly
+    /// the records that were there before the group; an error means that could not be
+    /// ensured.
+    pub fn roll_back(&mut self) -> Result<()> {
+        self.buf.clear();
+        self.last_seq = self.mark.last_seq;
+        self.file_bytes = self.mark.file_bytes;
+        // The file is opened for appending, so the next write lands at the new end: no seek.
+        self.file.set_len(self.mark.file_len).at(&self.file_path)?;
+        self.file_len = self.mark.file_len;
+        // `sync_all`, not `sync_data`: the new length is metadata.
+        self.file.sync_all().at(&self.file_path)
+    }
+
+    /// Whether the current file has reached its size limit (see [`WalWriter::rotate_if_full`]).
+    pub fn is_full(&self) -> bool {
+        self.file_bytes >= self.segment_bytes_max
+    }
+
+    /// Starts a new file when the current one is over its size limit. Call after `sync`. On
+    /// failure the current file stays in use, and the next call tries again.
     pub fn rotate_if_full(&mut self) -> Result<()> {
-        if self.file_bytes >= self.segment_bytes_max {
+        if self.is_full() {
             self.rotate()?;
         }
         Ok(())
@@ -443,12 +549,24 @@ impl WalWriter {
     fn rotate(&mut self) -> Result<()> {
         self.file.sync_all().at(&self.file_path)?;
         let first = self.last_seq + 1;
-        let (file, path) = Self::open_file(&self.dir, first)?;
+        let (file, path, len) = Self::open_file(&self.dir, first)?;
         self.file = file;
         self.file_path = path;
         self.file_bytes = 0;
+        self.file_len = len;
         self.file_first_seq = first;
+        self.mark = GroupMark {
+            file_len: len,
+            file_bytes: 0,
+            last_seq: self.last_seq,
+        };
         Ok(())
+    }
+
+    /// Test-only: makes the next append or fsync fail as if the disk were full.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&mut self, fault: WalFault) {
+        self.fault = Some(fault);
     }
 
     /// Deletes WAL files whose records all have `seq <= flushed_seq` (they are in segments).

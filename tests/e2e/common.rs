@@ -17,6 +17,8 @@ pub struct Server {
     pub pg: u16,
     extra: Vec<String>,
     cwd: Option<PathBuf>,
+    /// File the server's stderr is appended to (every start), instead of the test's stderr.
+    log: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -36,6 +38,23 @@ impl Server {
             pg: free_port(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             cwd: None,
+            log: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a server on `dir` with extra `serve` flags, appending its stderr (its log, and
+    /// any panic message) to `log` on this and every later start.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> Server {
+        let mut s = Server {
+            child: None,
+            dir: dir.to_path_buf(),
+            http: free_port(),
+            pg: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            cwd: None,
+            log: Some(log.to_path_buf()),
         };
         s.spawn();
         s
@@ -50,6 +69,7 @@ impl Server {
             pg: free_port(),
             extra: Vec::new(),
             cwd: Some(cwd.to_path_buf()),
+            log: None,
         };
         s.spawn();
         s
@@ -65,6 +85,16 @@ impl Server {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
+        let stderr = match &self.log {
+            Some(log) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("open the server log"),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = cmd
             .arg("serve")
             .arg("--data-dir")
@@ -76,7 +106,7 @@ impl Server {
             .args(&self.extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn eddy");
         self.child = Some(child);
