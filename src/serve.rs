@@ -31,9 +31,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let pg_front = eddy_server::pg::PgFrontEnd::new(&config.pg)?;
     let shutdown = shutdown_signal();
     // Continuous aggregates are rebuilt before any front end accepts writes.
-    let Node {
-        db, ingest, query, ..
-    } = Node::open(config.storage.clone(), config.query_memory_bytes_max).await?;
+    let node = Node::open(config.storage.clone(), config.query_memory_bytes_max).await?;
+    let pg_front = pg_front.with_metrics(node.metrics.pg.clone());
+    let (db, query) = (node.db.clone(), node.query.clone());
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
@@ -53,7 +53,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     };
     let http = tokio::spawn(eddy_server::http::serve(
         http_listener,
-        ingest,
+        node,
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));

@@ -8,7 +8,10 @@
 //! which message is decided here. The crate knows nothing of SQL or the network.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lineproto;
+pub mod metrics;
 mod retention;
 
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use eddy_storage::{Catalog, CommitHook, Db, StorageError, TableSchema};
 
 pub use error::IngestError;
 pub use lineproto::{LINE_BYTES_MAX, LineError, Precision};
+pub use metrics::{FrontEnd, IngestMetrics};
 
 /// Result of writing one line-protocol request.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,6 +36,9 @@ pub struct LineOutcome {
 #[derive(Debug, Clone)]
 pub struct Ingest {
     db: Db,
+    metrics: IngestMetrics,
+    /// Whose writes this handle counts.
+    front_end: FrontEnd,
 }
 
 impl Ingest {
@@ -39,7 +46,30 @@ impl Ingest {
     /// storage commit hook, so every write it commits keeps the views current.
     pub fn new(db: Db, maintenance: Arc<dyn CommitHook>) -> Ingest {
         db.set_commit_hook(maintenance);
-        Ingest { db }
+        Ingest {
+            db,
+            metrics: IngestMetrics::new(),
+            front_end: FrontEnd::Other,
+        }
+    }
+
+    /// The same write path, its writes counted as `front_end`'s in the metrics.
+    pub fn for_front_end(&self, front_end: FrontEnd) -> Ingest {
+        Ingest {
+            front_end,
+            ..self.clone()
+        }
+    }
+
+    /// The write path's metrics, to register with the node's Prometheus registry.
+    pub fn metrics(&self) -> &IngestMetrics {
+        &self.metrics
+    }
+
+    /// Counts rows the front end refused before they reached the write path (a line too
+    /// long to parse), so the rejected rows of a front end are all counted in one place.
+    pub fn record_rejected(&self, rows: u64) {
+        self.metrics.rejected(self.front_end, rows);
     }
 
     /// The storage engine written to.
@@ -58,6 +88,25 @@ impl Ingest {
     /// way meanwhile) has all its lines reported as rejected. A storage failure is an error:
     /// nothing after it was written. `now_ns` is the time of lines without a timestamp.
     pub async fn write_lp(
+        &self,
+        body: &[u8],
+        precision: Precision,
+        now_ns: i64,
+    ) -> Result<LineOutcome, IngestError> {
+        let outcome = self.write_lp_uncounted(body, precision, now_ns).await;
+        match &outcome {
+            Ok(o) => {
+                let (rows, bytes) = (o.lines_written as u64, body.len() as u64);
+                self.metrics.written(self.front_end, rows, bytes);
+                self.metrics.rejected(self.front_end, o.errors.len() as u64);
+            }
+            Err(_) => self.metrics.failed(self.front_end),
+        }
+        outcome
+    }
+
+    /// [`Ingest::write_lp`] without the metrics.
+    async fn write_lp_uncounted(
         &self,
         body: &[u8],
         precision: Precision,
@@ -117,11 +166,18 @@ impl Ingest {
         batch: RecordBatch,
     ) -> Result<u64, IngestError> {
         let rows = batch.num_rows() as u64;
-        self.db
-            .write_to(schema, batch)
-            .await
-            .map_err(|e| IngestError::storage(schema.name(), e))?;
-        Ok(rows)
+        let bytes = batch.get_array_memory_size() as u64;
+        match self.db.write_to(schema, batch).await {
+            Ok(_) => {
+                self.metrics.written(self.front_end, rows, bytes);
+                Ok(rows)
+            }
+            Err(e) => {
+                self.metrics.rejected(self.front_end, rows);
+                self.metrics.failed(self.front_end);
+                Err(IngestError::storage(schema.name(), e))
+            }
+        }
     }
 
     /// [`Ingest::write_batch`] to the table of that name, as the catalog has it now.

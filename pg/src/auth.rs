@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,12 +19,15 @@ use pgwire::api::auth::sasl::scram::{SCRAM_ITERATIONS, ScramAuth, gen_salted_pas
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::{ClientInfo, PgWireConnectionState};
+use pgwire::api::{
+    ClientInfo, PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{PgMetrics, Refusal};
 use crate::wire::PgConnection;
 
 /// How clients prove who they are.
@@ -202,6 +205,8 @@ pub(super) struct Admission {
     /// This connection's place among those not logged in yet, until it logs in.
     pending: parking_lot::Mutex<Option<OwnedSemaphorePermit>>,
     logged_in: AtomicBool,
+    /// Where a refusal is counted.
+    metrics: PgMetrics,
 }
 
 impl Admission {
@@ -210,6 +215,7 @@ impl Admission {
         slots: Arc<Semaphore>,
         connections_max: usize,
         pending: OwnedSemaphorePermit,
+        metrics: PgMetrics,
     ) -> Admission {
         Admission {
             slots,
@@ -217,6 +223,7 @@ impl Admission {
             slot: parking_lot::Mutex::new(None),
             pending: parking_lot::Mutex::new(Some(pending)),
             logged_in: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -249,6 +256,12 @@ enum Method {
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
 
+/// Backend pids for the password methods. pgwire gives each password handler a counter of
+/// its own, and there is one handler per connection, so without this every password login
+/// would get pid 100000 and `pg_cancel_backend(pid)` could not tell sessions apart.
+static BACKEND_PIDS: LazyLock<Arc<dyn PidSecretKeyGenerator>> =
+    LazyLock::new(|| Arc::new(RandomPidSecretKeyGenerator::default()));
+
 /// The start-up handler of one connection: takes a connection slot when the start-up message
 /// arrives (or refuses it, over the limit), authenticates by the configured method, and
 /// records when login completes.
@@ -265,21 +278,25 @@ impl Startup {
         admission: Arc<Admission>,
     ) -> Startup {
         let source = UserSource(users.clone());
+        let pids = || Arc::clone(&*BACKEND_PIDS);
         let method = match users.method {
+            // pgwire's trust handler already draws pids from one process-wide counter.
             AuthMethod::Trust => Method::Trust(conn.clone()),
-            AuthMethod::Password => Method::Cleartext(CleartextPasswordAuthStartupHandler::new(
-                source,
-                server_parameters(),
-            )),
-            AuthMethod::Md5 => Method::Md5(Md5PasswordAuthStartupHandler::new(
-                Arc::new(source),
-                Arc::new(server_parameters()),
-            )),
+            AuthMethod::Password => Method::Cleartext(
+                CleartextPasswordAuthStartupHandler::new(source, server_parameters())
+                    .with_pid_secret_key_generator(pids()),
+            ),
+            AuthMethod::Md5 => Method::Md5(
+                Md5PasswordAuthStartupHandler::new(Arc::new(source), Arc::new(server_parameters()))
+                    .with_pid_secret_key_generator(pids()),
+            ),
             AuthMethod::ScramSha256 => {
                 let mut scram = ScramAuth::new(Arc::new(source));
                 scram.set_iterations(SCRAM_ITERATIONS);
                 Method::Scram(
-                    SASLAuthStartupHandler::new(Arc::new(server_parameters())).with_scram(scram),
+                    SASLAuthStartupHandler::new(Arc::new(server_parameters()))
+                        .with_scram(scram)
+                        .with_pid_secret_key_generator(pids()),
                 )
             }
         };
@@ -303,6 +320,7 @@ impl StartupHandler for Startup {
         // that never send a start-up message keep no logged-in client out. Cancel requests
         // never come here (pgwire answers them itself), so they need no slot.
         if matches!(message, PgWireFrontendMessage::Startup(_)) && !self.admission.take_slot() {
+            self.admission.metrics.refused(Refusal::TooManyClients);
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".to_owned(),
                 "53300".to_owned(),

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
+use eddy_query::running::{CancelHandle, RunningQuery};
 use futures::{Stream, StreamExt, stream};
 use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
@@ -38,9 +39,14 @@ impl CancelHandler for CancelRegistry {
         let signal = self.connections.lock().get(&key).and_then(Weak::upgrade);
         // As in PostgreSQL, a request naming no connection, or one that is idle, does nothing.
         if let Some(signal) = signal {
-            signal.send_modify(|n| *n += 1);
+            fire(&signal);
         }
     }
+}
+
+/// Interrupts the query a connection is running (every [`Interrupt`] subscribed to it fires).
+fn fire(signal: &watch::Sender<u64>) {
+    signal.send_modify(|n| *n += 1);
 }
 
 /// One connection's side: it registers under its key on its first query and unregisters
@@ -78,6 +84,17 @@ impl CancelSignal {
             cancel: self.sender.subscribe(),
             deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         }
+    }
+
+    /// Stops this connection's running query exactly as a cancel request naming it does;
+    /// `pg_cancel_backend` calls it. It does nothing once the connection is gone.
+    pub fn remote(&self) -> CancelHandle {
+        let signal = Arc::downgrade(&self.sender);
+        Arc::new(move || {
+            if let Some(signal) = signal.upgrade() {
+                fire(&signal);
+            }
+        })
     }
 }
 
@@ -132,19 +149,27 @@ pub async fn unless_cancelled<T>(
 }
 
 /// `rows`, ending with an error if the query is interrupted while they are produced.
-/// Dropping the DataFusion stream stops its tasks.
+/// Dropping the DataFusion stream stops its tasks. `running` is the statement's entry in
+/// `eddy_queries`: it goes with the rows, so the statement ends there when they do.
 pub fn rows_until_cancelled(
     rows: SendableRecordBatchStream,
     interrupt: Interrupt,
+    running: RunningQuery,
 ) -> impl Stream<Item = Result<RecordBatch, PgWireError>> + Send {
-    stream::unfold(Some((rows, interrupt)), |state| async move {
-        let (mut rows, mut interrupt) = state?;
+    stream::unfold(Some((rows, interrupt, running)), |state| async move {
+        let (mut rows, mut interrupt, mut running) = state?;
         tokio::select! {
             batch = rows.next() => {
                 let batch = batch?.map_err(|e| crate::wire::user_error(e.into()));
-                Some((batch, Some((rows, interrupt))))
+                if batch.is_err() {
+                    running.fail();
+                }
+                Some((batch, Some((rows, interrupt, running))))
             }
-            e = interrupt.fired() => Some((Err(crate::wire::user_error(e)), None)),
+            e = interrupt.fired() => {
+                running.fail();
+                Some((Err(crate::wire::user_error(e)), None))
+            }
         }
     })
 }

@@ -50,6 +50,8 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::BeyondRetention => "23514",
         ErrorKind::InvalidParameter => "22023",
         ErrorKind::InvalidData => "22000",
+        ErrorKind::NumericOutOfRange => "22003",
+        ErrorKind::DatetimeOutOfRange => "22008",
         ErrorKind::Grouping => "42803",
         ErrorKind::Plan => "42000",
         ErrorKind::PermissionDenied => "42501",
@@ -60,6 +62,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::Cancelled => "57014",
         ErrorKind::ShuttingDown => "57P01",
         ErrorKind::Io => "58030",
+        ErrorKind::DiskFull => "53100",
         ErrorKind::Corrupt => "XX001",
         ErrorKind::Internal => "XX000",
     }

@@ -6,12 +6,16 @@
 //! It sits on the protocol-neutral query core and the one write path; nothing below it knows
 //! PostgreSQL.
 
+mod activity;
 mod auth;
 mod cancel;
 pub mod catalog;
 pub mod copy;
 pub mod cursor;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod metrics;
 mod portal;
 pub mod session;
 pub mod settings;
@@ -20,5 +24,6 @@ mod wire;
 
 pub use auth::{AuthMethod, PgConfig};
 pub use error::{PgError, sqlstate};
+pub use metrics::PgMetrics;
 pub use session::PgSession;
 pub use wire::{PgConnection, PgFrontEnd};

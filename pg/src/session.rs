@@ -19,6 +19,7 @@ use eddy_query::naming::ColumnNames;
 use eddy_query::{Completion, QueryEngine, QuerySession};
 use futures::StreamExt;
 
+use crate::activity::BackendPid;
 use crate::cursor::command::CursorCommand;
 use crate::cursor::{Cursors, Declaration};
 use crate::error::{PgError, Result};
@@ -118,6 +119,8 @@ pub struct PgSession {
     query: QuerySession,
     vars: SessionVars,
     cursors: Arc<Cursors>,
+    /// What `pg_backend_pid()` answers.
+    backend_pid: BackendPid,
 }
 
 impl std::fmt::Debug for PgSession {
@@ -132,17 +135,26 @@ impl PgSession {
         // pg_cursors lists the session's own cursors: it finds them in the session's config.
         let cursors: Arc<Cursors> = Arc::default();
         let vars = SessionVars::default();
+        let backend_pid = BackendPid::default();
         let query = engine.session_with(|state| {
             state.config_mut().set_extension(cursors.clone());
+            // INSERTs of this session are counted as the Postgres front end's writes.
+            state
+                .config_mut()
+                .set_extension(Arc::new(eddy_ingest::FrontEnd::PgInsert));
             use datafusion::execution::FunctionRegistry;
             let _ =
                 state.register_udf(Arc::new(crate::settings::current_setting_udf(vars.clone())));
             let _ = state.register_udf(Arc::new(crate::settings::session_user_udf(vars.clone())));
+            let _ = state.register_udf(Arc::new(crate::activity::pg_backend_pid_udf(
+                backend_pid.clone(),
+            )));
         });
         PgSession {
             query,
             vars,
             cursors,
+            backend_pid,
         }
     }
 
@@ -282,6 +294,12 @@ impl PgSession {
         if !vars.contains_key(SESSION_AUTHORIZATION) {
             vars.insert(SESSION_AUTHORIZATION.to_string(), user.to_string());
         }
+    }
+
+    /// Records the backend pid the client was given at start-up, for `pg_backend_pid()`.
+    pub fn set_backend_pid(&self, pid: i32) {
+        self.backend_pid
+            .store(pid, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How long a statement may run (`SET statement_timeout`), if limited.

@@ -1,8 +1,10 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended query protocols over
 //! the query engine, results encoded from Arrow in text or binary format, and COPY.
 
+use crate::activity::Activity;
 use crate::auth::{self, PgConfig};
 use crate::error::PgError;
+use crate::metrics::{PgMetrics, Refusal};
 use crate::session::{Output, PgSession as QuerySession, Prepared};
 use crate::{cancel, copy, portal};
 
@@ -15,6 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_query::QueryEngine;
+use eddy_query::running::RunningQuery;
 use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -33,6 +36,10 @@ use tokio::net::TcpListener;
 pub struct PgStatement {
     prepared: Prepared,
     param_types: Vec<Option<DataType>>,
+    /// Its text (cut short), for `eddy_queries`.
+    sql: Arc<str>,
+    /// A COPY statement, run by the COPY sub-protocol rather than the query core.
+    copy: Option<copy::CopyRequest>,
 }
 
 /// The handlers of one client connection, holding its query session.
@@ -45,6 +52,8 @@ pub struct PgConnection {
     cancel: cancel::CancelSignal,
     /// Whether the client has logged in: nothing runs before it has.
     admission: Arc<auth::Admission>,
+    /// Its statements in the engine's list of running ones (`eddy_queries`).
+    activity: Activity,
 }
 
 /// Plans SQL of `Parse` messages in the connection's session.
@@ -74,6 +83,7 @@ fn record_user<C: ClientInfo>(session: &QuerySession, client: &C) {
     if let Some(user) = client.metadata().get(pgwire::api::METADATA_USER) {
         session.set_user(user);
     }
+    session.set_backend_pid(client.pid_and_secret_key().0);
 }
 
 pub(crate) fn error_info(e: PgError) -> ErrorInfo {
@@ -110,18 +120,27 @@ fn rows_tag(p: &Prepared) -> &'static str {
     }
 }
 
+/// The response to a statement's output; `running` is the statement's entry in
+/// `eddy_queries`, which ends with its rows.
 fn output_to_response(
     output: Output,
     format: &Format,
     cancel: cancel::Interrupt,
     rows_tag: &str,
+    mut running: RunningQuery,
 ) -> PgWireResult<Response> {
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
         Output::Rows { schema, stream } => {
-            let fields = Arc::new(pg_fields(&schema, format)?);
+            let fields = match pg_fields(&schema, format) {
+                Ok(fields) => Arc::new(fields),
+                Err(e) => {
+                    running.fail();
+                    return Err(e);
+                }
+            };
             let f = fields.clone();
-            let rows = cancel::rows_until_cancelled(stream, cancel)
+            let rows = cancel::rows_until_cancelled(stream, cancel, running)
                 .map(move |rb: PgWireResult<RecordBatch>| {
                     let rows = match rb {
                         Ok(rb) => encode_batch(&f, &rb),
@@ -247,6 +266,7 @@ impl SimpleQueryHandler for PgConnection {
     {
         require_login(&self.admission)?;
         record_user(&self.session, client);
+        self.activity.identify(client);
         let mut cancel = self.cancel.start(client, self.session.statement_timeout());
         let stmts = parse_off_thread(&self.session, query)
             .await
@@ -281,6 +301,9 @@ impl SimpleQueryHandler for PgConnection {
                 }
                 continue;
             }
+            // Listed from here until its rows are sent; PostgreSQL too shows the whole text of
+            // a simple query for each of its statements.
+            let mut running = self.activity.start(query, self.cancel.remote());
             let result = cancel::unless_cancelled(&mut cancel, async {
                 let p = self.session.prepare(stmt).await?;
                 if let Prepared::CloseCursor(Some(name)) = &p
@@ -299,11 +322,12 @@ impl SimpleQueryHandler for PgConnection {
             .await;
             match result {
                 Ok((tag, rows_tag, out)) => {
-                    let r =
-                        output_to_response(out, &Format::UnifiedText, cancel.clone(), rows_tag)?;
+                    let format = &Format::UnifiedText;
+                    let r = output_to_response(out, format, cancel.clone(), rows_tag, running)?;
                     responses.push(transaction_response(tag, r));
                 }
                 Err(e) => {
+                    running.fail();
                     // Like PostgreSQL: report the error and skip the remaining statements.
                     responses.push(Response::Error(Box::new(error_info(e))));
                     break;
@@ -325,8 +349,12 @@ impl PgConnection {
                 columns,
                 options,
             } => {
-                let ingest = self.session.engine().ingest();
-                let (state, response) = copy::CopyIn::start(ingest, &table, &columns, options)?;
+                let ingest = self
+                    .session
+                    .engine()
+                    .ingest()
+                    .for_front_end(eddy_ingest::FrontEnd::PgCopy);
+                let (state, response) = copy::CopyIn::start(&ingest, &table, &columns, options)?;
                 *self.copy_in.lock().await = Some(state);
                 Ok(Response::CopyIn(response))
             }
@@ -436,6 +464,15 @@ impl QueryParser for PgQueryParser {
                 )));
             }
         };
+        // tokio-postgres and pgx send COPY through Parse/Bind/Execute, not a simple query.
+        if let Some(request) = copy::copy_request(&stmt) {
+            return Ok(Some(PgStatement {
+                prepared: Prepared::Accept("COPY"),
+                param_types: Vec::new(),
+                sql: Arc::from(eddy_query::running::clip_query(sql)),
+                copy: Some(request.map_err(user_error)?),
+            }));
+        }
         let prepared = self.session.prepare(stmt).await.map_err(user_error)?;
         let param_types = match &prepared {
             Prepared::Query(eddy_query::Prepared::Plan(plan, _))
@@ -475,6 +512,8 @@ impl QueryParser for PgQueryParser {
         Ok(Some(PgStatement {
             prepared,
             param_types,
+            sql: Arc::from(eddy_query::running::clip_query(sql)),
+            copy: None,
         }))
     }
 
@@ -636,6 +675,10 @@ impl ExtendedQueryHandler for PgConnection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         require_login(&self.admission)?;
+        self.activity.identify(client);
+        if let Some(request) = &portal.statement.statement.copy {
+            return self.start_copy(request.clone()).await.map_err(user_error);
+        }
         if let Prepared::Fetch(command) = &portal.statement.statement.prepared
             && let Some(target) = portal::find(self, client.portal_store(), &command.name)
         {
@@ -673,15 +716,24 @@ impl PgConnection {
             Prepared::Accept(t) => *t,
             _ => "",
         };
-        let out =
+        // Listed from here until its rows are sent (a suspended portal stays listed).
+        let mut running = self.activity.start(&stmt.sql, self.cancel.remote());
+        let executed =
             cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
-                .await
-                .map_err(user_error)?;
+                .await;
+        let out = match executed {
+            Ok(out) => out,
+            Err(e) => {
+                running.fail();
+                return Err(user_error(e));
+            }
+        };
         let r = output_to_response(
             out,
             &portal.result_column_format,
             cancel,
             rows_tag(&stmt.prepared),
+            running,
         )?;
         Ok(transaction_response(tag, r))
     }
@@ -770,6 +822,7 @@ pub struct PgFrontEnd {
     connections_max: usize,
     startup_packet_timeout: std::time::Duration,
     authentication_timeout: std::time::Duration,
+    metrics: PgMetrics,
 }
 
 impl PgFrontEnd {
@@ -790,7 +843,15 @@ impl PgFrontEnd {
             connections_max: config.connections_max,
             startup_packet_timeout: config.startup_packet_timeout,
             authentication_timeout: config.authentication_timeout,
+            metrics: PgMetrics::default(),
         })
+    }
+
+    /// Counts connections in `metrics` (registered with the node's registry) instead of in
+    /// metrics of its own that nobody scrapes.
+    pub fn with_metrics(mut self, metrics: PgMetrics) -> PgFrontEnd {
+        self.metrics = metrics;
+        self
     }
 
     /// Accepts Postgres connections until `shutdown` resolves.
@@ -884,6 +945,7 @@ async fn serve(
         connections_max,
         startup_packet_timeout,
         authentication_timeout,
+        metrics,
     } = front;
     let connections_max = connections_max.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(connections_max));
@@ -939,8 +1001,10 @@ async fn serve(
             }
         };
         let accepted_at = tokio::time::Instant::now();
+        let open = metrics.accepted();
         // A bounded number of connections may be logging in; a flood beyond it is shed at once.
         let Ok(pending_permit) = pending.clone().try_acquire_owned() else {
+            metrics.refused(Refusal::LoginBacklog);
             if let Some(suppressed) = pending_log.ready() {
                 tracing::warn!(
                     %peer,
@@ -957,12 +1021,16 @@ async fn serve(
             slots.clone(),
             connections_max,
             pending_permit,
+            metrics.clone(),
         ));
         let users = users.clone();
         let engine = engine.clone();
         let cancels = cancels.clone();
         let tls = tls.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            // Open until this task ends, whichever way it does.
+            let _open = open;
             // `checked_add`: a timeout too large for the clock means no timeout.
             let auth_deadline = accepted_at.checked_add(authentication_timeout);
             let first_bytes_by = accepted_at
@@ -985,6 +1053,7 @@ async fn serve(
                     return;
                 }
                 Err(_) => {
+                    metrics.refused(Refusal::LoginTimeout);
                     tracing::debug!(
                         %peer,
                         "closing a postgres connection that sent nothing within \
@@ -1004,6 +1073,7 @@ async fn serve(
                 session,
                 copy_in: tokio::sync::Mutex::new(None),
                 cancel: cancel::CancelSignal::new(cancels.clone()),
+                activity: Activity::new(engine.running().clone()),
             });
             let handlers = PgHandlers {
                 startup: Arc::new(auth::Startup::new(&users, &conn, admission.clone())),
@@ -1032,6 +1102,7 @@ async fn serve(
                     }
                 }
                 () = timeout => {
+                    metrics.refused(Refusal::LoginTimeout);
                     tracing::debug!(
                         %peer,
                         "closing a postgres connection that did not log in within \

@@ -10,6 +10,7 @@ use eddy_storage::Db;
 
 use crate::computed_table::ComputedTable;
 use crate::continuous::{ViewRegistry, ViewTable, views_table};
+use crate::running::{QUERIES_TABLE, RunningQueries};
 use crate::table::EddyTable;
 
 /// Name of the system table listing continuous aggregates.
@@ -27,25 +28,28 @@ pub struct EddySchema {
     db: Db,
     ingest: Ingest,
     views: Arc<ViewRegistry>,
+    running: Arc<RunningQueries>,
 }
 
 impl EddySchema {
-    /// The schema over the write path's storage engine and its continuous aggregates.
-    pub fn new(ingest: Ingest, views: Arc<ViewRegistry>) -> Self {
+    /// The schema over the write path's storage engine, its continuous aggregates and the
+    /// statements running now.
+    pub fn new(ingest: Ingest, views: Arc<ViewRegistry>, running: Arc<RunningQueries>) -> Self {
         Self {
             db: ingest.db().clone(),
             ingest,
             views,
+            running,
         }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for EddySchema {
-    /// The user's tables and continuous aggregates. The `eddy_views` system table is left
-    /// out: it can be queried, but catalogs listed from these names (`information_schema`,
-    /// `pg_class`) would show it beside the user's tables in BI tools (Metabase, DBeaver),
-    /// where PostgreSQL keeps its system views in `pg_catalog`.
+    /// The user's tables and continuous aggregates. The `eddy_views` and `eddy_queries`
+    /// system tables are left out: they can be queried, but catalogs listed from these names
+    /// (`information_schema`, `pg_class`) would show them beside the user's tables in BI tools
+    /// (Metabase, DBeaver), where PostgreSQL keeps its system views in `pg_catalog`.
     fn table_names(&self) -> Vec<String> {
         let mut names = self.db.catalog().names();
         names.extend(self.views.list().iter().map(|v| v.name().to_string()));
@@ -61,6 +65,12 @@ impl SchemaProvider for EddySchema {
             let schema = views_table(&self.views)?.schema();
             let views = self.views.clone();
             let table = ComputedTable::new(schema, move |_| views_table(&views));
+            return Ok(Some(Arc::new(table)));
+        }
+        if name == QUERIES_TABLE {
+            let running = self.running.clone();
+            let table =
+                ComputedTable::new(RunningQueries::table_schema(), move |_| running.table());
             return Ok(Some(Arc::new(table)));
         }
         Ok(self
@@ -84,5 +94,6 @@ impl SchemaProvider for EddySchema {
         self.db.catalog().get(name).is_some()
             || self.views.get(name).is_some()
             || name == VIEWS_TABLE
+            || name == QUERIES_TABLE
     }
 }

@@ -36,7 +36,9 @@ use crate::error::{ErrorKind, QueryError, Result};
 use crate::executor::QueryRuntime;
 use crate::functions::{FirstLast, TimeBucket};
 use crate::latest::LatestRowQuery;
+use crate::metrics::QueryMetrics;
 use crate::naming::ColumnNames;
+use crate::running::RunningQueries;
 
 /// Shared state of the SQL engine; one per server.
 #[derive(Clone)]
@@ -49,6 +51,8 @@ pub struct QueryEngine {
     /// Catalog, functions and front-end extensions set up once; each session starts from a
     /// copy, so a connection costs no catalog loading and OIDs stay the same across sessions.
     template: Arc<SessionState>,
+    /// The statements running now, of every front end (`eddy_queries`).
+    running: Arc<RunningQueries>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -171,10 +175,15 @@ impl QueryEngine {
         query_memory_bytes_max: usize,
     ) -> Result<Self> {
         let db = ingest.db().clone();
+        let running = RunningQueries::new(QueryMetrics::new());
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let _ = catalog.register_schema(
             SCHEMA,
-            Arc::new(EddySchema::new(ingest.clone(), views.clone())),
+            Arc::new(EddySchema::new(
+                ingest.clone(),
+                views.clone(),
+                running.clone(),
+            )),
         );
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, SCHEMA)
@@ -189,12 +198,14 @@ impl QueryEngine {
         ctx.register_udaf(FirstLast::first());
         ctx.register_udaf(FirstLast::last());
         crate::functions::register_bounded_string_functions(&ctx);
+        crate::overflow::register(&ctx);
         Ok(Self {
             db,
             ingest,
             views,
             runtime: QueryRuntime::new()?,
             template: Arc::new(ctx.state()),
+            running,
         })
     }
 
@@ -219,6 +230,12 @@ impl QueryEngine {
     /// The continuous aggregates.
     pub fn views(&self) -> &Arc<ViewRegistry> {
         &self.views
+    }
+
+    /// The statements running now: front ends register theirs here, `eddy_queries` lists
+    /// them, and the statement metrics are counted here.
+    pub fn running(&self) -> &Arc<RunningQueries> {
+        &self.running
     }
 
     /// The threads statements are planned and run on. Front ends parse there too: a deep

@@ -42,6 +42,10 @@ pub enum ErrorKind {
     InvalidParameter,
     /// Data cannot be computed or converted.
     InvalidData,
+    /// A number does not fit its type (integer overflow, a cast to a narrower integer).
+    NumericOutOfRange,
+    /// A date or time is outside what a timestamp holds.
+    DatetimeOutOfRange,
     /// An aggregate or GROUP BY is used wrongly.
     Grouping,
     /// The statement needs a planning feature that is not there.
@@ -62,6 +66,9 @@ pub enum ErrorKind {
     ShuttingDown,
     /// A file could not be read or written.
     Io,
+    /// The disk (or the quota) under the data directory is full: the write was refused, and
+    /// writes resume by themselves once space is freed.
+    DiskFull,
     /// A file read back is damaged.
     Corrupt,
     /// A bug or an unexpected state.
@@ -116,6 +123,7 @@ pub fn storage_kind(e: &StorageError) -> ErrorKind {
         StorageError::BeyondRetention { .. } => ErrorKind::BeyondRetention,
         StorageError::ShutDown(_) => ErrorKind::ShuttingDown,
         StorageError::Io { .. } => ErrorKind::Io,
+        StorageError::DiskFull { .. } => ErrorKind::DiskFull,
         StorageError::Corrupt { .. } | StorageError::Inconsistent { .. } => ErrorKind::Corrupt,
         StorageError::UnsupportedFormat { .. } => ErrorKind::Unsupported,
         StorageError::Arrow(_) | StorageError::Parquet(_) => ErrorKind::Internal,
@@ -172,6 +180,9 @@ impl From<DataFusionError> for QueryError {
             if let Some(qe) = inner.downcast_ref::<QueryError>() {
                 return qe.clone();
             }
+        }
+        if let Some(qe) = crate::overflow::out_of_range(root) {
+            return qe;
         }
         let message = root.message().to_string();
         let kind = match root {

@@ -14,7 +14,10 @@ pub mod executor;
 pub mod functions;
 pub mod latest;
 pub mod limits;
+pub mod metrics;
 pub mod naming;
+pub mod overflow;
+pub mod running;
 pub mod table;
 
 pub use engine::{

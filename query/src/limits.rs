@@ -22,3 +22,7 @@ pub const RESULT_BATCHES_IN_FLIGHT: usize = 2;
 /// PostgreSQL refuses values over 1 GB; Eddy stops at 256 MiB because every row of a result
 /// may hold one, and the allocation happens before the memory pool can see it.
 pub const VALUE_BYTES_MAX: usize = 256 << 20;
+
+/// Most characters of a statement's text kept for `eddy_queries`: enough to recognize a
+/// statement, little enough that a huge `INSERT ... VALUES` is not held twice while it runs.
+pub const QUERY_TEXT_CHARS_MAX: usize = 2_048;

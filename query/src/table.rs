@@ -32,7 +32,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
-use eddy_ingest::Ingest;
+use eddy_ingest::{FrontEnd, Ingest};
 use eddy_storage::KeyFilter;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, SegmentFile, TableSchema};
@@ -177,7 +177,7 @@ impl TableProvider for EddyTable {
 
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
@@ -187,8 +187,13 @@ impl TableProvider for EddyTable {
                 self.schema.name()
             )));
         }
+        // The front end that set up the session says whose write this is, for the metrics.
+        let front_end = state
+            .config()
+            .get_extension::<FrontEnd>()
+            .map_or(FrontEnd::Other, |f| *f);
         let sink = Arc::new(EddySink {
-            ingest: self.ingest.clone(),
+            ingest: self.ingest.for_front_end(front_end),
             schema: self.schema.clone(),
         });
         Ok(Arc::new(DataSinkExec::new(input, sink, None)))

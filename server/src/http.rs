@@ -1,11 +1,13 @@
 //! The HTTP API: InfluxDB-compatible line-protocol writes (v1 `/write`, v2 `/api/v2/write`,
-//! v3 `/api/v3/write_lp`), `/health` and `/ping`.
+//! v3 `/api/v3/write_lp`), `/health` and `/ping` (the process is alive), `/ready` (the node
+//! accepts writes) and `/metrics` (Prometheus, see [`crate::metrics`]).
 //!
 //! The write routes are a codec over [`Ingest::write_lp`]: they decode the request (precision,
 //! gzip, size) and encode its outcome. A write is acknowledged (204) only after every accepted
 //! line is durable. When some lines are bad, the good ones are still written and the response
 //! is 400 with a JSON body counting both and listing the first errors with their line numbers
-//! (InfluxDB's partial-write behaviour).
+//! (InfluxDB's partial-write behaviour). A write refused because the disk under the data
+//! directory is full is answered 507 (Insufficient Storage); other storage failures 503.
 //!
 //! Bodies are written as they stream in (see [`body`]): a body larger than [`CHUNK_BYTES`] is
 //! cut into chunks of whole lines, each written when complete, so a request holds at most one
@@ -13,7 +15,7 @@
 //! most `http_inflight_bytes_max`; a request that finds no room is answered 503 with
 //! `Retry-After` before its body is read. The number of open connections is limited too
 //! (`http_connections_max`, see [`listener`]). When users are configured, every route but
-//! `/health` and `/ping` needs credentials (see [`auth`]).
+//! `/health`, `/ping` and `/ready` needs credentials (see [`auth`]).
 
 mod auth;
 mod body;
@@ -30,8 +32,12 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use eddy_ingest::{Ingest, Precision};
+use eddy_ingest::{FrontEnd, Ingest, Precision};
+use eddy_storage::Db;
 use serde_json::json;
+
+use crate::metrics::NodeMetrics;
+use crate::node::Node;
 
 pub use body::CHUNK_BYTES;
 
@@ -101,14 +107,18 @@ impl HttpConfig {
 #[derive(Clone)]
 struct AppState {
     ingest: Ingest,
+    db: Db,
+    metrics: Arc<NodeMetrics>,
     request_bytes_max: usize,
     budget: Arc<Budget>,
 }
 
-/// The router of the HTTP API, writing through `ingest`.
-pub fn router(ingest: Ingest, config: HttpConfig) -> Router {
+/// The router of the HTTP API, writing through the node's write path.
+pub fn router(node: &Node, config: HttpConfig) -> Router {
     let state = AppState {
-        ingest,
+        ingest: node.ingest.for_front_end(FrontEnd::Http),
+        db: node.db.clone(),
+        metrics: node.metrics.clone(),
         request_bytes_max: config.request_bytes_max,
         budget: Budget::new(config.inflight_bytes_max),
     };
@@ -116,26 +126,30 @@ pub fn router(ingest: Ingest, config: HttpConfig) -> Router {
     let mut routes = Router::new()
         .route("/write", post(write))
         .route("/api/v2/write", post(write))
-        .route("/api/v3/write_lp", post(write));
+        .route("/api/v3/write_lp", post(write))
+        .route("/metrics", get(metrics));
     if users.required() {
-        // Only the routes above: /health and /ping answer anyone, as InfluxDB's do.
+        // Only the routes above: /health, /ping and /ready answer anyone, as InfluxDB's
+        // health checks do, so load balancers and orchestrators need no credentials.
         routes = routes.route_layer(axum::middleware::from_fn_with_state(users, auth::require));
     }
     routes
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/ping", get(ping).head(ping))
         .with_state(state)
 }
 
-/// Serves the HTTP API until `shutdown` resolves.
+/// Serves the HTTP API of `node` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    ingest: Ingest,
+    node: Node,
     config: HttpConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener::Limited::new(listener, config.connections_max);
-    axum::serve(listener, router(ingest, config))
+    let listener =
+        listener::Limited::new(listener, config.connections_max, node.metrics.http.clone());
+    axum::serve(listener, router(&node, config))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -151,6 +165,43 @@ async fn health() -> Response {
 
 async fn ping() -> StatusCode {
     StatusCode::NO_CONTENT
+}
+
+/// 200 while the node accepts writes; 503 with the reason while it refuses or holds them
+/// back (a full disk, a failed WAL). `/health` stays 200 meanwhile: the process is alive and
+/// still answers queries, so it must not be restarted for it.
+async fn ready(State(st): State<AppState>) -> Response {
+    match st.db.write_stall() {
+        None => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"status": "ready"}).to_string(),
+        )
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"status": "not ready", "reason": reason}).to_string(),
+        )
+            .into_response(),
+    }
+}
+
+/// Every metric of the node, for Prometheus to scrape.
+async fn metrics(State(st): State<AppState>) -> Response {
+    match st.metrics.encode() {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot encode the metrics: {e}"),
+        ),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -317,6 +368,14 @@ async fn write(
             lines_written,
         ),
         Stop::Busy => busy(&st.budget),
+        // A full disk is not the server being unavailable: reads go on, and writes resume
+        // once space is freed, which the client cannot make happen by retrying at once.
+        Stop::Failed(e) if e.storage_error().is_disk_full() => error_after(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient storage",
+            format!("write refused, nothing from this request was acknowledged: {e}"),
+            lines_written,
+        ),
         Stop::Failed(e) => error_after(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

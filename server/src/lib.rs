@@ -3,6 +3,7 @@
 //! `eddy-pg`.
 
 pub mod http;
+pub mod metrics;
 pub mod node;
 
 pub use eddy_pg as pg;

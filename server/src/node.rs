@@ -9,6 +9,8 @@ use eddy_query::QueryEngine;
 use eddy_query::continuous::ViewRegistry;
 use eddy_storage::{Db, StorageConfig};
 
+use crate::metrics::NodeMetrics;
+
 /// The parts of a running node, each a cheap handle.
 #[derive(Clone)]
 pub struct Node {
@@ -20,6 +22,8 @@ pub struct Node {
     pub ingest: Ingest,
     /// The SQL engine; every front end queries through it.
     pub query: QueryEngine,
+    /// Every metric of the node, served at `GET /metrics`.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl std::fmt::Debug for Node {
@@ -61,11 +65,13 @@ impl Node {
         eddy_pg::catalog::install(&mut query)
             .await
             .map_err(|e| format!("cannot set up pg_catalog: {e}"))?;
+        let metrics = Arc::new(NodeMetrics::new(&db, &views, &ingest, &query));
         Ok(Node {
             db,
             views,
             ingest,
             query,
+            metrics,
         })
     }
 }

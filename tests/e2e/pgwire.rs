@@ -113,6 +113,52 @@ async fn copy_in_and_out_with_psql() {
     assert!(!ok && err.contains("file"), "{err}");
 }
 
+/// tokio-postgres sends COPY as Parse/Bind/Execute, not as a simple query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_through_the_extended_protocol() {
+    use futures::{SinkExt, TryStreamExt};
+    let dir = data_dir();
+    let s = Server::start(dir.path());
+    let c = s.pg().await;
+    c.batch_execute("CREATE TABLE xc (time TIMESTAMP NOT NULL, host TEXT, v BIGINT)")
+        .await
+        .unwrap();
+    let sink = c
+        .copy_in::<_, bytes::Bytes>("COPY xc (time, host, v) FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"2024-01-01 00:00:00,a,1\n2024-01-01 00:00:01,b,2\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sink.as_mut().finish().await.unwrap(), 2);
+
+    let out = c
+        .copy_out("COPY (SELECT host, v FROM xc ORDER BY v) TO STDOUT")
+        .await
+        .unwrap();
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    let bytes: Vec<u8> = chunks.iter().flat_map(|b| b.iter().copied()).collect();
+    assert_eq!(bytes, b"a\t1\nb\t2\n");
+
+    // A bad COPY is refused at Parse, and the connection goes on.
+    let Err(e) = c
+        .copy_in::<_, bytes::Bytes>("COPY xc FROM '/etc/passwd'")
+        .await
+    else {
+        panic!("COPY from a server file was accepted");
+    };
+    assert!(e.as_db_error().is_some(), "{e}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM xc", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_output_and_parameters_match_postgresql() {
     let dir = data_dir();

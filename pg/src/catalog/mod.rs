@@ -40,16 +40,20 @@ pub use self::rewrite::rewrite;
 pub(crate) use self::tables::type_name;
 
 /// Adds to every session of `engine` what PostgreSQL clients read and call: Eddy's
-/// `information_schema`, pg-catalog's `pg_catalog` with Eddy's relation tables, and the
-/// functions client introspection calls (`version()`, `format_type`, `pg_get_indexdef`, ...).
+/// `information_schema`, pg-catalog's `pg_catalog` with Eddy's relation tables, the
+/// functions client introspection calls (`version()`, `format_type`, `pg_get_indexdef`, ...),
+/// and `pg_cancel_backend`.
 pub async fn install(engine: &mut QueryEngine) -> Result<()> {
     let db = engine.db().clone();
     let views = engine.views().clone();
+    let running = engine.running().clone();
     engine
         .extend(|ctx| async move {
             setup(&ctx, db, views).await.map_err(|e| {
                 eddy_query::QueryError::internal(format!("setting up pg_catalog: {e}"))
             })?;
+            // What psql, pgAdmin and DBeaver call to stop another session's statement.
+            ctx.register_udf(crate::activity::pg_cancel_backend_udf(running));
             Ok(ctx)
         })
         .await?;

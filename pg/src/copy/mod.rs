@@ -43,6 +43,7 @@ pub use self::options::{CopyError, CopyFormat, CopyOptions, check_copy_to, copy_
 const COPY_BATCH_ROWS: usize = 65_536;
 
 /// What a COPY statement asks for.
+#[derive(Debug, Clone)]
 pub(crate) enum CopyRequest {
     /// `COPY table [(columns)] FROM STDIN`.
     In {

@@ -16,6 +16,7 @@ use super::checkpoint::{self, CheckpointManifest, SavedChunk, ViewCheckpoint};
 use super::state::times;
 use super::view::{ContinuousAggregate, PreparedWrite, ViewDef, ViewSource};
 use crate::error::{ErrorKind, QueryError, Result};
+use crate::metrics::ViewMetrics;
 
 /// All continuous aggregates, persisted in `views.json`; the storage engine's commit hook.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct ViewRegistry {
     change: tokio::sync::Mutex<()>,
     /// Serializes checkpoints; the last one written or loaded.
     checkpoint: Mutex<Option<CheckpointManifest>>,
+    /// Checkpoint time and lag, scraped through [`ViewRegistry::metrics`].
+    metrics: ViewMetrics,
 }
 
 /// What the registry prepared for one write batch: the batch itself, so views registered
@@ -111,6 +114,7 @@ impl ViewRegistry {
             broken: Mutex::new(Vec::new()),
             change: tokio::sync::Mutex::new(()),
             checkpoint: Mutex::new(saved.clone()),
+            metrics: ViewMetrics::default(),
         });
         // Installed here already, although `eddy_ingest::Ingest::new` installs it for writes:
         // while the views are restored, `backfill` saves a checkpoint through the hook, and the
@@ -247,6 +251,31 @@ impl ViewRegistry {
         v
     }
 
+    /// The views' metrics, to register with the node's Prometheus registry.
+    pub fn metrics(&self) -> &ViewMetrics {
+        &self.metrics
+    }
+
+    /// Sets the view metrics read from state (checkpoint lag, number of views) to their
+    /// values now; called when metrics are scraped.
+    pub fn refresh_metrics(&self) {
+        let views = self.views.read().len();
+        // A checkpoint holds the lock while it writes: a scrape then keeps the last values
+        // rather than wait for it.
+        let Some(last) = self.checkpoint.try_lock() else {
+            return;
+        };
+        let position = last.as_ref().map_or(0, |m| m.position);
+        drop(last);
+        // With no views there is nothing to replay into them, whatever the checkpoint says.
+        let lag = if views == 0 {
+            0
+        } else {
+            self.db.applied_seq().saturating_sub(position)
+        };
+        self.metrics.set_state(lag, views);
+    }
+
     /// Creates a view and fills it from existing data (in the background for a table).
     pub async fn create(&self, mut def: ViewDef, if_not_exists: bool) -> Result<()> {
         let _change = self.change.lock().await;
@@ -254,6 +283,12 @@ impl ViewRegistry {
             return Err(QueryError::new(
                 ErrorKind::AlreadyExists,
                 format!("\"{}\" is the system table of views", def.name),
+            ));
+        }
+        if def.name == crate::running::QUERIES_TABLE {
+            return Err(QueryError::new(
+                ErrorKind::AlreadyExists,
+                format!("\"{}\" is the system table of running statements", def.name),
             ));
         }
         let broken = self.broken.lock().iter().any(|d| d.name == def.name);
@@ -267,9 +302,16 @@ impl ViewRegistry {
             ));
         }
         def.id = eddy_storage::time::now_ns().max(1) as u64;
+        let name = def.name.clone();
         let ca = Arc::new(ContinuousAggregate::plan(&self.db, def, &|n| self.get(n)).await?);
         self.backfill(ca, false).await?;
-        self.persist()
+        if let Err(e) = self.persist() {
+            // Not in views.json, so not a view after a restart: forget it now too, so that
+            // the statement can be run again once the cause (a full disk) is gone.
+            self.views.write().remove(&name);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Registers a view and fills its state: from a table snapshot (waiting for it when
@@ -334,19 +376,31 @@ impl ViewRegistry {
                 ),
             ));
         }
-        let was_broken = {
+        let unbroken: Vec<ViewDef> = {
             let mut b = self.broken.lock();
-            let n = b.len();
-            b.retain(|d| d.name != name);
-            b.len() != n
+            let (gone, kept): (Vec<ViewDef>, Vec<ViewDef>) = std::mem::take(&mut *b)
+                .into_iter()
+                .partition(|d| d.name == name);
+            *b = kept;
+            gone
         };
-        if self.views.write().remove(name).is_none() && !was_broken && !if_exists {
+        let removed = self.views.write().remove(name);
+        if removed.is_none() && unbroken.is_empty() && !if_exists {
             return Err(QueryError::new(
                 ErrorKind::TableNotFound,
                 format!("materialized view \"{name}\" does not exist"),
             ));
         }
-        self.persist()
+        if let Err(e) = self.persist() {
+            // Still in views.json: keep it, so that the statement can be run again once the
+            // cause (a full disk) is gone.
+            if let Some(v) = removed {
+                self.views.write().insert(name.to_string(), v);
+            }
+            self.broken.lock().extend(unbroken);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Recomputes a view, and the views over it, from their sources (repair).
@@ -559,9 +613,14 @@ impl CommitHook for ViewRegistry {
     }
 
     fn checkpoint(&self) -> Option<u64> {
+        let started = std::time::Instant::now();
         match self.write_checkpoint() {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                self.metrics.checkpointed(started);
+                Some(p)
+            }
             Err(e) => {
+                self.metrics.checkpoint_failed();
                 tracing::error!(error = %e, "view checkpoint failed; the WAL is kept from the last one");
                 self.checkpoint.lock().as_ref().map(|m| m.position)
             }

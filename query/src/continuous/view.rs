@@ -247,6 +247,8 @@ impl ContinuousAggregate {
         ctx.register_udf(TimeBucket::udf());
         ctx.register_udaf(crate::functions::FirstLast::first());
         ctx.register_udaf(crate::functions::FirstLast::last());
+        // A view's aggregates must fail on overflow as the same query would.
+        crate::overflow::register(&ctx);
 
         let logical = ctx
             .state()

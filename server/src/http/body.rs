@@ -312,6 +312,8 @@ impl<'a> LineStream<'a> {
         };
         self.lines_before += 1;
         if let Some(message) = long.rejection() {
+            // Never parsed by the write path, so counted here.
+            self.ingest.record_rejected(1);
             self.reject(LineError {
                 line: long.line,
                 message,

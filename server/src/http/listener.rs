@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{HttpMetrics, OpenConnection};
+
 /// How often the "connection limit reached" warning may be logged.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -22,15 +24,17 @@ pub(super) struct Limited {
     slots: Arc<Semaphore>,
     connections_max: usize,
     warned: Option<Instant>,
+    metrics: HttpMetrics,
 }
 
 impl Limited {
-    pub(super) fn new(inner: TcpListener, connections_max: usize) -> Limited {
+    pub(super) fn new(inner: TcpListener, connections_max: usize, metrics: HttpMetrics) -> Limited {
         Limited {
             inner,
             slots: Arc::new(Semaphore::new(connections_max.max(1))),
             connections_max,
             warned: None,
+            metrics,
         }
     }
 }
@@ -58,7 +62,15 @@ impl axum::serve::Listener for Limited {
         };
         // axum's own accept loop: it retries, and sleeps after running out of descriptors.
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (Slotted { io, _slot: slot }, addr)
+        let open = self.metrics.accepted();
+        (
+            Slotted {
+                io,
+                _slot: slot,
+                _open: open,
+            },
+            addr,
+        )
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -70,6 +82,8 @@ impl axum::serve::Listener for Limited {
 pub(super) struct Slotted {
     io: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// Counts the connection as open until it is dropped.
+    _open: OpenConnection,
 }
 
 impl AsyncRead for Slotted {
