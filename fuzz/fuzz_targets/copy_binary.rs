@@ -1,0 +1,9 @@
+//! Fuzz target `copy_binary`: the body, and what it checks, is `eddy_pg::fuzzing::copy_binary`.
+//! How to run it: docs/fuzzing.md.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    eddy_pg::fuzzing::copy_binary(data);
+});
