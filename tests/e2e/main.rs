@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real server and talks to it over real sockets with real
 //! clients (HTTP, tokio-postgres, psql, and the drivers in tests/clients/).
 
+mod chaos;
 mod cli;
 mod clients;
 mod common;
@@ -8,16 +9,21 @@ mod connections;
 mod continuous;
 mod corruption;
 mod dbeaver;
+mod disk_full;
 mod durability;
 mod formats;
+mod fuzz_corpus;
 mod grafana;
 mod http_auth;
 mod http_limits;
 mod ingest;
 mod latest;
 mod limits;
+mod malformed_pg;
 mod metabase;
+mod metrics;
 mod npgsql;
+mod overflow;
 mod pgwire;
 mod pruning;
 mod sql;
