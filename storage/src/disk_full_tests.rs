@@ -227,10 +227,10 @@ fn a_flush_that_finds_the_disk_full_keeps_its_rows_and_refuses_writers_over_the_
     assert!(stall.contains("disk full"), "{stall}");
 
     // Over the budget with the disk full: refused at once, not held until space comes back.
-    let held = rt.block_on(tokio::time::timeout(
-        Duration::from_secs(10),
-        db.write("m", batch(&[3])),
-    ));
+    // The timer is made inside the runtime: outside it there is no time driver to register with.
+    let held = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), db.write("m", batch(&[3]))).await
+    });
     let err = held
         .expect("refused, not blocked")
         .expect_err("refused over the budget");
