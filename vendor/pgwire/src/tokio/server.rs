@@ -791,50 +791,6 @@ mod tests {
     }
 
     #[tokio::test]
-    #[ignore]
-    async fn server_name_metadata_is_set_from_tls_sni() {
-        use std::net::SocketAddr;
-        use tokio::io::duplex;
-
-        // set up TLS server and client configs
-        let server_cfg = load_test_server_config().expect("server config");
-        let acceptor = TlsAcceptor::from(Arc::new(server_cfg));
-        let connector = make_test_client_connector().expect("client connector");
-
-        // in-memory full-duplex stream pair (use a larger buffer for TLS handshake)
-        let (server_io, client_io) = duplex(64 * 1024);
-
-        let (tx, rx) = oneshot::channel::<Option<String>>();
-
-        // spawn server task to accept TLS over in-memory IO
-        tokio::spawn(async move {
-            let tls = acceptor.accept(server_io).await.unwrap();
-
-            // mimic production path: capture SNI and store on client_info
-            let sni = {
-                let (_, conn) = tls.get_ref();
-                conn.server_name().map(|s| s.to_string())
-            };
-            let peer: SocketAddr = "127.0.0.1:0".parse().unwrap();
-            let mut ci: DefaultClient<()> = DefaultClient::new(peer, true);
-            if let Some(s) = sni {
-                ci.sni_server_name = Some(s);
-            }
-            let framed = Framed::new(tls, PgWireMessageServerCodec::new(ci));
-            let server_name = framed.sni_server_name().map(str::to_string);
-            let _ = tx.send(server_name);
-        });
-
-        // client side: connect with SNI=localhost over in-memory IO
-        let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let _ = connector.connect(server_name, client_io).await.unwrap();
-
-        // verify server observed SNI and stored as `server_name`
-        let observed = rx.await.expect("server_name from server");
-        assert_eq!(observed.as_deref(), Some("localhost"));
-    }
-
-    #[tokio::test]
     async fn server_name_metadata_is_set_from_tls_sni_in_memory() {
         use std::net::SocketAddr;
 
