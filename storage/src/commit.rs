@@ -117,6 +117,21 @@ struct SyncClock {
     unsynced: bool,
 }
 
+impl SyncClock {
+    /// Notes that everything written so far is on disk (an fsync, or a roll-back's fsync).
+    fn synced(&mut self) {
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+    }
+
+    /// Fsyncs `wal` now, timed; a failure leaves the clock as it was.
+    fn sync(&mut self, wal: &mut WalWriter) -> Result<()> {
+        self.metrics.timed_fsync(wal)?;
+        self.synced();
+        Ok(())
+    }
+}
+
 /// Why a group was not appended.
 enum GroupFailure {
     /// The group's records were cut from the WAL again: its writes are refused with this
@@ -269,24 +284,14 @@ fn append_group(
         Some(interval) => {
             clock.unsynced = true;
             if clock.last_sync.elapsed() >= interval {
-                clock
-                    .metrics
-                    .timed_fsync(wal)
-                    .map_err(GroupFailure::Broken)?;
-                clock.unsynced = false;
-                clock.last_sync = Instant::now();
+                clock.sync(wal).map_err(GroupFailure::Broken)?;
             }
         }
     }
     if wal.is_full() {
         // Rotation fsyncs the old file; do it here, where a failure can be judged by mode.
         if clock.unsynced {
-            clock
-                .metrics
-                .timed_fsync(wal)
-                .map_err(GroupFailure::Broken)?;
-            clock.unsynced = false;
-            clock.last_sync = Instant::now();
+            clock.sync(wal).map_err(GroupFailure::Broken)?;
         }
         // The group is durable already: a file that cannot be started yet (a full disk) is
         // retried after the next group, and the current file grows past its limit meanwhile.
@@ -305,8 +310,7 @@ fn roll_back(wal: &mut WalWriter, clock: &mut SyncClock, e: StorageError) -> Gro
     match wal.roll_back() {
         Ok(()) => {
             // The rollback's fsync covered whatever earlier records were still unsynced.
-            clock.unsynced = false;
-            clock.last_sync = Instant::now();
+            clock.synced();
             GroupFailure::Refused(e)
         }
         Err(cut) => {
