@@ -199,6 +199,8 @@ impl QueryEngine {
         ctx.register_udaf(FirstLast::last());
         crate::functions::register_bounded_string_functions(&ctx);
         crate::overflow::register(&ctx);
+        crate::formatting::register(&ctx);
+        crate::postgres_semantics::register(&ctx);
         Ok(Self {
             db,
             ingest,
@@ -493,7 +495,11 @@ impl QuerySession {
         let (state, _) = self.begin();
         self.engine
             .runtime
-            .run(async move { Ok::<_, QueryError>(state.statement_to_plan(stmt).await?) })
+            .run(async move {
+                // Here, on the query threads: the rewrite walks the whole statement.
+                let stmt = crate::postgres_semantics::rewrite_statement(stmt);
+                Ok::<_, QueryError>(state.statement_to_plan(stmt).await?)
+            })
             .await
     }
 

@@ -42,6 +42,12 @@ pub enum ErrorKind {
     InvalidParameter,
     /// Data cannot be computed or converted.
     InvalidData,
+    /// Text cannot be read as a value of the type it must have (`'maybe'` as a boolean).
+    InvalidTextRepresentation,
+    /// A division by zero.
+    DivisionByZero,
+    /// A `LIKE` pattern or escape string is malformed (a pattern ending in its escape).
+    InvalidEscapeSequence,
     /// A number does not fit its type (integer overflow, a cast to a narrower integer).
     NumericOutOfRange,
     /// A date or time is outside what a timestamp holds.
@@ -214,6 +220,14 @@ impl From<DataFusionError> for QueryError {
                 } else {
                     ErrorKind::Plan
                 }
+            }
+            DataFusionError::ArrowError(e, _)
+                if matches!(
+                    e.as_ref(),
+                    datafusion::arrow::error::ArrowError::DivideByZero
+                ) =>
+            {
+                ErrorKind::DivisionByZero
             }
             DataFusionError::ArrowError(..) => ErrorKind::InvalidData,
             DataFusionError::ResourcesExhausted(_) => ErrorKind::ResourcesExhausted,

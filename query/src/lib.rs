@@ -11,12 +11,14 @@ pub mod ddl;
 pub mod engine;
 pub mod error;
 pub mod executor;
+mod formatting;
 pub mod functions;
 pub mod latest;
 pub mod limits;
 pub mod metrics;
 pub mod naming;
 pub mod overflow;
+pub mod postgres_semantics;
 pub mod running;
 pub mod table;
 

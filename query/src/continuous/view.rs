@@ -249,10 +249,13 @@ impl ContinuousAggregate {
         ctx.register_udaf(crate::functions::FirstLast::last());
         // A view's aggregates must fail on overflow as the same query would.
         crate::overflow::register(&ctx);
+        crate::formatting::register(&ctx);
+        // And plan its expressions as the same query would (`interval * n`, `b = 'f'`).
+        crate::postgres_semantics::register(&ctx);
 
         let logical = ctx
             .state()
-            .statement_to_plan(stmt.clone())
+            .statement_to_plan(crate::postgres_semantics::rewrite_statement(stmt.clone()))
             .await
             .map_err(df_err)?;
         validate_shape(&logical)?;
