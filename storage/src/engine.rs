@@ -4,7 +4,7 @@
 //! (`commit`, `flush`, `retention`, `read`, `recovery`), so this file reads as the engine's
 //! whole API, and the jobs share one `Inner` whose locks are documented in one place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -374,6 +374,32 @@ impl Db {
     /// All live segments.
     pub fn segments(&self) -> Vec<SegmentMeta> {
         self.inner.state.read().manifest.segments.clone()
+    }
+
+    /// Memory held by each table's unflushed rows (in the active and the frozen memtables),
+    /// in bytes, by table id. Until a flush writes them to a segment those rows are on disk
+    /// only in the WAL, which holds all tables' records mixed.
+    pub fn memtable_bytes_by_table(&self) -> HashMap<u64, usize> {
+        let st = self.inner.state.read();
+        let mut out: HashMap<u64, usize> = HashMap::new();
+        for mem in std::iter::once(&st.active).chain(st.frozen.iter().map(|f| &f.mem)) {
+            for (&id, table) in &mem.tables {
+                let held = out.entry(id).or_insert(0);
+                *held = held.saturating_add(table.bytes);
+            }
+        }
+        out
+    }
+
+    /// Bytes of the WAL files on disk now.
+    pub fn wal_bytes(&self) -> Result<u64> {
+        crate::fsutil::dir_bytes(&self.inner.config.data_dir.join("wal"))
+    }
+
+    /// Bytes of every file in the data directory now (WAL, segments and their checksum
+    /// files, catalog, manifest, view checkpoints), found by walking it.
+    pub fn disk_bytes(&self) -> Result<u64> {
+        crate::fsutil::dir_bytes(&self.inner.config.data_dir)
     }
 
     /// Test-only: the engine's shared state, for fault injection.

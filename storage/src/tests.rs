@@ -282,3 +282,44 @@ fn retired_segments_outlive_the_readers_that_hold_them() {
     );
     db.close().expect("close");
 }
+
+/// The size accessors the Postgres front end's `pg_relation_size` and `pg_database_size`
+/// read: unflushed rows are held by their table and sit in the WAL; after a flush they are a
+/// segment, and the whole directory holds at least the segments and the WAL.
+#[test]
+fn size_accessors_see_memtables_wal_and_files() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(StorageConfig::new(dir.path())).expect("open");
+    let table = db.catalog().create_table(def(), false).expect("create");
+    let id = table.def().id;
+    rt.block_on(db.write(
+        "t",
+        batch(&[(0, 1, Some(1), None), (1, 2, None, Some(2.0))]),
+    ))
+    .expect("write");
+    let held = db.memtable_bytes_by_table();
+    assert!(held.get(&id).is_some_and(|b| *b > 0), "{held:?}");
+    assert_eq!(held.len(), 1, "only the table written to: {held:?}");
+    assert!(db.wal_bytes().expect("wal") > 0);
+
+    db.flush().expect("flush");
+    assert!(
+        db.memtable_bytes_by_table().values().all(|b| *b == 0),
+        "flushed rows are no longer held"
+    );
+    let segments: u64 = db
+        .segments()
+        .iter()
+        .filter(|s| s.table_id == id)
+        .map(|s| s.bytes)
+        .sum();
+    assert!(segments > 0);
+    let total = db.disk_bytes().expect("disk");
+    let wal = db.wal_bytes().expect("wal");
+    assert!(total >= segments + wal, "{total} < {segments} + {wal}");
+    db.close().expect("close");
+}

@@ -495,7 +495,9 @@ pub(super) fn description_udfs() -> Vec<ScalarUDF> {
 
 /// `to_regclass(name)`: the pg_class OID of a relation named `table` or `schema.table`
 /// (quoted parts keep their case), looked up as `pg_catalog` then `public`; NULL when there
-/// is none. `CAST(expr AS regclass)` of a computed name is rewritten to it.
+/// is none. Digits are an OID already, as PostgreSQL 16 reads them (so `c.oid::regclass`,
+/// which is rewritten to this, stays the OID). `CAST(expr AS regclass)` of a computed name
+/// is rewritten to it.
 pub(super) fn to_regclass_udf(state: Arc<super::tables::CatalogState>) -> ScalarUDF {
     ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "to_regclass",
@@ -512,11 +514,21 @@ pub(super) fn to_regclass_udf(state: Arc<super::tables::CatalogState>) -> Scalar
             let names = datafusion::common::cast::as_string_array(&names)?;
             let mut out = Int32Builder::new();
             for name in names.iter() {
-                out.append_option(name.and_then(|n| relation_oid(&state, n)));
+                out.append_option(name.and_then(|n| match numeric_oid(n) {
+                    Some(oid) => oid,
+                    None => relation_oid(&state, n),
+                }));
             }
             Ok(ColumnarValue::Array(Arc::new(out.finish())))
         }),
     ))
+}
+
+/// An OID written in digits: `Some(Some(oid))`, or `Some(None)` when it is beyond the OIDs
+/// Eddy hands out; `None` if `text` is not digits.
+fn numeric_oid(text: &str) -> Option<Option<i32>> {
+    let t = text.trim();
+    (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse().ok())
 }
 
 /// The parts of a possibly qualified, possibly quoted name (`"My Schema".t` → `My Schema`,
@@ -542,7 +554,8 @@ fn name_parts(name: &str) -> Vec<String> {
     parts
 }
 
-fn relation_oid(state: &super::tables::CatalogState, name: &str) -> Option<i32> {
+/// The OID of the relation `name` names, as `to_regclass` finds it; `None` if there is none.
+pub(super) fn relation_oid(state: &super::tables::CatalogState, name: &str) -> Option<i32> {
     let parts = name_parts(name);
     let (schemas, table): (Vec<&str>, &str) = match parts.as_slice() {
         [t] => (vec!["pg_catalog", SCHEMA], t),
@@ -564,6 +577,34 @@ fn relation_oid(state: &super::tables::CatalogState, name: &str) -> Option<i32> 
             .get(&(namespace, table.to_string()))
             .map(|(oid, _)| *oid)
     })
+}
+
+/// `pg_encoding_to_char(encoding)`: PostgreSQL's name of an encoding number (`UTF8` for 6,
+/// where pg-catalog's says `UTF-8`), '' for one it does not know, as PostgreSQL answers.
+pub(super) fn pg_encoding_to_char_udf() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_encoding_to_char",
+        Signature::any(1, Volatility::Stable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let args = int64_args(args)?;
+            let rows = args.first().map_or(0, |a| a.len());
+            let mut out = StringBuilder::new();
+            for row in 0..rows {
+                out.append_option(int64_at(&args, 0, row)?.map(encoding_name));
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    ))
+}
+
+/// PostgreSQL's name of encoding number `n` (`pg_wchar.h`).
+fn encoding_name(n: i64) -> &'static str {
+    match n {
+        0 => "SQL_ASCII",
+        6 => "UTF8",
+        _ => "",
+    }
 }
 
 /// `version()`: what PostgreSQL prints, so clients that parse it (`PostgreSQL X.Y ...`) accept
@@ -598,6 +639,67 @@ pub fn pg_get_serial_sequence_udf() -> ScalarUDF {
     )
 }
 
+/// `eddy_oid_array(list)`: its argument unchanged, marked as an `oid[]`, which the wire
+/// reports as `oid[]` (1028) rather than `int4[]`. asyncpg decodes its type introspection
+/// with built-in codecs only, and has one for `oid[]` but not for `int4[]`: its
+/// `array_agg(atttypid)` must come back as PostgreSQL types it (see `rewrite.rs`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct OidArray {
+    signature: Signature,
+}
+
+/// The name the rewrite calls [`OidArray`] by.
+pub(super) const OID_ARRAY: &str = "eddy_oid_array";
+
+impl OidArray {
+    pub(super) fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(OidArray {
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for OidArray {
+    fn name(&self) -> &str {
+        OID_ARRAY
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        arg_types
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Plan(format!("{OID_ARRAY} takes one argument")))
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        let input = args
+            .arg_fields
+            .first()
+            .ok_or_else(|| DataFusionError::Plan(format!("{OID_ARRAY} takes one argument")))?;
+        let metadata = HashMap::from([(
+            arrow_pg::datatypes::PG_OID_ALIAS_KEY.to_string(),
+            "oid".to_string(),
+        )]);
+        Ok(Arc::new(
+            Field::new(OID_ARRAY, input.data_type().clone(), true).with_metadata(metadata),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        args.args
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Plan(format!("{OID_ARRAY} takes one argument")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,6 +731,22 @@ mod tests {
             assert!(format_one(bad, arg).is_err(), "{bad}");
         }
         assert!(format_one("%3$I", arg).is_err(), "NULL identifier");
+    }
+
+    #[test]
+    fn digits_are_an_oid_already() {
+        assert_eq!(numeric_oid("16388"), Some(Some(16388)));
+        assert_eq!(numeric_oid(" 1259 "), Some(Some(1259)));
+        assert_eq!(numeric_oid("4294967295"), Some(None));
+        assert_eq!(numeric_oid("cpu"), None);
+        assert_eq!(numeric_oid(""), None);
+    }
+
+    #[test]
+    fn encodings_have_postgresql_names() {
+        assert_eq!(encoding_name(6), "UTF8");
+        assert_eq!(encoding_name(0), "SQL_ASCII");
+        assert_eq!(encoding_name(-1), "");
     }
 
     #[test]

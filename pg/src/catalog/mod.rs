@@ -4,13 +4,17 @@
 //! from Eddy's catalog with OIDs that stay the same across restarts.
 //!
 //! Queries this serves: pgjdbc `getPrimaryKeys` / `getTypeInfo`, SQLAlchemy's inspector
-//! (`get_columns`, `get_pk_constraint`, `get_indexes`, `get_table_options`).
+//! (`get_columns`, `get_pk_constraint`, `get_indexes`, `get_table_options`), psql's `\dt+`,
+//! `\l+`, `\dn+`, `\df` and `\d+` (with Eddy's sizes on disk), psycopg's `TypeInfo.fetch`.
 
 mod functions;
 mod information_schema;
 mod oids;
+mod procs;
 mod rewrite;
+mod sizes;
 mod tables;
+mod types;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -103,7 +107,21 @@ async fn relations(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Re
         views,
         system: system_relation_oids(ctx).await?,
     });
+    // pg-catalog's static pg_type and pg_proc, read once.
+    let types = Arc::new(types::TypeCatalog::load(ctx).await?);
+    let procs = Arc::new(procs::ProcCatalog::load(ctx, types.clone()).await?);
     ctx.register_udf(to_regclass_udf(state.clone()));
+    // These replace pg-catalog's functions of the same names (registered before, by
+    // `setup_pg_catalog`): `pg_relation_size` and `pg_total_relation_size` took only an
+    // int4 and answered 0, `pg_encoding_to_char` said `UTF-8`.
+    for udf in sizes::udfs(state.clone())
+        .into_iter()
+        .chain(types::udfs(&types))
+        .chain(procs::udfs(procs))
+    {
+        ctx.register_udf(udf);
+    }
+    ctx.register_udf(functions::pg_encoding_to_char_udf());
     catalog.register_schema("pg_catalog", Arc::new(PgCatalog { inner, state }))?;
     ctx.register_udf(ScalarUDF::new_from_impl(ExpandArray {
         signature: Signature::any(1, Volatility::Immutable),
@@ -112,6 +130,13 @@ async fn relations(ctx: &SessionContext, db: Db, views: Arc<ViewRegistry>) -> Re
     ctx.register_udf(pg_get_indexdef_udf(db.clone()));
     ctx.register_udf(pg_get_constraintdef_udf(db));
     ctx.register_udf(pg_collation_is_visible_udf());
+    ctx.register_udf(functions::OidArray::udf());
+    // Eddy has no roles: every session may do everything, as has_*_privilege answer.
+    ctx.register_udf(
+        datafusion_pg_catalog::pg_catalog::has_privilege_udf::create_has_privilege_udf(
+            "pg_has_role",
+        ),
+    );
     ctx.register_udf(format_udf());
     for udf in description_udfs() {
         ctx.register_udf(udf);

@@ -24,9 +24,23 @@ const FIRST_USER_OID: i32 = 16384;
 /// `[2^30, 2^31)` in steps of 4.
 const HASHED_OIDS: i32 = 1 << 30;
 pub(super) const SUPERUSER_OID: i32 = 10;
+/// `pg_database` OIDs: Eddy's one database has the first user OID, as the first database
+/// created in a PostgreSQL cluster does, and `postgres` has PostgreSQL's OID for it.
+pub(super) const DATABASE_OID: i32 = FIRST_USER_OID;
+pub(super) const POSTGRES_DATABASE_OID: i32 = 5;
+/// The databases `pg_database` lists: Eddy's, and `postgres`, which tools expect to find
+/// (a connection to any database name reaches Eddy's one database).
+pub(super) const DATABASES: [(i32, &str); 2] = [
+    (DATABASE_OID, eddy_query::catalog::DATABASE),
+    (POSTGRES_DATABASE_OID, "postgres"),
+];
 pub(super) const HEAP_AM: i32 = 2;
 pub(super) const BTREE_AM: i32 = 403;
 pub(super) const DEFAULT_COLLATION: i32 = 100;
+/// `pg_default`, the tablespace pg-catalog's `pg_tablespace` lists first.
+pub(super) const DEFAULT_TABLESPACE: i32 = 1663;
+/// PostgreSQL's number for the UTF8 encoding (`pg_database.encoding`).
+pub(super) const UTF8_ENCODING: i32 = 6;
 
 /// OID of an Eddy table; its primary key index and constraint have the next two.
 pub(super) fn table_oid(t: &TableSchema) -> DfResult<i32> {

@@ -1,7 +1,7 @@
 //! SQL rewrites, applied after datafusion-pg-catalog's own rules: `rewrite` turns the
 //! parsed statements PostgreSQL clients send for introspection (set-returning calls in select
-//! lists, `(expr).field`, correlated scalar subqueries, `col = 'name'::regproc`) into SQL
-//! DataFusion can plan.
+//! lists, `(expr).field`, correlated scalar subqueries, `col = 'name'::regproc`,
+//! `oid::regtype::text`, `ARRAY(SELECT ... FROM unnest(a) x)`) into SQL DataFusion can plan.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -12,6 +12,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::functions::EXPAND_ARRAY;
+use super::types::REGTYPE_TEXT;
 
 /// Rewrites a parsed statement (after `PostgresCompatibilityParser`'s rules) into SQL that
 /// DataFusion plans: set-returning calls in select lists, `(expr).field`, correlated scalar
@@ -68,6 +69,10 @@ impl VisitorMut for Rewriter {
         field_access_by_name(e);
         regproc_comparison(e);
         computed_regclass(e);
+        regtype_as_text(e);
+        array_of_unnest(e);
+        domain_base_type(e);
+        oid_array_agg(e);
         if let sql::Expr::Subquery(q) = e
             && !self.set_operands.contains(&(&**q as *const sql::Query))
             && let Some(planable) = decorrelatable(q)
@@ -75,6 +80,110 @@ impl VisitorMut for Rewriter {
             *e = planable;
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// `array_agg(x.atttypid ...)` is an `oid[]` in PostgreSQL, and asyncpg's type introspection
+/// can decode its answer only as one: marked with `eddy_oid_array`, it is reported as `oid[]`.
+fn oid_array_agg(e: &mut sql::Expr) {
+    // A `CASE` (or a scalar subquery) makes a new column without the mark: the `CASE`
+    // whose results hold a marked array is marked too.
+    if let sql::Expr::Case {
+        conditions,
+        else_result,
+        ..
+    } = e
+        && conditions.iter().any(|w| holds_oid_array(&w.result))
+        && else_result
+            .as_deref()
+            .is_none_or(|x| matches!(x, sql::Expr::Value(v) if v.value == sql::Value::Null))
+    {
+        *e = call(super::functions::OID_ARRAY, vec![e.clone()]);
+        return;
+    }
+    let sql::Expr::Function(f) = e else { return };
+    if function_name(f).as_deref() != Some("array_agg") {
+        return;
+    }
+    let sql::FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(arg))] = list.args.as_slice() else {
+        return;
+    };
+    let is_type_oid = match arg {
+        sql::Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .is_some_and(|p| p.value.eq_ignore_ascii_case("atttypid")),
+        sql::Expr::Identifier(p) => p.value.eq_ignore_ascii_case("atttypid"),
+        _ => false,
+    };
+    if is_type_oid {
+        *e = call(super::functions::OID_ARRAY, vec![e.clone()]);
+    }
+}
+
+/// Whether `e` calls `eddy_oid_array` anywhere (in a subquery too).
+fn holds_oid_array(e: &sql::Expr) -> bool {
+    let found = visit_expressions(e, |x| match x {
+        sql::Expr::Function(f)
+            if function_name(f).as_deref() == Some(super::functions::OID_ARRAY) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    found.is_break()
+}
+
+/// asyncpg's type introspection finds a domain's base type with a recursive CTE correlated
+/// to the outer `pg_type` row (`WITH RECURSIVE typebases(oid, depth) AS (SELECT
+/// t2.typbasetype ... WHERE t2.oid = t.oid UNION ALL ...) SELECT oid ... LIMIT 1`), which
+/// DataFusion cannot decorrelate. It becomes `t.typbasetype`: the same answer for a domain over
+/// a base type, which is every domain Eddy's catalog has (it has no `CREATE DOMAIN`, so no
+/// domain over a domain).
+fn domain_base_type(e: &mut sql::Expr) {
+    let sql::Expr::Subquery(q) = e else { return };
+    let Some(with) = &q.with else { return };
+    let [cte] = with.cte_tables.as_slice() else {
+        return;
+    };
+    if !with.recursive || !cte.alias.name.value.eq_ignore_ascii_case("typebases") {
+        return;
+    }
+    let sql::SetExpr::SetOperation { left, .. } = cte.query.body.as_ref() else {
+        return;
+    };
+    let sql::SetExpr::Select(anchor) = left.as_ref() else {
+        return;
+    };
+    // `t2.oid = t.oid`: `t` is the outer row.
+    let Some(sql::Expr::BinaryOp {
+        left,
+        op: sql::BinaryOperator::Eq,
+        right,
+    }) = &anchor.selection
+    else {
+        return;
+    };
+    let outer = |x: &sql::Expr| match x {
+        sql::Expr::CompoundIdentifier(parts)
+            if parts.len() == 2 && parts[1].value.eq_ignore_ascii_case("oid") =>
+        {
+            Some(parts[0].clone())
+        }
+        _ => None,
+    };
+    let inner_alias = anchor.from.first().and_then(|f| match &f.relation {
+        sql::TableFactor::Table { alias: Some(a), .. } => Some(a.name.value.to_lowercase()),
+        _ => None,
+    });
+    let outer_alias = [left.as_ref(), right.as_ref()]
+        .into_iter()
+        .filter_map(outer)
+        .find(|a| Some(a.value.to_lowercase()) != inner_alias);
+    if let Some(alias) = outer_alias {
+        *e = sql::Expr::CompoundIdentifier(vec![alias, sql::Ident::new("typbasetype")]);
     }
 }
 
@@ -506,6 +615,158 @@ fn computed_regclass(e: &mut sql::Expr) {
     }
 }
 
+/// Whether `dt` is the type `name` (`regtype`, `pg_catalog.regtype`), without modifiers.
+fn type_named(dt: &sql::DataType, name: &str) -> bool {
+    match dt {
+        sql::DataType::Custom(n, modifiers) => {
+            modifiers.is_empty()
+                && n.0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case(name))
+        }
+        _ => false,
+    }
+}
+
+/// `x::regtype::text` (psycopg's `TypeInfo.fetch`, psql's `\d`): pg-catalog plans the
+/// inner cast as the OID unchanged, so the text would be the number; PostgreSQL prints the
+/// type's name, as [`REGTYPE_TEXT`] does.
+fn regtype_as_text(e: &mut sql::Expr) {
+    let sql::Expr::Cast {
+        expr: inner,
+        data_type: outer,
+        ..
+    } = e
+    else {
+        return;
+    };
+    let text = matches!(
+        outer,
+        sql::DataType::Text | sql::DataType::Varchar(_) | sql::DataType::CharacterVarying(_)
+    ) || ["text", "varchar", "name"]
+        .iter()
+        .any(|t| type_named(outer, t));
+    if !text {
+        return;
+    }
+    let sql::Expr::Cast {
+        expr: oid,
+        data_type,
+        ..
+    } = inner.as_mut()
+    else {
+        return;
+    };
+    if !type_named(data_type, "regtype") {
+        return;
+    }
+    let oid = std::mem::replace(oid.as_mut(), sql::Expr::value(sql::Value::Null));
+    *e = call(REGTYPE_TEXT, vec![oid]);
+}
+
+/// `ARRAY(SELECT f(x) FROM unnest(a) x)` (psql's `\d+` lists a table's options and its
+/// TOAST table's this way) is `array_transform(a, x -> f(x))`: DataFusion has no array
+/// constructor from a subquery, nor plans `unnest` of an outer column in a correlated one.
+/// A NULL `a` gives NULL where PostgreSQL gives an empty array (both print as '').
+fn array_of_unnest(e: &mut sql::Expr) {
+    let sql::Expr::Function(f) = e else { return };
+    if function_name(f).as_deref() != Some("array") {
+        return;
+    }
+    let sql::FunctionArguments::Subquery(q) = &f.args else {
+        return;
+    };
+    let Some((array, element, value)) = unnest_select(q) else {
+        return;
+    };
+    let lambda = sql::Expr::Lambda(sql::LambdaFunction {
+        params: sql::OneOrManyWithParens::One(sql::LambdaFunctionParameter {
+            name: element,
+            data_type: None,
+        }),
+        body: Box::new(value),
+        syntax: sql::LambdaSyntax::Arrow,
+    });
+    *e = call("array_transform", vec![array, lambda]);
+}
+
+/// The array, the element's name and the value of `SELECT value FROM unnest(array)
+/// [AS] element` (or `AS t(element)`), with nothing else in the query.
+fn unnest_select(q: &sql::Query) -> Option<(sql::Expr, sql::Ident, sql::Expr)> {
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return None;
+    }
+    let sql::SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let no_grouping = matches!(&s.group_by,
+        sql::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+    if s.distinct.is_some()
+        || s.selection.is_some()
+        || s.having.is_some()
+        || s.qualify.is_some()
+        || !no_grouping
+    {
+        return None;
+    }
+    let [sql::SelectItem::UnnamedExpr(value) | sql::SelectItem::ExprWithAlias { expr: value, .. }] =
+        s.projection.as_slice()
+    else {
+        return None;
+    };
+    let [from] = s.from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let (array, alias) = match &from.relation {
+        sql::TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_offset_alias: None,
+            with_ordinality: false,
+        } => match array_exprs.as_slice() {
+            [array] => (array.clone(), alias.as_ref()),
+            _ => return None,
+        },
+        sql::TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            with_ordinality: false,
+            ..
+        } => {
+            let unnest = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest"));
+            match args.args.as_slice() {
+                [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(array))]
+                    if unnest && args.settings.is_none() =>
+                {
+                    (array.clone(), alias.as_ref())
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    // The element's column: the alias's one column, else the alias, else `unnest`.
+    let element = match alias {
+        Some(a) => match a.columns.as_slice() {
+            [] => a.name.clone(),
+            [c] => c.name.clone(),
+            _ => return None,
+        },
+        None => sql::Ident::new("unnest"),
+    };
+    Some((array, element, value.clone()))
+}
+
 /// pg-catalog's regproc columns: function names where PostgreSQL stores a pg_proc OID.
 const REGPROC_COLUMNS: &[&str] = &[
     "typinput",
@@ -925,6 +1186,42 @@ mod tests {
             rewritten("SELECT * FROM pg_cursors"),
             "SELECT * FROM pg_catalog.pg_cursors"
         );
+    }
+
+    #[test]
+    fn regtype_text_names_the_type() {
+        assert_eq!(
+            rewritten(
+                "SELECT oid::regtype::text, t.typelem::pg_catalog.regtype::pg_catalog.text, \
+                 oid::regtype FROM pg_type AS t"
+            ),
+            "SELECT regtypeout(oid), regtypeout(t.typelem), oid::regtype FROM pg_type AS t"
+        );
+        assert_unchanged("SELECT oid::text, typname::pg_catalog.text FROM pg_type");
+    }
+
+    #[test]
+    fn array_of_unnest_becomes_array_transform() {
+        // psql's `\d+`.
+        assert_eq!(
+            rewritten(
+                "SELECT pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x \
+                 from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_class AS c"
+            ),
+            "SELECT pg_catalog.array_to_string(c.reloptions || \
+             array_transform(tc.reloptions, x -> 'toast.' || x), ', ') FROM pg_class AS c"
+        );
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT upper(e) FROM unnest(a) AS t(e)) FROM t"),
+            "SELECT array_transform(a, e -> upper(e)) FROM t"
+        );
+        for sql in [
+            "SELECT ARRAY(SELECT a FROM t)",
+            "SELECT ARRAY(SELECT x FROM unnest(a) AS x WHERE x > 1) FROM t",
+            "SELECT ARRAY(SELECT x FROM unnest(a) AS x ORDER BY 1) FROM t",
+        ] {
+            assert_unchanged(sql);
+        }
     }
 
     #[test]

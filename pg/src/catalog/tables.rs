@@ -19,8 +19,9 @@ use datafusion_pg_catalog::pg_catalog::oid_field::{kind, oid_field};
 use eddy_storage::{Db, TableSchema};
 
 use super::oids::{
-    BTREE_AM, DEFAULT_COLLATION, HEAP_AM, OTHER_RELATIONS, SUPERUSER_OID, hashed_oid, key_columns,
-    namespace_oid, table_oid,
+    BTREE_AM, DATABASE_OID, DATABASES, DEFAULT_COLLATION, DEFAULT_TABLESPACE, HEAP_AM,
+    OTHER_RELATIONS, SUPERUSER_OID, UTF8_ENCODING, hashed_oid, key_columns, namespace_oid,
+    table_oid,
 };
 use crate::cursor::Cursors;
 use eddy_query::catalog::SCHEMA;
@@ -54,6 +55,13 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if name.eq_ignore_ascii_case(PG_CURSORS) {
             return Ok(Some(Arc::new(pg_cursors())));
+        }
+        if name.eq_ignore_ascii_case("pg_database") {
+            // Fixed rows with fixed OIDs (pg-catalog numbers its databases in the order it
+            // meets them), so `pg_database_size(oid)` knows which OID is Eddy's database.
+            let rows = pg_database()?;
+            let table = ComputedTable::new(rows.schema(), move |_| Ok(rows.clone()));
+            return Ok(Some(Arc::new(table.with_table_type(TableType::Base))));
         }
         let Some(which) = RelTable::named(name) else {
             return self.inner.table(name).await;
@@ -233,6 +241,31 @@ impl CatalogState {
             }
         }
         Ok(snap)
+    }
+}
+
+impl CatalogState {
+    /// How many relations [`CatalogState::snapshot`] numbers from `OTHER_RELATIONS` (neither
+    /// Eddy tables, views nor known system relations), counted the same way without
+    /// looking the tables up, for the size functions, which run synchronously.
+    pub(super) fn other_relations(&self) -> i32 {
+        let mut schemas = self.catalog.schema_names();
+        schemas.sort();
+        let (mut other_namespaces, mut count) = (0, 0i32);
+        for schema_name in schemas {
+            let namespace = namespace_oid(&schema_name, &mut other_namespaces);
+            let Some(schema) = self.catalog.schema(&schema_name) else {
+                continue;
+            };
+            for name in schema.table_names() {
+                let eddy = schema_name == SCHEMA
+                    && (self.db.catalog().get(&name).is_some() || self.views.get(&name).is_some());
+                if !eddy && !self.system.contains_key(&(namespace, name)) {
+                    count = count.saturating_add(1);
+                }
+            }
+        }
+        count
     }
 }
 
@@ -448,8 +481,77 @@ fn pg_namespace(s: &Snapshot) -> DfResult<RecordBatch> {
             not_null("nspowner", DataType::Int32),
             ints(ns.iter().map(|_| SUPERUSER_OID)),
         ),
-        nulls("nspacl", DataType::Utf8, n),
+        // `aclitem[]` in PostgreSQL: psql's `\dn+` reads it with `array_to_string`.
+        nulls("nspacl", list_of(DataType::Utf8), n),
         nulls("options", DataType::Utf8, n),
+    ])
+}
+
+/// pg-catalog's `pg_database` columns (PostgreSQL 16's, with `datlastsysoid`), over
+/// [`DATABASES`]: UTF-8, C collation (text compares byte-wise), the default tablespace.
+fn pg_database() -> DfResult<RecordBatch> {
+    let d = &DATABASES;
+    let n = d.len();
+    batch(vec![
+        (
+            oid_field("oid", kind::OID, false),
+            ints(d.iter().map(|x| x.0)),
+        ),
+        (
+            not_null("datname", DataType::Utf8),
+            texts(d.iter().map(|x| x.1)),
+        ),
+        (
+            not_null("datdba", DataType::Int32),
+            ints(d.iter().map(|_| SUPERUSER_OID)),
+        ),
+        (
+            not_null("encoding", DataType::Int32),
+            ints(d.iter().map(|_| UTF8_ENCODING)),
+        ),
+        (
+            not_null("datlocprovider", DataType::Utf8),
+            texts(d.iter().map(|_| "c")),
+        ),
+        (
+            not_null("datcollate", DataType::Utf8),
+            texts(d.iter().map(|_| "C")),
+        ),
+        (
+            not_null("datctype", DataType::Utf8),
+            texts(d.iter().map(|_| "C")),
+        ),
+        (
+            not_null("datistemplate", DataType::Boolean),
+            bools(d.iter().map(|_| false)),
+        ),
+        (
+            not_null("datallowconn", DataType::Boolean),
+            bools(d.iter().map(|_| true)),
+        ),
+        (
+            not_null("datconnlimit", DataType::Int32),
+            ints(d.iter().map(|_| -1)),
+        ),
+        (
+            not_null("datlastsysoid", DataType::Int32),
+            ints(d.iter().map(|_| DATABASE_OID - 1)),
+        ),
+        (
+            not_null("datfrozenxid", DataType::Int32),
+            ints(d.iter().map(|_| 1)),
+        ),
+        (
+            not_null("datminmxid", DataType::Int32),
+            ints(d.iter().map(|_| 1)),
+        ),
+        (
+            not_null("dattablespace", DataType::Int32),
+            ints(d.iter().map(|_| DEFAULT_TABLESPACE)),
+        ),
+        nulls("daticulocale", DataType::Utf8, n),
+        nulls("daticurules", DataType::Utf8, n),
+        nulls("datacl", list_of(DataType::Utf8), n),
     ])
 }
 
