@@ -1,12 +1,13 @@
 //! Everything PostgreSQL: the wire protocol (pgwire) with authentication and TLS, COPY,
 //! cursors and portals, `pg_catalog` and `information_schema` for client introspection, the
-//! rewrites clients' SQL needs, session settings (`SET`/`SHOW`), text value encoding, and the
-//! mapping of the query core's neutral error kinds to SQLSTATEs.
+//! rewrites clients' SQL needs, session settings (`SET`/`SHOW`), advisory locks, text value
+//! encoding, and the mapping of the query core's neutral error kinds to SQLSTATEs.
 //!
 //! It sits on the protocol-neutral query core and the one write path; nothing below it knows
 //! PostgreSQL.
 
 mod activity;
+mod advisory;
 mod auth;
 mod cancel;
 pub mod catalog;

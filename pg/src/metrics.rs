@@ -1,7 +1,7 @@
 //! The Postgres front end's connection metrics: connections accepted, open now, and refused
-//! with the reason. Statements are counted by the query layer (`eddy_queries_total` and
-//! friends, label `protocol="pg"`), rows written by the write path (`front_end="pg_insert"`,
-//! `"pg_copy"`).
+//! with the reason; and its failed statements by SQLSTATE. Statements are counted by the query
+//! layer (`eddy_queries_total` and friends, label `protocol="pg"`), rows written by the write
+//! path (`front_end="pg_insert"`, `"pg_copy"`).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +42,7 @@ pub struct PgMetrics {
     accepted: Counter,
     open: Gauge,
     refused: Family<[(&'static str, &'static str); 1], Counter>,
+    statement_errors: Family<[(&'static str, String); 1], Counter>,
 }
 
 impl Default for PgMetrics {
@@ -50,6 +51,7 @@ impl Default for PgMetrics {
             accepted: Counter::default(),
             open: Gauge::default(),
             refused: Family::default(),
+            statement_errors: Family::default(),
         };
         for r in Refusal::ALL {
             m.refused.get_or_create_owned(&r.labels());
@@ -77,6 +79,11 @@ impl PgMetrics {
             "Postgres connections closed without serving them, by reason",
             self.refused.clone(),
         );
+        registry.register(
+            "eddy_pg_statement_errors",
+            "Postgres statements that ended in an error, by SQLSTATE",
+            self.statement_errors.clone(),
+        );
     }
 
     /// A connection was accepted: counted, and open until the guard is dropped.
@@ -92,6 +99,34 @@ impl PgMetrics {
     pub(crate) fn refused(&self, why: Refusal) {
         self.refused.get_or_create(&why.labels()).inc();
     }
+
+    /// A statement failed with `sqlstate`.
+    pub(crate) fn statement_failed(&self, sqlstate: &str) {
+        self.statement_errors
+            .get_or_create(&[("sqlstate", sqlstate_label(sqlstate).to_string())])
+            .inc();
+    }
+
+    /// How many statements failed with `sqlstate` (for tests and tools).
+    pub fn statement_errors(&self, sqlstate: &str) -> u64 {
+        self.statement_errors
+            .get(&[("sqlstate", sqlstate_label(sqlstate).to_string())])
+            .map_or(0, |c| c.get())
+    }
+}
+
+/// The `sqlstate` label of an error code: the code, when it is one (five digits or capital
+/// letters; any other text would make a label per message), else `XX000`.
+fn sqlstate_label(code: &str) -> &str {
+    if code.len() == 5
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        code
+    } else {
+        "XX000"
+    }
 }
 
 /// Counts one connection as open while it lives.
@@ -103,5 +138,30 @@ pub(crate) struct OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.open.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgMetrics;
+
+    #[test]
+    fn statement_errors_are_counted_by_sqlstate() {
+        let m = PgMetrics::default();
+        m.statement_failed("42P01");
+        m.statement_failed("42P01");
+        m.statement_failed("57014");
+        m.statement_failed("not a code");
+        assert_eq!(m.statement_errors("42P01"), 2);
+        assert_eq!(m.statement_errors("57014"), 1);
+        assert_eq!(m.statement_errors("XX000"), 1);
+        let mut registry = prometheus_client::registry::Registry::default();
+        m.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("eddy_pg_statement_errors_total{sqlstate=\"42P01\"} 2"),
+            "{text}"
+        );
     }
 }

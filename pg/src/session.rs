@@ -1,8 +1,11 @@
 //! A PostgreSQL client's session: the query core's session plus what PostgreSQL adds around
 //! it: statement text as PostgreSQL clients send it (rewritten so DataFusion can plan it),
-//! transaction statements (accepted; Eddy has no multi-statement transactions), `SET`/`SHOW`
-//! settings, and cursors (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`).
+//! transaction statements (accepted; Eddy has no multi-statement transactions), `SET`/`SHOW`/
+//! `RESET` settings, cursors (`DECLARE`, `FETCH`, `MOVE`, `CLOSE`), `PREPARE`/`DEALLOCATE`,
+//! `DISCARD`, `LISTEN`/`UNLISTEN`/`NOTIFY` (Eddy has no notifications), and the session's
+//! advisory locks.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -18,13 +21,16 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use eddy_query::naming::ColumnNames;
 use eddy_query::{Completion, QueryEngine, QuerySession};
 use futures::StreamExt;
+use parking_lot::Mutex;
 
 use crate::activity::BackendPid;
+use crate::advisory::{SessionGuard, SessionLocks, StatementLocks};
+use crate::cancel::Interrupt;
 use crate::cursor::command::CursorCommand;
 use crate::cursor::{Cursors, Declaration};
 use crate::error::{PgError, Result};
 use crate::settings::{
-    SESSION_AUTHORIZATION, SessionVars, is_timeout, parse_set, setting, show_millis, timeout_millis,
+    SESSION_AUTHORIZATION, SessionVars, assign, assign_local, parse_set, setting, timeout_millis,
 };
 
 /// A statement as a PostgreSQL client sends it.
@@ -67,6 +73,12 @@ pub enum Prepared {
     Fetch(CursorCommand),
     /// `CLOSE name`, or `CLOSE ALL` (`None`).
     CloseCursor(Option<String>),
+    /// `RESET name`, or `RESET ALL` (`None`).
+    Reset(Option<String>),
+    /// `DEALLOCATE [PREPARE] name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
+    /// `DISCARD ALL`.
+    DiscardAll,
 }
 
 impl Prepared {
@@ -121,6 +133,12 @@ pub struct PgSession {
     cursors: Arc<Cursors>,
     /// What `pg_backend_pid()` answers.
     backend_pid: BackendPid,
+    /// The session's advisory locks, released when the session is dropped (the connection
+    /// ended, however it ended).
+    locks: SessionGuard,
+    /// Names of the statements `PREPARE` made (DataFusion keeps the plans but cannot list
+    /// them, and `DEALLOCATE ALL` must remove each).
+    prepared: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for PgSession {
@@ -136,6 +154,11 @@ impl PgSession {
         let cursors: Arc<Cursors> = Arc::default();
         let vars = SessionVars::default();
         let backend_pid = BackendPid::default();
+        let locks = SessionLocks::new(
+            crate::advisory::LockTable::global(),
+            backend_pid.clone(),
+            vars.clone(),
+        );
         let query = engine.session_with(|state| {
             state.config_mut().set_extension(cursors.clone());
             // INSERTs of this session are counted as the Postgres front end's writes.
@@ -146,15 +169,21 @@ impl PgSession {
             let _ =
                 state.register_udf(Arc::new(crate::settings::current_setting_udf(vars.clone())));
             let _ = state.register_udf(Arc::new(crate::settings::session_user_udf(vars.clone())));
+            let _ = state.register_udf(Arc::new(crate::settings::set_config_udf(vars.clone())));
             let _ = state.register_udf(Arc::new(crate::activity::pg_backend_pid_udf(
                 backend_pid.clone(),
             )));
+            for udf in crate::advisory::udfs(&locks) {
+                let _ = state.register_udf(Arc::new(udf));
+            }
         });
         PgSession {
             query,
             vars,
             cursors,
             backend_pid,
+            locks: SessionGuard::new(locks),
+            prepared: Mutex::default(),
         }
     }
 
@@ -225,36 +254,73 @@ impl PgSession {
                     CloseCursor::Specific { name } => Some(eddy_query::ddl::ident_name(&name)),
                 }))
             }
-            SqlStatement::Discard { .. } => {
-                self.vars.lock().clear();
-                self.cursors.close(None)?;
-                Ok(Prepared::Accept("DISCARD ALL"))
+            SqlStatement::Discard { object_type } => {
+                use datafusion::sql::sqlparser::ast::DiscardObject;
+                Ok(match object_type {
+                    DiscardObject::ALL => Prepared::DiscardAll,
+                    // Eddy has no plan cache, temporary tables or sequences to discard.
+                    DiscardObject::PLANS => Prepared::Accept("DISCARD PLANS"),
+                    DiscardObject::SEQUENCES => Prepared::Accept("DISCARD SEQUENCES"),
+                    DiscardObject::TEMP => Prepared::Accept("DISCARD TEMP"),
+                })
+            }
+            SqlStatement::Set(datafusion::sql::sqlparser::ast::Set::SetSessionAuthorization(
+                param,
+            )) => {
+                use datafusion::sql::sqlparser::ast::SetSessionAuthorizationParamKind as Kind;
+                match &param.kind {
+                    Kind::Default => self.vars.lock().reset(SESSION_AUTHORIZATION),
+                    Kind::User(user) => self.vars.lock().set(
+                        SESSION_AUTHORIZATION.to_string(),
+                        eddy_query::ddl::ident_name(user),
+                    ),
+                }
+                Ok(Prepared::Accept("SET"))
             }
             SqlStatement::Set(set) => {
+                use datafusion::sql::sqlparser::ast::{ContextModifier, Set};
                 let text = set.to_string();
                 if text.to_lowercase().starts_with("set datafusion.") {
                     return self.core(SqlStatement::Set(set)).await;
                 }
-                if let Some((name, mut value)) = parse_set(&text) {
-                    if is_timeout(&name) {
-                        // Stored as PostgreSQL shows it: `SET statement_timeout = 5000` is `5s`.
-                        value = show_millis(timeout_millis(&name, &value)?);
+                let local = matches!(
+                    set,
+                    Set::SingleAssignment {
+                        scope: Some(ContextModifier::Local),
+                        ..
                     }
-                    self.vars.lock().insert(name, value);
+                );
+                if let Some((name, value)) = parse_set(&text) {
+                    // Stored as PostgreSQL shows it: `SET statement_timeout = 5000` is `5s`.
+                    if local {
+                        assign_local(&self.vars, &name, &value)?;
+                    } else {
+                        assign(&self.vars, &name, &value)?;
+                    }
                 }
                 Ok(Prepared::Accept("SET"))
             }
             SqlStatement::Reset(r) => {
                 use datafusion::sql::sqlparser::ast::Reset;
-                match r.reset {
-                    Reset::ALL => self.vars.lock().clear(),
-                    Reset::ConfigurationParameter(name) => {
-                        let name = name.to_string().to_lowercase();
-                        self.vars.lock().remove(&name);
-                    }
-                }
-                Ok(Prepared::Accept("RESET"))
+                Ok(Prepared::Reset(match r.reset {
+                    Reset::ALL => None,
+                    Reset::ConfigurationParameter(name) => Some(name.to_string().to_lowercase()),
+                }))
             }
+            SqlStatement::Deallocate { name, .. } => {
+                let all = name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all");
+                Ok(Prepared::Deallocate(
+                    (!all).then(|| eddy_query::ddl::ident_name(&name)),
+                ))
+            }
+            // Eddy has no notifications: nobody listens, so there is nothing to stop.
+            SqlStatement::UNLISTEN { .. } => Ok(Prepared::Accept("UNLISTEN")),
+            SqlStatement::LISTEN { .. } => Err(PgError::unsupported(
+                "LISTEN is not supported: Eddy has no notifications (LISTEN/NOTIFY); poll with a query instead",
+            )),
+            SqlStatement::NOTIFY { .. } => Err(PgError::unsupported(
+                "NOTIFY is not supported: Eddy has no notifications (LISTEN/NOTIFY)",
+            )),
             SqlStatement::ShowVariable { variable } => {
                 let name = variable
                     .iter()
@@ -288,12 +354,10 @@ impl PgSession {
     }
 
     /// Records who logged in (the start-up message's user, after authentication), for
-    /// `session_user`, `current_user` and `SHOW session_authorization`; the first call wins.
+    /// `session_user`, `current_user` and `SHOW session_authorization`; the first call wins,
+    /// and no `RESET` or `DISCARD` changes it.
     pub fn set_user(&self, user: &str) {
-        let mut vars = self.vars.lock();
-        if !vars.contains_key(SESSION_AUTHORIZATION) {
-            vars.insert(SESSION_AUTHORIZATION.to_string(), user.to_string());
-        }
+        self.vars.lock().log_in(user);
     }
 
     /// Records the backend pid the client was given at start-up, for `pg_backend_pid()`.
@@ -304,9 +368,73 @@ impl PgSession {
 
     /// How long a statement may run (`SET statement_timeout`), if limited.
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
-        let value = self.vars.lock().get("statement_timeout").cloned()?;
+        let value = self
+            .vars
+            .lock()
+            .get("statement_timeout")
+            .map(str::to_string)?;
         let ms = timeout_millis("statement_timeout", &value).ok()?;
         (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// A statement starts: `interrupt` (its cancel request and `statement_timeout`) also
+    /// stops its advisory lock waits.
+    pub(crate) fn start_statement(&self, interrupt: &Interrupt) {
+        self.locks.locks().statement_started(interrupt.clone());
+    }
+
+    /// Held as long as a statement runs, its rows included: dropping it ends the statement's
+    /// transaction (releasing its transaction-level advisory locks) unless `BEGIN` opened one.
+    pub(crate) fn statement_locks(&self) -> StatementLocks {
+        self.locks.locks().statement()
+    }
+
+    /// Removes the statement `PREPARE name` made (every one for `None`); false if there is no
+    /// statement of that name. A connection's protocol-level statements (`Parse`) are not the
+    /// session's: the connection removes those (`wire.rs`).
+    pub async fn deallocate(&self, name: Option<&str>) -> Result<bool> {
+        let names: Vec<String> = match name {
+            Some(name) => {
+                if !self.prepared.lock().remove(name) {
+                    return Ok(false);
+                }
+                vec![name.to_string()]
+            }
+            None => self.prepared.lock().drain().collect(),
+        };
+        for name in names {
+            let plan = LogicalPlan::Statement(datafusion::logical_expr::Statement::Deallocate(
+                datafusion::logical_expr::Deallocate { name },
+            ));
+            // An error means DataFusion has no such plan: gone either way.
+            let _ = self
+                .query
+                .execute(
+                    &eddy_query::Prepared::Plan(plan, ColumnNames::default()),
+                    None,
+                )
+                .await;
+        }
+        Ok(true)
+    }
+
+    /// `DISCARD ALL`, which PostgreSQL defines as `CLOSE ALL; SET SESSION AUTHORIZATION
+    /// DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD
+    /// PLANS; DISCARD TEMP; DISCARD SEQUENCES;`. Eddy has no notifications, plan cache,
+    /// temporary tables or sequences, so the last four parts are done by doing nothing; the
+    /// connection closes its protocol-level portals and statements (`wire.rs`).
+    async fn discard_all(&self) -> Result<()> {
+        if self.vars.lock().in_block() {
+            return Err(PgError::new(
+                "25001",
+                "DISCARD ALL cannot run inside a transaction block",
+            ));
+        }
+        self.cursors.close(None)?;
+        self.vars.lock().discard_all();
+        self.deallocate(None).await?;
+        self.locks.locks().unlock_all();
+        Ok(())
     }
 
     /// Runs a prepared statement with parameter values for its placeholders.
@@ -316,13 +444,57 @@ impl PgSession {
         params: Option<ParamValues>,
     ) -> Result<Output> {
         match prepared {
-            Prepared::Query(p) => Ok(match self.query.execute(p, params).await? {
-                eddy_query::Output::Rows { schema, stream } => Output::Rows { schema, stream },
-                eddy_query::Output::Done(c) => Output::Command(command_tag(c)),
-            }),
+            Prepared::Query(p) => {
+                let out = self.query.execute(p, params).await?;
+                if let eddy_query::Prepared::Plan(
+                    LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(prepare)),
+                    _,
+                ) = p
+                {
+                    // DataFusion answers PREPARE with an empty result; PostgreSQL with a tag.
+                    self.prepared.lock().insert(prepare.name.clone());
+                    return Ok(Output::Command("PREPARE".into()));
+                }
+                Ok(match out {
+                    eddy_query::Output::Rows { schema, stream } => Output::Rows { schema, stream },
+                    eddy_query::Output::Done(c) => Output::Command(command_tag(c)),
+                })
+            }
+            Prepared::Reset(name) => {
+                match name {
+                    None => self.vars.lock().reset_all(),
+                    Some(name) => self.vars.lock().reset(name),
+                }
+                Ok(Output::Command("RESET".into()))
+            }
+            Prepared::Deallocate(name) => {
+                if !self.deallocate(name.as_deref()).await?
+                    && let Some(name) = name
+                {
+                    return Err(statement_missing(name));
+                }
+                Ok(Output::Command(
+                    if name.is_some() {
+                        "DEALLOCATE"
+                    } else {
+                        "DEALLOCATE ALL"
+                    }
+                    .into(),
+                ))
+            }
+            Prepared::DiscardAll => {
+                self.discard_all().await?;
+                Ok(Output::Command("DISCARD ALL".into()))
+            }
             Prepared::Accept(tag) => {
-                if matches!(*tag, "COMMIT" | "ROLLBACK") {
-                    self.cursors.end_transaction();
+                match *tag {
+                    "BEGIN" => self.vars.lock().begin(),
+                    "COMMIT" | "ROLLBACK" => {
+                        self.cursors.end_transaction();
+                        self.vars.lock().end_transaction();
+                        self.locks.locks().end_block();
+                    }
+                    _ => {}
                 }
                 // PostgreSQL's tag for ROLLBACK TO SAVEPOINT is ROLLBACK.
                 let tag = if *tag == ROLLBACK_TO_SAVEPOINT {
@@ -359,7 +531,12 @@ impl PgSession {
             }
             Prepared::CloseCursor(name) => {
                 self.cursors.close(name.as_deref())?;
-                Ok(Output::Command("CLOSE CURSOR".into()))
+                // PostgreSQL's tags.
+                let tag = match name {
+                    Some(_) => "CLOSE CURSOR",
+                    None => "CLOSE CURSOR ALL",
+                };
+                Ok(Output::Command(tag.into()))
             }
             Prepared::Show { name, value } => {
                 let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
@@ -405,6 +582,14 @@ impl PgSession {
         }
         Ok(last)
     }
+}
+
+/// `DEALLOCATE` of a name no prepared statement has (SQLSTATE 26000, as PostgreSQL).
+pub fn statement_missing(name: &str) -> PgError {
+    PgError::new(
+        "26000",
+        format!("prepared statement \"{name}\" does not exist"),
+    )
 }
 
 /// Splits SQL text as a PostgreSQL client sends it into statements.
@@ -480,6 +665,52 @@ static PG_PARSER: std::sync::LazyLock<datafusion_pg_catalog::sql::PostgresCompat
 #[cfg(test)]
 mod tests {
     use super::{Statement, parse};
+
+    #[test]
+    fn session_statements_parse_as_postgresql_writes_them() {
+        use datafusion::sql::parser::Statement as DfStatement;
+        use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+        let stmts = parse(
+            "UNLISTEN *; DEALLOCATE ALL; DEALLOCATE \"_PLAN0x1\"; DEALLOCATE PREPARE p; \
+             DISCARD ALL; LISTEN ch; NOTIFY ch",
+        )
+        .expect("parses");
+        let sql: Vec<&SqlStatement> = stmts
+            .iter()
+            .map(|s| match s {
+                Statement::Query(eddy_query::Statement::Sql(DfStatement::Statement(s))) => {
+                    s.as_ref()
+                }
+                other => panic!("not a SQL statement: {other:?}"),
+            })
+            .collect();
+        assert!(
+            matches!(sql[0], SqlStatement::UNLISTEN { .. }),
+            "{}",
+            sql[0]
+        );
+        assert!(
+            matches!(sql[1], SqlStatement::Deallocate { name, .. }
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all")),
+            "{}",
+            sql[1]
+        );
+        assert!(
+            matches!(sql[2], SqlStatement::Deallocate { name, .. }
+                if name.quote_style.is_some() && name.value == "_PLAN0x1"),
+            "{}",
+            sql[2]
+        );
+        assert!(
+            matches!(sql[3], SqlStatement::Deallocate { name, prepare: true }
+                if name.value == "p"),
+            "{}",
+            sql[3]
+        );
+        assert!(matches!(sql[4], SqlStatement::Discard { .. }), "{}", sql[4]);
+        assert!(matches!(sql[5], SqlStatement::LISTEN { .. }), "{}", sql[5]);
+        assert!(matches!(sql[6], SqlStatement::NOTIFY { .. }), "{}", sql[6]);
+    }
 
     #[test]
     fn grafana_builder_listing_is_rewritten() {

@@ -1,19 +1,24 @@
 //! The PostgreSQL wire protocol front end (pgwire): simple and extended query protocols over
-//! the query engine, results encoded from Arrow in text or binary format, and COPY.
+//! the query engine, results encoded from Arrow in text or binary format, and COPY. Every
+//! failed statement is logged (one line, rate-limited) and counted by SQLSTATE here.
 
 use crate::activity::Activity;
+use crate::advisory::StatementLocks;
 use crate::auth::{self, PgConfig};
 use crate::error::PgError;
 use crate::metrics::{PgMetrics, Refusal};
 use crate::session::{Output, PgSession as QuerySession, Prepared};
 use crate::{cancel, copy, portal};
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{PG_OID_ALIAS_KEY, arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_query::QueryEngine;
@@ -24,7 +29,7 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{MemPortalStore, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -40,12 +45,37 @@ pub struct PgStatement {
     sql: Arc<str>,
     /// A COPY statement, run by the COPY sub-protocol rather than the query core.
     copy: Option<copy::CopyRequest>,
+    /// Positions of its placeholders cast to `oid[]` (see `oid_array_placeholders`).
+    oid_array_params: Vec<usize>,
+}
+
+/// The text of the statement a connection runs (cut short), for the log line of a failure
+/// pgwire reports: its error handler sees the error, not the statement.
+type CurrentStatement = Arc<parking_lot::Mutex<Arc<str>>>;
+
+/// Statements that fail are logged at most this many times per `LOG_INTERVAL`, all
+/// connections together (a client can send failing statements as fast as it likes); the
+/// metric counts every one.
+const FAILED_STATEMENT_LINES: u32 = 100;
+
+/// How much of a failed statement's text its log line shows, in characters.
+const LOGGED_STATEMENT_CHARS: usize = 1000;
+
+/// Where failed statements are logged and counted; shared by all connections.
+#[derive(Debug, Clone)]
+struct FailedStatements {
+    metrics: PgMetrics,
+    log: Arc<parking_lot::Mutex<LogLimit>>,
 }
 
 /// The handlers of one client connection, holding its query session.
 pub struct PgConnection {
     pub(crate) session: Arc<QuerySession>,
     pub(crate) parser: Arc<PgQueryParser>,
+    /// The statement running now, for its log line if it fails.
+    statement: CurrentStatement,
+    /// Where its failed statements go.
+    failures: FailedStatements,
     /// The COPY FROM STDIN in progress, if any.
     copy_in: tokio::sync::Mutex<Option<copy::CopyIn>>,
     /// Where cancel requests for this connection arrive.
@@ -60,6 +90,8 @@ pub struct PgConnection {
 pub struct PgQueryParser {
     pub(crate) session: Arc<QuerySession>,
     admission: Arc<auth::Admission>,
+    /// The connection's statement running now (a `Parse` that fails is a failed statement).
+    statement: CurrentStatement,
 }
 
 /// Refuses to run anything for a connection that has not logged in. pgwire answers a failed
@@ -121,13 +153,14 @@ fn rows_tag(p: &Prepared) -> &'static str {
 }
 
 /// The response to a statement's output; `running` is the statement's entry in
-/// `eddy_queries`, which ends with its rows.
+/// `eddy_queries`, and `locks` its transaction's advisory locks: both end with its rows.
 fn output_to_response(
     output: Output,
     format: &Format,
     cancel: cancel::Interrupt,
     rows_tag: &str,
     mut running: RunningQuery,
+    locks: StatementLocks,
 ) -> PgWireResult<Response> {
     match output {
         Output::Command(tag) => Ok(Response::Execution(command_tag(&tag))),
@@ -142,6 +175,8 @@ fn output_to_response(
             let f = fields.clone();
             let rows = cancel::rows_until_cancelled(stream, cancel, running)
                 .map(move |rb: PgWireResult<RecordBatch>| {
+                    // Kept with the rows, dropped with them.
+                    let _locks = &locks;
                     let rows = match rb {
                         Ok(rb) => encode_batch(&f, &rb),
                         Err(e) => vec![Err(e)],
@@ -169,7 +204,7 @@ fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
                 .is_some_and(|kind| kind != "oid")
     };
     if !schema.fields().iter().any(|f| alias(f)) {
-        return arrow_schema_to_pg_fields(schema, format, None);
+        return oid_arrays(schema, arrow_schema_to_pg_fields(schema, format, None)?);
     }
     let fields: Vec<Field> = schema
         .fields()
@@ -184,11 +219,68 @@ fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
             f
         })
         .collect();
-    arrow_schema_to_pg_fields(
+    let pg = arrow_schema_to_pg_fields(
         &Schema::new_with_metadata(fields, schema.metadata().clone()),
         format,
         None,
-    )
+    )?;
+    oid_arrays(schema, pg)
+}
+
+/// Whether `f` is a list of integers marked as `oid[]` (see `eddy_oid_array`).
+fn is_oid_array(f: &Field) -> bool {
+    matches!(f.data_type(), DataType::List(item) if item.data_type().is_integer())
+        && f.metadata()
+            .get(PG_OID_ALIAS_KEY)
+            .is_some_and(|kind| kind == "oid")
+}
+
+/// Reports the columns marked as `oid[]` as `oid[]`; arrow-pg knows only scalar oid aliases.
+fn oid_arrays(schema: &Schema, fields: Vec<FieldInfo>) -> PgWireResult<Vec<FieldInfo>> {
+    if !schema.fields().iter().any(|f| is_oid_array(f)) {
+        return Ok(fields);
+    }
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields().iter())
+        .map(|(pf, af)| {
+            if is_oid_array(af) {
+                FieldInfo::new(
+                    pf.name().to_string(),
+                    pf.table_id(),
+                    pf.column_id(),
+                    Type::OID_ARRAY,
+                    pf.format(),
+                )
+                .with_format_options(pf.format_options().clone())
+            } else {
+                pf
+            }
+        })
+        .collect())
+}
+
+/// Row `row` of an `oid[]` column, as the encoder takes it.
+fn oid_array_value(col: &dyn Array, row: usize) -> PgWireResult<Option<Vec<Option<u32>>>> {
+    let list = col
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::ListArray>()
+        .ok_or_else(|| PgWireError::ApiError("an oid[] column that is not a list".into()))?;
+    if list.is_null(row) {
+        return Ok(None);
+    }
+    let items = datafusion::arrow::compute::cast(&list.value(row), &DataType::Int64)
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let items = items
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .ok_or_else(|| PgWireError::ApiError("oid[] items are not integers".into()))?;
+    Ok(Some(
+        items
+            .iter()
+            .map(|v| v.and_then(|v| u32::try_from(v).ok()))
+            .collect(),
+    ))
 }
 
 /// Encodes a batch as data rows. Timestamps, times and floats in text format are written the
@@ -211,7 +303,16 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, rb: &RecordBatch) -> Vec<PgWireRes
                         | DataType::Float32
                         | DataType::Float64
                 );
-            result = if pg_text {
+            result = if is_oid_array(af) {
+                oid_array_value(col.as_ref(), row).and_then(|v| {
+                    enc.encode_field_with_type_and_format(
+                        &v,
+                        pf.datatype(),
+                        pf.format(),
+                        pf.format_options(),
+                    )
+                })
+            } else if pg_text {
                 let v = crate::text::format_value(col.as_ref(), row);
                 enc.encode_field_with_type_and_format(
                     &v,
@@ -267,7 +368,8 @@ impl SimpleQueryHandler for PgConnection {
         require_login(&self.admission)?;
         record_user(&self.session, client);
         self.activity.identify(client);
-        let mut cancel = self.cancel.start(client, self.session.statement_timeout());
+        *self.statement.lock() = Arc::from(eddy_query::running::clip_query(query));
+        let mut cancel = self.start_interrupt(client);
         let stmts = parse_off_thread(&self.session, query)
             .await
             .map_err(user_error)?;
@@ -304,6 +406,7 @@ impl SimpleQueryHandler for PgConnection {
             // Listed from here until its rows are sent; PostgreSQL too shows the whole text of
             // a simple query for each of its statements.
             let mut running = self.activity.start(query, self.cancel.remote());
+            let locks = self.session.statement_locks();
             let result = cancel::unless_cancelled(&mut cancel, async {
                 let p = self.session.prepare(stmt).await?;
                 if let Prepared::CloseCursor(Some(name)) = &p
@@ -316,14 +419,17 @@ impl SimpleQueryHandler for PgConnection {
                     Prepared::Accept(t) => *t,
                     _ => "",
                 };
-                let out = self.session.execute(&p, None).await?;
+                let out = self
+                    .execute_on_connection(client.portal_store(), &p)
+                    .await?;
                 Ok::<_, PgError>((tag, rows_tag(&p), out))
             })
             .await;
             match result {
                 Ok((tag, rows_tag, out)) => {
                     let format = &Format::UnifiedText;
-                    let r = output_to_response(out, format, cancel.clone(), rows_tag, running)?;
+                    let r =
+                        output_to_response(out, format, cancel.clone(), rows_tag, running, locks)?;
                     responses.push(transaction_response(tag, r));
                 }
                 Err(e) => {
@@ -337,11 +443,131 @@ impl SimpleQueryHandler for PgConnection {
         if responses.is_empty() {
             responses.push(Response::EmptyQuery);
         }
+        // The failures returned as errors are logged by `on_error`; these are sent as they are.
+        for r in &responses {
+            if let Response::Error(e) = r {
+                self.statement_failed(&*client, e, query);
+            }
+        }
         Ok(responses)
     }
 }
 
+/// Statements that act on the connection's protocol-level statements and portals too:
+/// PostgreSQL keeps those in one namespace with `PREPARE`'s statements and `DECLARE`'s
+/// cursors.
+fn acts_on_connection(p: &Prepared) -> bool {
+    matches!(
+        p,
+        Prepared::Deallocate(_) | Prepared::DiscardAll | Prepared::CloseCursor(None)
+    )
+}
+
+/// Removes the protocol-level prepared statement `name` (`Parse`'s); whether there was one.
+fn remove_protocol_statement<S: PortalStore>(store: &S, name: &str) -> bool {
+    let found = store.get_statement(name).is_some();
+    if found {
+        store.rm_statement(name);
+    }
+    found
+}
+
+/// Removes every protocol-level prepared statement.
+fn clear_protocol_statements<S: PortalStore>(store: &S) {
+    // The simple-query handler sees the store with a generic statement type; it is always
+    // the store of this connection's extended-protocol statements.
+    let store: &dyn Any = store;
+    if let Some(store) = store.downcast_ref::<MemPortalStore<PgStatement>>() {
+        store.clear_statements();
+    }
+}
+
 impl PgConnection {
+    /// Starts a statement's interrupt (a cancel request, `statement_timeout`); the session's
+    /// advisory lock waits stop with it too.
+    fn start_interrupt<C: ClientInfo>(&self, client: &C) -> cancel::Interrupt {
+        let interrupt = self.cancel.start(client, self.session.statement_timeout());
+        self.session.start_statement(&interrupt);
+        interrupt
+    }
+
+    /// Runs a statement without parameters, including what it does to the connection's
+    /// protocol-level statements and portals: `DEALLOCATE name` removes a `PREPARE`d or a
+    /// `Parse`d statement of that name (SQLSTATE 26000 if neither exists), `DEALLOCATE ALL`
+    /// both kinds, `CLOSE ALL` and `DISCARD ALL` every portal too.
+    async fn execute_on_connection<S: PortalStore>(
+        &self,
+        store: &S,
+        p: &Prepared,
+    ) -> Result<Output, PgError> {
+        match p {
+            Prepared::Deallocate(Some(name)) => {
+                let protocol = remove_protocol_statement(store, name);
+                let prepared = self.session.deallocate(Some(name.as_str())).await?;
+                if !protocol && !prepared {
+                    return Err(crate::session::statement_missing(name));
+                }
+                Ok(Output::Command("DEALLOCATE".into()))
+            }
+            Prepared::Deallocate(None) => {
+                clear_protocol_statements(store);
+                self.session.deallocate(None).await?;
+                Ok(Output::Command("DEALLOCATE ALL".into()))
+            }
+            _ => {
+                let out = self.session.execute(p, None).await?;
+                match p {
+                    Prepared::DiscardAll => {
+                        store.clear_portals();
+                        clear_protocol_statements(store);
+                    }
+                    Prepared::CloseCursor(None) => store.clear_portals(),
+                    _ => {}
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Logs a failed statement (one line, rate-limited with all connections' failures) and
+    /// counts it by SQLSTATE. Called once per failure: from `do_query` for the errors it
+    /// returns as responses, from `on_error` for every other.
+    fn statement_failed<C: ClientInfo>(&self, client: &C, error: &ErrorInfo, sql: &str) {
+        self.failures.metrics.statement_failed(&error.code);
+        let Some(suppressed) = self.failures.log.lock().ready() else {
+            return;
+        };
+        let user = client
+            .metadata()
+            .get(pgwire::api::METADATA_USER)
+            .map(String::as_str)
+            .unwrap_or("");
+        let pid = client.pid_and_secret_key().0;
+        let client_addr = client.socket_addr();
+        let statement = logged_statement(sql);
+        // Debug formatting quotes and escapes the texts, so the line stays one line.
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(
+                    sqlstate = %error.code,
+                    error = ?error.message,
+                    client = %client_addr,
+                    user,
+                    pid,
+                    suppressed,
+                    statement = ?statement,
+                    "statement failed"
+                )
+            };
+        }
+        // Internal errors and failures of the server's disks are the operator's to look at.
+        if matches!(error.code.get(..2), Some("XX" | "58")) {
+            emit!(warn);
+        } else {
+            emit!(info);
+        }
+    }
+
     async fn start_copy(&self, request: copy::CopyRequest) -> Result<Response, PgError> {
         match request {
             copy::CopyRequest::In {
@@ -451,6 +677,8 @@ impl QueryParser for PgQueryParser {
     {
         require_login(&self.admission)?;
         record_user(&self.session, client);
+        let text: Arc<str> = Arc::from(eddy_query::running::clip_query(sql));
+        *self.statement.lock() = text.clone();
         let mut stmts = parse_off_thread(&self.session, sql)
             .await
             .map_err(user_error)?;
@@ -469,8 +697,9 @@ impl QueryParser for PgQueryParser {
             return Ok(Some(PgStatement {
                 prepared: Prepared::Accept("COPY"),
                 param_types: Vec::new(),
-                sql: Arc::from(eddy_query::running::clip_query(sql)),
+                sql: text,
                 copy: Some(request.map_err(user_error)?),
+                oid_array_params: Vec::new(),
             }));
         }
         let prepared = self.session.prepare(stmt).await.map_err(user_error)?;
@@ -512,16 +741,22 @@ impl QueryParser for PgQueryParser {
         Ok(Some(PgStatement {
             prepared,
             param_types,
-            sql: Arc::from(eddy_query::running::clip_query(sql)),
+            sql: text,
             copy: None,
+            oid_array_params: oid_array_placeholders(sql),
         }))
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        let oid_arrays = &stmt.oid_array_params;
         Ok(stmt
             .param_types
             .iter()
-            .map(|t| match t {
+            .enumerate()
+            .map(|(i, t)| match t {
+                // DataFusion plans `oid` as `int4`; asyncpg can encode only an `oid[]` in
+                // its type introspection, which binds `$1::oid[]`.
+                Some(DataType::List(_)) if oid_arrays.contains(&(i + 1)) => Type::OID_ARRAY,
                 Some(dt) => into_pg_type(dt).unwrap_or(Type::TEXT),
                 None => Type::TEXT,
             })
@@ -556,6 +791,29 @@ impl QueryParser for PgQueryParser {
             _ => Ok(Vec::new()),
         }
     }
+}
+
+/// Positions of the placeholders cast to `oid[]` in `sql` (`$1::oid[]` -> 1).
+fn oid_array_placeholders(sql: &str) -> Vec<usize> {
+    let lower = sql.to_ascii_lowercase();
+    let mut out = Vec::new();
+    let mut rest = lower.as_str();
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, after) = rest.split_at(digits);
+        let after = after.trim_start();
+        let cast = after
+            .strip_prefix("::")
+            .map(|t| t.trim_start())
+            .map(|t| t.strip_prefix("pg_catalog.").unwrap_or(t));
+        if let (Ok(n), Some(t)) = (number.parse::<usize>(), cast)
+            && t.starts_with("oid[]")
+        {
+            out.push(n);
+        }
+    }
+    out
 }
 
 /// Types of placeholders that appear directly under a cast, by position (`$1::int8` -> 1).
@@ -676,22 +934,33 @@ impl ExtendedQueryHandler for PgConnection {
     {
         require_login(&self.admission)?;
         self.activity.identify(client);
+        *self.statement.lock() = portal.statement.statement.sql.clone();
+        let interrupt = self.start_interrupt(client);
         if let Some(request) = &portal.statement.statement.copy {
             return self.start_copy(request.clone()).await.map_err(user_error);
         }
-        if let Prepared::Fetch(command) = &portal.statement.statement.prepared
+        let prepared = &portal.statement.statement.prepared;
+        if let Prepared::Fetch(command) = prepared
             && let Some(target) = portal::find(self, client.portal_store(), &command.name)
         {
-            let interrupt = self.cancel.start(client, self.session.statement_timeout());
             return portal::fetch(self, &target, command, interrupt).await;
         }
-        if let Prepared::CloseCursor(Some(name)) = &portal.statement.statement.prepared
+        if let Prepared::CloseCursor(Some(name)) = prepared
             && portal::find(self, client.portal_store(), name).is_some()
         {
             client.portal_store().rm_portal(name);
             return Ok(Response::Execution(Tag::new("CLOSE CURSOR")));
         }
-        let interrupt = self.cancel.start(client, self.session.statement_timeout());
+        if acts_on_connection(prepared) {
+            return match self
+                .execute_on_connection(client.portal_store(), prepared)
+                .await
+            {
+                Ok(Output::Command(tag)) => Ok(Response::Execution(command_tag(&tag))),
+                Ok(Output::Rows { .. }) => Ok(Response::Execution(Tag::new("SELECT"))),
+                Err(e) => Err(user_error(e)),
+            };
+        }
         self.run_portal(portal, interrupt).await
     }
 }
@@ -718,6 +987,7 @@ impl PgConnection {
         };
         // Listed from here until its rows are sent (a suspended portal stays listed).
         let mut running = self.activity.start(&stmt.sql, self.cancel.remote());
+        let locks = self.session.statement_locks();
         let executed =
             cancel::unless_cancelled(&mut cancel, self.session.execute(&stmt.prepared, params))
                 .await;
@@ -734,6 +1004,7 @@ impl PgConnection {
             cancel,
             rows_tag(&stmt.prepared),
             running,
+            locks,
         )?;
         Ok(transaction_response(tag, r))
     }
@@ -771,6 +1042,34 @@ impl NoopStartupHandler for PgConnection {
                 .await?;
         }
         Ok(())
+    }
+}
+
+impl pgwire::api::ErrorHandler for PgConnection {
+    /// Every error pgwire sends passes here, but for those `do_query` returns as responses
+    /// (which it logs itself): the failed statements among them are logged and counted.
+    fn on_error<C>(&self, client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        // A broken socket ends the connection; no statement failed.
+        if matches!(error, PgWireError::IoError(_)) {
+            return;
+        }
+        if !matches!(error, PgWireError::UserError(_)) {
+            // What pgwire would send for it: the client gets the same error.
+            let info = ErrorInfo::from(std::mem::replace(error, PgWireError::InvalidSASLState));
+            *error = PgWireError::UserError(Box::new(info));
+        }
+        let PgWireError::UserError(info) = &*error else {
+            return;
+        };
+        // FATAL ends a login or a connection (a wrong password, a malformed message).
+        if info.severity != "ERROR" {
+            return;
+        }
+        let sql = self.statement.lock().clone();
+        self.statement_failed(client, info, &sql);
     }
 }
 
@@ -812,6 +1111,10 @@ impl PgWireServerHandlers for PgHandlers {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancels.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
+        self.conn.clone()
     }
 }
 
@@ -880,33 +1183,58 @@ const LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Counts events and says when one may be logged: at most once per `LOG_INTERVAL`.
-struct LogLimit {
-    last: Option<std::time::Instant>,
+/// Counts events and says when one may be logged: at most `burst` times per `LOG_INTERVAL`.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    /// Start of the interval now counted.
+    since: Option<std::time::Instant>,
+    logged: u32,
+    burst: u32,
     suppressed: u64,
 }
 
 impl LogLimit {
-    fn new() -> LogLimit {
+    /// Once per interval.
+    pub(crate) fn new() -> LogLimit {
+        LogLimit::with_burst(1)
+    }
+
+    /// Up to `burst` lines per interval.
+    pub(crate) fn with_burst(burst: u32) -> LogLimit {
         LogLimit {
-            last: None,
+            since: None,
+            logged: 0,
+            burst: burst.max(1),
             suppressed: 0,
         }
     }
 
     /// Counts one event: `Some(events not logged since the last line)` when it may be logged.
-    fn ready(&mut self) -> Option<u64> {
+    pub(crate) fn ready(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
-        match self.last {
-            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
-                self.suppressed += 1;
-                None
+        match self.since {
+            Some(since) if now.duration_since(since) < LOG_INTERVAL => {
+                if self.logged >= self.burst {
+                    self.suppressed += 1;
+                    return None;
+                }
+                self.logged += 1;
             }
             _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
+                self.since = Some(now);
+                self.logged = 1;
             }
         }
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// `sql` cut to `LOGGED_STATEMENT_CHARS` characters (on a character boundary), with `…` where
+/// it was cut.
+fn logged_statement(sql: &str) -> Cow<'_, str> {
+    match sql.char_indices().nth(LOGGED_STATEMENT_CHARS) {
+        Some((end, _)) => Cow::Owned(format!("{}…", &sql[..end])),
+        None => Cow::Borrowed(sql),
     }
 }
 
@@ -954,6 +1282,12 @@ async fn serve(
         .min(Semaphore::MAX_PERMITS);
     let pending = Arc::new(Semaphore::new(pending_max));
     let cancels = Arc::new(cancel::CancelRegistry::default());
+    let failures = FailedStatements {
+        metrics: metrics.clone(),
+        log: Arc::new(parking_lot::Mutex::new(LogLimit::with_burst(
+            FAILED_STATEMENT_LINES,
+        ))),
+    };
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut resource_log = LogLimit::new();
     let mut error_log = LogLimit::new();
@@ -1028,6 +1362,7 @@ async fn serve(
         let cancels = cancels.clone();
         let tls = tls.clone();
         let metrics = metrics.clone();
+        let failures = failures.clone();
         tokio::spawn(async move {
             // Open until this task ends, whichever way it does.
             let _open = open;
@@ -1064,13 +1399,17 @@ async fn serve(
             }
             let _ = socket.set_nodelay(true);
             let session = Arc::new(QuerySession::new(&engine));
+            let statement: CurrentStatement = Arc::new(parking_lot::Mutex::new(Arc::from("")));
             let conn = Arc::new(PgConnection {
                 parser: Arc::new(PgQueryParser {
                     session: session.clone(),
                     admission: admission.clone(),
+                    statement: statement.clone(),
                 }),
                 admission: admission.clone(),
                 session,
+                statement,
+                failures,
                 copy_in: tokio::sync::Mutex::new(None),
                 cancel: cancel::CancelSignal::new(cancels.clone()),
                 activity: Activity::new(engine.running().clone()),
@@ -1111,5 +1450,48 @@ async fn serve(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LOGGED_STATEMENT_CHARS, LogLimit, logged_statement};
+
+    #[test]
+    fn logged_statements_are_cut_on_a_character_boundary() {
+        assert_eq!(logged_statement("SELECT 1"), "SELECT 1");
+        let exact = "x".repeat(LOGGED_STATEMENT_CHARS);
+        assert_eq!(logged_statement(&exact), exact.as_str());
+        // Two- and four-byte characters: cut after LOGGED_STATEMENT_CHARS of them, not bytes.
+        for c in ["é", "𝄞"] {
+            let long = c.repeat(LOGGED_STATEMENT_CHARS + 5);
+            let cut = logged_statement(&long);
+            assert_eq!(cut.chars().count(), LOGGED_STATEMENT_CHARS + 1, "{c}");
+            assert!(cut.ends_with('…'));
+            assert!(cut.starts_with(&c.repeat(LOGGED_STATEMENT_CHARS)));
+        }
+        let mixed = format!(
+            "{}é{}",
+            "a".repeat(LOGGED_STATEMENT_CHARS - 1),
+            "b".repeat(10)
+        );
+        assert_eq!(
+            logged_statement(&mixed),
+            format!("{}é…", "a".repeat(LOGGED_STATEMENT_CHARS - 1))
+        );
+    }
+
+    #[test]
+    fn log_limit_allows_a_burst_per_interval_and_counts_the_rest() {
+        let mut limit = LogLimit::with_burst(3);
+        assert_eq!(limit.ready(), Some(0));
+        assert_eq!(limit.ready(), Some(0));
+        assert_eq!(limit.ready(), Some(0));
+        assert_eq!(limit.ready(), None);
+        assert_eq!(limit.ready(), None);
+        assert_eq!(limit.suppressed, 2);
+        let mut once = LogLimit::new();
+        assert_eq!(once.ready(), Some(0));
+        assert_eq!(once.ready(), None);
     }
 }

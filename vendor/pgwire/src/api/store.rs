@@ -87,6 +87,15 @@ pub struct MemPortalStore<S> {
     portals: RwLock<BTreeMap<String, Entry<Portal<S>>>>,
 }
 
+impl<S> MemPortalStore<S> {
+    /// Remove every prepared statement (SQL `DEALLOCATE ALL` and `DISCARD ALL` remove the
+    /// protocol-level statements too in PostgreSQL). Portals are kept.
+    pub fn clear_statements(&self) {
+        let mut guard = self.statements.write().unwrap();
+        guard.clear();
+    }
+}
+
 impl<S: Clone + Send + Sync + 'static> PortalStore for MemPortalStore<S> {
     type Statement = S;
 
@@ -170,6 +179,23 @@ mod tests {
 
         store.rm_statement("s");
         assert!(store.get_statement("s").is_none());
+    }
+
+    #[test]
+    fn clear_statements_keeps_portals() {
+        let store: MemPortalStore<String> = MemPortalStore::new();
+        let statement = Arc::new(StoredStatement::new(
+            "s".to_owned(),
+            "select 1".to_owned(),
+            vec![],
+        ));
+        store.put_statement(statement.clone());
+        store.put_empty_statement("e");
+        store.put_portal(Arc::new(Portal::new_cursor("p".to_owned(), statement)));
+        store.clear_statements();
+        assert!(store.get_statement("s").is_none());
+        assert!(store.get_statement("e").is_none());
+        assert!(store.get_portal("p").is_some());
     }
 
     #[test]
