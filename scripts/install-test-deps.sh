@@ -3,7 +3,12 @@
 #   - Debian packages: psql (postgresql-client), pgjdbc (libpostgresql-jdbc-java), a JDK when
 #     `javac` is missing, unixODBC and psqlODBC (odbc-postgresql);
 #   - a Python venv at ${EDDY_VENV:-$HOME/.cache/eddy-venv} with tests/clients/requirements.txt,
-#     reinstalled only when that file's hash differs from the one stamped in the venv.
+#     reinstalled only when that file's hash differs from the one stamped in the venv;
+#   - SQLAlchemy 1.4 alone in ${EDDY_SQLA14:-$HOME/.cache/eddy-venv-sqla14} (the venv keeps 2.x;
+#     the 1.4 run of the SQLAlchemy test puts this directory first on PYTHONPATH);
+#   - Apache Superset in a venv of its own at ${EDDY_SUPERSET_VENV:-$HOME/.cache/eddy-superset-venv}
+#     with tests/clients/superset-requirements.txt (Superset pins SQLAlchemy 1.4 and much else),
+#     reinstalled only when that file's hash changes; about a minute and 1 GB the first time.
 # Prints what it installs. Uses sudo only when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +52,31 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "install-test-deps: pip install -r $req into $venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
   echo "$want" >"$stamp"
+fi
+
+# SQLAlchemy 1.4 beside the venv's 2.x, without its optional dependencies.
+sqla14="${EDDY_SQLA14:-$HOME/.cache/eddy-venv-sqla14}"
+sqla14_spec="SQLAlchemy>=1.4.54,<1.5"
+if [ "$(cat "$sqla14/.eddy-spec" 2>/dev/null || true)" != "$sqla14_spec" ]; then
+  echo "install-test-deps: pip install --target $sqla14 '$sqla14_spec'"
+  rm -rf "$sqla14"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    --target "$sqla14" "$sqla14_spec"
+  echo "$sqla14_spec" >"$sqla14/.eddy-spec"
+fi
+
+# Apache Superset, in a venv of its own.
+superset_venv="${EDDY_SUPERSET_VENV:-$HOME/.cache/eddy-superset-venv}"
+superset_req="tests/clients/superset-requirements.txt"
+if [ ! -x "$superset_venv/bin/python" ]; then
+  echo "install-test-deps: creating Python venv $superset_venv"
+  rm -rf "$superset_venv"
+  python3 -m venv "$superset_venv"
+fi
+superset_stamp="$superset_venv/.eddy-requirements.sha256"
+superset_want="$(sha256sum "$superset_req" | cut -d' ' -f1)"
+if [ "$(cat "$superset_stamp" 2>/dev/null || true)" != "$superset_want" ]; then
+  echo "install-test-deps: pip install -r $superset_req into $superset_venv"
+  "$superset_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$superset_req"
+  echo "$superset_want" >"$superset_stamp"
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Drives Eddy with psycopg 3 (libpq): parameters, binary results, COPY, server-side cursors.
+"""Drives Eddy with psycopg 3 (libpq): parameters, binary results, COPY, server-side cursors,
+and type lookups with `TypeInfo.fetch` (pg_type by `to_regtype`) and adapters registered
+with what it finds.
 
 Reads EDDY_PG_PORT from the environment; prints `ok: <check>` per check and exits non-zero
 with a message on the first failure.
@@ -12,7 +14,7 @@ import traceback
 import psycopg
 from psycopg import pq
 
-from common import PORT, T0, check, minute
+from common import PORT, T0, check, done, minute, part
 
 
 def main():
@@ -187,13 +189,67 @@ def main():
     check("connection usable after cursor errors",
           conn.execute("SELECT count(*) FROM py3_weather").fetchone()[0] > 0, True)
 
+    with part("TypeInfo.fetch"):
+        type_info(conn)
     conn.close()
-    print("psycopg3: all checks passed")
+    done("psycopg3")
+
+
+def type_info(conn):
+    from psycopg.types import TypeInfo
+    from psycopg.types.numeric import FloatLoader
+
+    want = {  # name asked for: (typname, oid, array oid, regtype)
+        "int4": ("int4", 23, 1007, "integer"),
+        "integer": ("int4", 23, 1007, "integer"),
+        "text": ("text", 25, 1009, "text"),
+        "timestamptz": ("timestamptz", 1184, 1185, "timestamp with time zone"),
+        "timestamp": ("timestamp", 1114, 1115, "timestamp without time zone"),
+        "float8": ("float8", 701, 1022, "double precision"),
+        "bool": ("bool", 16, 1000, "boolean"),
+        "numeric": ("numeric", 1700, 1231, "numeric"),
+        "int4[]": ("_int4", 1007, 0, "integer[]"),
+        "pg_catalog.text": ("text", 25, 1009, "text"),
+    }
+    for name, (typname, oid, array_oid, regtype) in want.items():
+        info = TypeInfo.fetch(conn, name)
+        check(f"TypeInfo.fetch({name!r})",
+              None if info is None else (info.name, info.oid, info.array_oid, info.regtype),
+              (typname, oid, array_oid, regtype))
+    check("TypeInfo.fetch('int4').delimiter", TypeInfo.fetch(conn, "int4").delimiter, ",")
+    check("TypeInfo.fetch('nosuchtype') is None", TypeInfo.fetch(conn, "nosuchtype"), None)
+    check("TypeInfo.fetch('public.nosuchtype') is None",
+          TypeInfo.fetch(conn, "public.nosuchtype"), None)
+    check("to_regtype of an unknown name is NULL, without an error",
+          conn.execute("SELECT to_regtype('nosuchtype') IS NULL,"
+                       " to_regtype('integer')::oid::int8").fetchone(), (True, 23))
+    check("pg_type_is_visible(int4)", conn.execute("SELECT pg_type_is_visible(23)").fetchone()[0],
+          True)
+
+    # Register what was found on a connection of its own, and use it: numeric loaded as float,
+    # and numeric[] through the array type the TypeInfo names.
+    with psycopg.connect(host="127.0.0.1", port=PORT, user="eddy", dbname="eddy",
+                         sslmode="disable", connect_timeout=10, autocommit=True) as c2:
+        info = TypeInfo.fetch(c2, "numeric")
+        info.register(c2)
+        check("registered TypeInfo is found by name", c2.adapters.types["numeric"].oid, 1700)
+        check("registered TypeInfo is found by oid", c2.adapters.types[1700].name, "numeric")
+        c2.adapters.register_loader(info.oid, FloatLoader)  # a text-format loader
+        row = c2.execute("SELECT 1.25::numeric, %s::numeric + 1, ARRAY[0.5, 2]::numeric[]",
+                         ("2.5",)).fetchone()
+        check("numeric through the registered loader", row, (1.25, 3.5, [0.5, 2.0]))
+        check("numeric loaded as float", [type(row[0]), type(row[2][0])], [float, float])
+        info = TypeInfo.fetch(c2, "int4")
+        info.register(c2)
+        rows = c2.execute("SELECT %s::int4[], ARRAY[1, NULL, 3]::int4[]", ([4, 5],)).fetchone()
+        check("int4[] round trip after register", rows, ([4, 5], [1, None, 3]))
 
 
 if __name__ == "__main__":
     try:
         main()
+    except SystemExit:
+        raise
     except psycopg.Error as e:
         traceback.print_exc()
         diag = getattr(e, "diag", None)

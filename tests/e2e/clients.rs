@@ -1,8 +1,11 @@
-//! Real PostgreSQL clients against Eddy: psycopg 3, SQLAlchemy over psycopg2, asyncpg, pgjdbc
-//! and psqlODBC. Each test starts a server and runs one program from `tests/clients/` with
-//! `EDDY_PG_PORT` and `EDDY_HTTP_PORT` set; the program asserts answers (values and types) and
-//! exits non-zero on the first wrong one. `scripts/install-test-deps.sh` installs the clients.
+//! Real PostgreSQL clients against Eddy: psycopg 3, SQLAlchemy (2.x and 1.4) over psycopg2,
+//! asyncpg, pgjdbc, psqlODBC and Apache Superset. Each test starts a server and runs one program
+//! from `tests/clients/` with `EDDY_PG_PORT` and `EDDY_HTTP_PORT` set; the program asserts
+//! answers (values and types) and exits non-zero on the first wrong one.
+//! `scripts/install-test-deps.sh` installs the clients: a venv for most, SQLAlchemy 1.4 in a
+//! directory of its own (put first on `PYTHONPATH`), and Superset in a venv of its own.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +34,37 @@ fn python() -> PathBuf {
         return py;
     }
     PathBuf::from("python3")
+}
+
+/// `$name` if set, else `~/.cache/<default>`: where scripts/install-test-deps.sh puts things.
+fn cache_dir(name: &str, default: &str) -> PathBuf {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join(default)))
+        .unwrap_or_else(|| panic!("set {name} or HOME"))
+}
+
+/// The Python of the Superset venv (`EDDY_SUPERSET_VENV`, else `~/.cache/eddy-superset-venv`).
+fn superset_python() -> PathBuf {
+    let py = cache_dir("EDDY_SUPERSET_VENV", "eddy-superset-venv").join("bin/python");
+    assert!(
+        py.exists(),
+        "no Superset venv at {} (run scripts/install-test-deps.sh)",
+        py.display()
+    );
+    py
+}
+
+/// The directory holding SQLAlchemy 1.4 (`EDDY_SQLA14`, else `~/.cache/eddy-venv-sqla14`).
+fn sqlalchemy14_dir() -> PathBuf {
+    let dir = cache_dir("EDDY_SQLA14", "eddy-venv-sqla14");
+    assert!(
+        dir.join("sqlalchemy").is_dir(),
+        "no SQLAlchemy 1.4 in {} (run scripts/install-test-deps.sh)",
+        dir.display()
+    );
+    dir
 }
 
 /// Runs `cmd` to completion (killing it after `CLIENT_TIMEOUT`) and returns its stdout; panics
@@ -95,10 +129,18 @@ fn with_server<'a>(cmd: &'a mut Command, s: &Server) -> &'a mut Command {
 
 /// Starts a fresh server and runs `tests/clients/<script>` with the test Python.
 fn run_python_client(script: &str) -> String {
+    run_python_client_with(script, &python(), &[])
+}
+
+/// Starts a fresh server and runs `tests/clients/<script>` with `python` and extra environment.
+fn run_python_client_with(script: &str, python: &Path, env: &[(&str, &OsStr)]) -> String {
     let dir = data_dir();
     let s = Server::start(dir.path());
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(python);
     cmd.arg(clients_dir().join(script));
+    for &(k, v) in env {
+        cmd.env(k, v);
+    }
     let out = run(script, with_server(&mut cmd, &s));
     assert!(
         out.contains("all checks passed"),
@@ -114,7 +156,33 @@ async fn psycopg3() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg2_sqlalchemy() {
-    run_python_client("psycopg2_sqlalchemy_test.py");
+    run_python_client_with(
+        "psycopg2_sqlalchemy_test.py",
+        &python(),
+        &[("EDDY_EXPECT_SQLALCHEMY", OsStr::new("2"))],
+    );
+}
+
+/// The same inspector and query checks under SQLAlchemy 1.4 (what Superset and older
+/// applications run), its directory first on `PYTHONPATH`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_sqlalchemy14() {
+    let sa14 = sqlalchemy14_dir();
+    run_python_client_with(
+        "psycopg2_sqlalchemy_test.py",
+        &python(),
+        &[
+            ("PYTHONPATH", sa14.as_os_str()),
+            ("EDDY_EXPECT_SQLALCHEMY", OsStr::new("1.4")),
+        ],
+    );
+}
+
+/// Apache Superset 6.1's own code (engine spec, dataset sync, chart queries at every time
+/// grain, filters) against Eddy, from its own venv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superset() {
+    run_python_client_with("superset_test.py", &superset_python(), &[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

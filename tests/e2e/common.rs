@@ -19,6 +19,8 @@ pub struct Server {
     cwd: Option<PathBuf>,
     /// File the server's stderr is appended to (every start), instead of the test's stderr.
     log: Option<PathBuf>,
+    /// `RUST_LOG` for the server; `None` leaves it unset (Eddy's default level).
+    log_filter: Option<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -29,9 +31,9 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a server on `dir` with extra `serve` flags.
-    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
-        let mut s = Server {
+    /// A server not yet started, logging at `warn` to the test's stderr.
+    fn new(dir: &Path, extra: &[&str]) -> Server {
+        Server {
             child: None,
             dir: dir.to_path_buf(),
             http: free_port(),
@@ -39,7 +41,13 @@ impl Server {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             cwd: None,
             log: None,
-        };
+            log_filter: Some("warn".to_string()),
+        }
+    }
+
+    /// Starts a server on `dir` with extra `serve` flags.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        let mut s = Server::new(dir, extra);
         s.spawn();
         s
     }
@@ -47,30 +55,22 @@ impl Server {
     /// Starts a server on `dir` with extra `serve` flags, appending its stderr (its log, and
     /// any panic message) to `log` on this and every later start.
     pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> Server {
-        let mut s = Server {
-            child: None,
-            dir: dir.to_path_buf(),
-            http: free_port(),
-            pg: free_port(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            cwd: None,
-            log: Some(log.to_path_buf()),
-        };
+        Self::start_logged_at(dir, extra, log, Some("warn"))
+    }
+
+    /// Like `start_logged`, with `RUST_LOG` set to `filter` (`None`: Eddy's default level).
+    pub fn start_logged_at(dir: &Path, extra: &[&str], log: &Path, filter: Option<&str>) -> Server {
+        let mut s = Server::new(dir, extra);
+        s.log = Some(log.to_path_buf());
+        s.log_filter = filter.map(str::to_string);
         s.spawn();
         s
     }
 
     /// Starts a server in working directory `cwd` with the default, relative data directory.
     pub fn start_in(cwd: &Path) -> Server {
-        let mut s = Server {
-            child: None,
-            dir: PathBuf::from("eddy-data"),
-            http: free_port(),
-            pg: free_port(),
-            extra: Vec::new(),
-            cwd: Some(cwd.to_path_buf()),
-            log: None,
-        };
+        let mut s = Server::new(Path::new("eddy-data"), &[]);
+        s.cwd = Some(cwd.to_path_buf());
         s.spawn();
         s
     }
@@ -95,6 +95,10 @@ impl Server {
             ),
             None => Stdio::inherit(),
         };
+        match &self.log_filter {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         let child = cmd
             .arg("serve")
             .arg("--data-dir")
@@ -104,7 +108,6 @@ impl Server {
             .arg("--pg-addr")
             .arg(format!("127.0.0.1:{}", self.pg))
             .args(&self.extra)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -126,7 +129,7 @@ impl Server {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("eddy exited during start-up: {status}");
+                panic!("eddy exited during start-up: {status}: {}", self.log_text());
             }
             assert!(Instant::now() < deadline, "eddy did not start within 60 s");
             std::thread::sleep(Duration::from_millis(20));
@@ -165,6 +168,41 @@ impl Server {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the server first");
         self.spawn();
+    }
+
+    /// What the server has logged so far (empty unless started with a log file).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::read(l).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Panics if the server process died or anything in it panicked (as its log shows).
+    pub fn assert_no_panic(&mut self) {
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            panic!("eddy exited: {status}: {}", self.log_text());
+        }
+        let log = self.log_text();
+        assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+    }
+
+    /// Waits up to 10 s for the log to contain `text`.
+    pub fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log does not mention {text:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Process id of the running server.

@@ -4,14 +4,14 @@
 //! still logging in sheds a flood at once, and an accept loop out of file descriptors backs
 //! off instead of spinning.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Server, data_dir, free_port};
+use crate::common::{Server, data_dir};
+use crate::pg_raw::{msg, startup};
 
 /// Opens `n` TCP connections to `port` that send nothing.
 async fn silent(port: u16, n: usize) -> Vec<TcpStream> {
@@ -101,18 +101,6 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
         .map(|d| d.code().code().to_string())
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-/// A start-up message (protocol 3.0) for `user` and database `eddy`.
-fn startup_message(user: &str) -> Vec<u8> {
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for s in ["user", user, "database", "eddy", ""] {
-        body.extend_from_slice(s.as_bytes());
-        body.push(0);
-    }
-    let mut m = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    m.extend(body);
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +195,7 @@ async fn silent_connections_are_closed_after_the_startup_packet_timeout() {
     // A client that sends its start-up message in time is not affected.
     let mut raw = TcpStream::connect(("127.0.0.1", s.pg)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    raw.write_all(&startup_message("eddy")).await.unwrap();
+    raw.write_all(&startup("eddy")).await.unwrap();
     let tag = raw
         .read_u8()
         .await
@@ -230,7 +218,7 @@ async fn logins_that_do_not_finish_are_closed_after_the_authentication_timeout()
     let opened = Instant::now();
     // Sends its start-up message, gets the SCRAM request, and never answers it.
     let mut stuck = TcpStream::connect(("127.0.0.1", s.pg)).await.unwrap();
-    stuck.write_all(&startup_message("alice")).await.unwrap();
+    stuck.write_all(&startup("alice")).await.unwrap();
     let tag = stuck.read_u8().await.expect("the password request");
     assert_eq!(tag, b'R', "an authentication request expected");
     // Sends nothing at all: the authentication timeout is shorter than the start-up packet
@@ -293,78 +281,23 @@ async fn connections_beyond_the_login_queue_are_closed_at_once() {
     login_and_query(s.pg, "user=eddy").await;
 }
 
-/// An `eddy serve` process of this test's own, for its process id and log.
-struct Eddy {
-    child: Child,
-    pg: u16,
-    log: PathBuf,
+/// File descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
 }
 
-impl Eddy {
-    fn start(dir: &Path, extra: &[&str]) -> Eddy {
-        let pg = free_port();
-        let log = dir.join("eddy.log");
-        let stderr = std::fs::File::create(&log).expect("create the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--pg-addr")
-            .arg(format!("127.0.0.1:{pg}"))
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn eddy");
-        let mut eddy = Eddy { child, pg, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", pg)).is_err() {
-            if let Ok(Some(status)) = eddy.child.try_wait() {
-                panic!("eddy exited during start-up: {status}: {}", eddy.log_text());
-            }
-            assert!(Instant::now() < deadline, "eddy did not start within 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eddy
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// File descriptors the process has open.
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("read /proc/PID/fd")
-            .count()
-    }
-
-    /// User plus system CPU time the process has used, in clock ticks.
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .expect("read /proc/PID/stat");
-        // Fields after the command name (which may hold spaces) start at field 3, the state;
-        // utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields[11].parse().expect("utime");
-        let stime: u64 = fields[12].parse().expect("stime");
-        utime + stime
-    }
-}
-
-impl Drop for Eddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// User plus system CPU time process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces) start at field 3, the state;
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields[11].parse().expect("utime");
+    let stime: u64 = fields[12].parse().expect("stime");
+    utime + stime
 }
 
 /// Clock ticks per second of /proc/PID/stat.
@@ -381,10 +314,14 @@ fn clock_ticks_per_second() -> u64 {
 async fn running_out_of_file_descriptors_backs_off_instead_of_spinning() {
     let dir = data_dir();
     // Idle sockets stay open (and hold their descriptors) for the whole test.
-    let eddy = Eddy::start(dir.path(), &["--pg-startup-packet-timeout-ms", "60000"]);
+    let eddy = Server::start_logged(
+        &dir.path().join("data"),
+        &["--pg-startup-packet-timeout-ms", "60000"],
+        &dir.path().join("eddy.log"),
+    );
     // Let start-up settle, then leave the server only a few descriptors to spare.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let limit = eddy.open_fds() + 8;
+    let limit = open_fds(eddy.pid()) + 8;
     let st = Command::new("prlimit")
         .arg("--pid")
         .arg(eddy.pid().to_string())
@@ -417,9 +354,9 @@ async fn running_out_of_file_descriptors_backs_off_instead_of_spinning() {
     // While accept keeps failing, the server is nearly idle: a spinning accept loop would
     // use a whole core (2 s of CPU in these 2 s).
     let ticks = clock_ticks_per_second();
-    let before = eddy.cpu_ticks();
+    let before = cpu_ticks(eddy.pid());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = eddy.cpu_ticks() - before;
+    let used = cpu_ticks(eddy.pid()) - before;
     assert!(
         used * 4 < ticks * 2,
         "the server used {used} clock ticks ({ticks}/s) of CPU in 2 s while out of descriptors"
@@ -439,14 +376,6 @@ async fn running_out_of_file_descriptors_backs_off_instead_of_spinning() {
     login_and_query(eddy.pg, "user=eddy").await;
 }
 
-/// A frontend message: its tag, then its length and body.
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend(((body.len() + 4) as i32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_runs_for_a_client_whose_login_failed() {
     let dir = data_dir();
@@ -455,22 +384,22 @@ async fn nothing_runs_for_a_client_whose_login_failed() {
         &["--pg-user", "alice:s3cret", "--pg-auth", "password"],
     );
     let mut raw = TcpStream::connect(("127.0.0.1", s.pg)).await.unwrap();
-    raw.write_all(&startup_message("alice")).await.unwrap();
+    raw.write_all(&startup("alice")).await.unwrap();
     assert_eq!(raw.read_u8().await.unwrap(), b'R', "a password request");
     // A wrong password, then statements as if the login had worked: the simple protocol and
     // the extended one.
-    let mut sneak = message(b'p', b"wrong\0");
-    sneak.extend(message(
+    let mut sneak = msg(b'p', b"wrong\0");
+    sneak.extend(msg(
         b'Q',
         b"CREATE TABLE sneaky (time TIMESTAMP NOT NULL, PRIMARY KEY (time))\0",
     ));
-    sneak.extend(message(
+    sneak.extend(msg(
         b'P',
         b"\0CREATE TABLE sneaky2 (time TIMESTAMP NOT NULL, PRIMARY KEY (time))\0\0\0",
     ));
-    sneak.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
-    sneak.extend(message(b'E', b"\0\0\0\0\0"));
-    sneak.extend(message(b'S', b""));
+    sneak.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+    sneak.extend(msg(b'E', b"\0\0\0\0\0"));
+    sneak.extend(msg(b'S', b""));
     // The server may close the socket before reading all of it.
     let _ = raw.write_all(&sneak).await;
     let mut answer = Vec::new();

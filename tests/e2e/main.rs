@@ -24,6 +24,8 @@ mod metabase;
 mod metrics;
 mod npgsql;
 mod overflow;
+mod pg_raw;
 mod pgwire;
 mod pruning;
+mod psql_meta;
 mod sql;

@@ -9,135 +9,28 @@
 //!
 //! The decoding fixes live in vendor/pgwire (see vendor/pgwire/EDDY-PATCHES.md).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{data_dir, free_port};
+use crate::common::{Server, data_dir};
+use crate::pg_raw::{cstr, framed, msg, packet, startup, startup_body};
 
 /// How long the server gets to answer and close a connection.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An `eddy serve` process of this test's own, for its log: a panic in a connection task is
-/// printed there ("thread '...' panicked at ..."), not seen by the client.
-struct Eddy {
-    child: Child,
-    pg: u16,
-    log: PathBuf,
-}
-
-impl Eddy {
-    fn start(dir: &Path, extra: &[&str]) -> Eddy {
-        let pg = free_port();
-        let log = dir.join("eddy.log");
-        let stderr = std::fs::File::create(&log).expect("create the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .arg("--pg-addr")
-            .arg(format!("127.0.0.1:{pg}"))
-            .args(extra)
-            // Connections that end with an error are logged at debug.
-            .env("RUST_LOG", "warn,eddy_pg=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn eddy");
-        let mut eddy = Eddy { child, pg, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", pg)).is_err() {
-            if let Ok(Some(status)) = eddy.child.try_wait() {
-                panic!("eddy exited during start-up: {status}: {}", eddy.log_text());
-            }
-            assert!(Instant::now() < deadline, "eddy did not start within 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eddy
-    }
-
-    fn log_text(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// Panics if the server process died or anything in it panicked.
-    fn assert_no_panic(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("eddy exited: {status}: {}", self.log_text());
-        }
-        let log = self.log_text();
-        assert!(!log.contains("panicked"), "the server panicked:\n{log}");
-    }
-
-    /// Waits up to 10 s for the log to contain `text`.
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.log_text().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log does not mention {text:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Eddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A frontend message with a correct length: tag, length (counting itself), body.
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    framed(tag, body.len() as i32 + 4, body)
-}
-
-/// A frontend message with whatever length, correct or not.
-fn framed(tag: u8, len: i32, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend(len.to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// A packet without a tag (start-up, SSLRequest, CancelRequest) with a correct length.
-fn packet(body: &[u8]) -> Vec<u8> {
-    let mut m = (body.len() as i32 + 4).to_be_bytes().to_vec();
-    m.extend_from_slice(body);
-    m
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-/// A start-up message body: protocol version, then parameters and the final terminator.
-fn startup_body(protocol: i32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = protocol.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend(cstr(k));
-        body.extend(cstr(v));
-    }
-    body.push(0);
-    body
-}
-
-/// A start-up message (protocol 3.0) for `user` and database `eddy`.
-fn startup(user: &str) -> Vec<u8> {
-    packet(&startup_body(
-        196608,
-        &[("user", user), ("database", "eddy")],
-    ))
+/// A server of this test's own, logging connection errors to a file: a panic in a connection
+/// task is printed there ("thread '...' panicked at ..."), not seen by the client.
+fn start_eddy(dir: &Path, extra: &[&str]) -> Server {
+    Server::start_logged_at(
+        &dir.join("data"),
+        extra,
+        &dir.join("eddy.log"),
+        // Connections that end with an error are logged at debug.
+        Some("warn,eddy_pg=debug"),
+    )
 }
 
 /// The body of a Parse message.
@@ -433,7 +326,7 @@ fn after_login_cases() -> Vec<(&'static str, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_after_login_get_a_protocol_violation_and_are_closed() {
     let dir = data_dir();
-    let mut eddy = Eddy::start(dir.path(), &[]);
+    let mut eddy = start_eddy(dir.path(), &[]);
     for (case, bytes) in after_login_cases() {
         let stream = logged_in(eddy.pg).await;
         expect_protocol_violation(case, stream, &bytes).await;
@@ -457,7 +350,7 @@ async fn malformed_messages_after_login_get_a_protocol_violation_and_are_closed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_startup_packets_get_a_protocol_violation_and_are_closed() {
     let dir = data_dir();
-    let mut eddy = Eddy::start(dir.path(), &[]);
+    let mut eddy = start_eddy(dir.path(), &[]);
     let user = [("user", "eddy"), ("database", "eddy")];
     let mut cancel_300 = vec![0u8, 0, 1, 0x2c, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1];
     cancel_300.resize(300, 7);
@@ -570,7 +463,7 @@ async fn malformed_startup_packets_get_a_protocol_violation_and_are_closed() {
 async fn malformed_sasl_messages_get_a_protocol_violation_and_are_closed() {
     let dir = data_dir();
     // A user with a password: logins use SCRAM-SHA-256.
-    let mut eddy = Eddy::start(dir.path(), &["--pg-user", "alice:s3cret"]);
+    let mut eddy = start_eddy(dir.path(), &["--pg-user", "alice:s3cret"]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "SASLInitialResponse without data length",
@@ -618,7 +511,7 @@ async fn malformed_sasl_messages_get_a_protocol_violation_and_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_but_well_framed_extended_queries_leave_the_connection_usable() {
     let dir = data_dir();
-    let mut eddy = Eddy::start(dir.path(), &[]);
+    let mut eddy = start_eddy(dir.path(), &[]);
     let int8 = 20;
 
     // Two parameter format codes for three parameters: PostgreSQL's 08P01 error at Bind.
@@ -893,7 +786,7 @@ fn mutate(rng: &mut Rng, frames: &mut [Frame]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_mutations_of_extended_queries_never_panic() {
     let dir = data_dir();
-    let mut eddy = Eddy::start(dir.path(), &[]);
+    let mut eddy = start_eddy(dir.path(), &[]);
 
     // The exchanges are valid before they are mutated.
     let mut s = logged_in(eddy.pg).await;
