@@ -459,7 +459,7 @@ impl Layout {
         }
         let sign_written = if desc.plus || desc.minus {
             // MI, PL and SG write the sign themselves; a lone PL leaves room for a minus.
-            !(desc.plus && !desc.minus)
+            !desc.plus || desc.minus
         } else {
             if sign != b'-' && desc.fill {
                 desc.brackets = false;

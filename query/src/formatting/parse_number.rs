@@ -239,13 +239,11 @@ impl NumberReader<'_> {
                 }
                 read = true;
             }
-            _ if self.desc.decimal && !self.read_point => {
-                // The caller steps past the point (one byte in the C locale), as past a digit.
-                if self.starts_with(DECIMAL_POINT) {
-                    self.digits.push(b'.');
-                    self.read_point = true;
-                    read = true;
-                }
+            // The caller steps past the point (one byte in the C locale), as past a digit.
+            _ if self.desc.decimal && !self.read_point && self.starts_with(DECIMAL_POINT) => {
+                self.digits.push(b'.');
+                self.read_point = true;
+                read = true;
             }
             _ => {}
         }
