@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::df::deserialize_parameters;
 use bytes::BytesMut;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
@@ -327,7 +326,7 @@ fn on_message(
             {
                 let types: Vec<Option<&DataType>> =
                     (0..portal.parameter_len()).map(inferred_type).collect();
-                let _ = deserialize_parameters(&portal, &types);
+                let _ = crate::params::decode_parameters(&portal, &types);
             }
         }
         _ => {}

@@ -17,6 +17,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+mod params;
 mod portal;
 pub mod session;
 pub mod settings;

@@ -15,7 +15,6 @@ use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{PG_OID_ALIAS_KEY, arrow_schema_to_pg_fields, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::array::Array;
@@ -977,7 +976,7 @@ impl PgConnection {
         let params = if portal.parameter_len() > 0 {
             let types: Vec<Option<&DataType>> =
                 stmt.param_types.iter().map(|t| t.as_ref()).collect();
-            Some(deserialize_parameters(portal, &types)?)
+            Some(crate::params::decode_parameters(portal, &types)?)
         } else {
             None
         };

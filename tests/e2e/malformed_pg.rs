@@ -514,6 +514,30 @@ async fn hostile_but_well_framed_extended_queries_leave_the_connection_usable() 
     let mut eddy = start_eddy(dir.path(), &[]);
     let int8 = 20;
 
+    // A binary NUMERIC with no digit groups and weight 7 (10^32): rust_decimal panicked
+    // decoding it (found by the long fuzzing pass). It is 22003, and the connection goes on.
+    let numeric = 1700;
+    let mut s = logged_in(eddy.pg).await;
+    let mut m = msg(b'P', &parse("", "SELECT $1::numeric AS n", &[numeric]));
+    let huge: [u8; 8] = [0, 0, 0, 7, 0, 0, 0, 0];
+    m.extend(msg(b'B', &bind("", "", &[1], &[Some(&huge[..])], &[])));
+    m.extend(msg(b'E', &execute("", 0)));
+    m.extend(msg(b'S', b""));
+    s.write_all(&m).await.expect("send");
+    let answer = read_to_ready(&mut s).await;
+    assert!(
+        answer.errors().iter().any(|e| e.code == "22003"),
+        "no 22003 for a binary numeric of 10^32: {answer:?}"
+    );
+    s.write_all(&msg(b'Q', b"SELECT 1\0")).await.expect("send");
+    let answer = read_to_ready(&mut s).await;
+    assert!(
+        answer.has(b'D') && !answer.closed,
+        "a query after the refused numeric: {answer:?}"
+    );
+    eddy.assert_no_panic();
+    drop(s);
+
     // Two parameter format codes for three parameters: PostgreSQL's 08P01 error at Bind.
     let mut s = logged_in(eddy.pg).await;
     let mut m = msg(
