@@ -172,6 +172,52 @@ enum BoundedKind {
     Repeat,
 }
 
+/// The `ScalarUDFImpl` methods of a wrapper around a registered function (a field `inner:
+/// Arc<ScalarUDF>`) that keep its name, signature and types: the wrappers change only how it
+/// runs (`invoke_with_args`, and `with_updated_config` to rebuild themselves).
+macro_rules! delegate_to_inner {
+    () => {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+
+        fn aliases(&self) -> &[String] {
+            self.inner.aliases()
+        }
+
+        fn signature(&self) -> &datafusion::logical_expr::Signature {
+            self.inner.signature()
+        }
+
+        fn return_type(
+            &self,
+            arg_types: &[datafusion::arrow::datatypes::DataType],
+        ) -> datafusion::common::Result<datafusion::arrow::datatypes::DataType> {
+            self.inner.return_type(arg_types)
+        }
+
+        // The wrapped function's field, so its results compare like the original's.
+        fn return_field_from_args(
+            &self,
+            args: datafusion::logical_expr::ReturnFieldArgs,
+        ) -> datafusion::common::Result<datafusion::arrow::datatypes::FieldRef> {
+            self.inner.return_field_from_args(args)
+        }
+
+        fn coerce_types(
+            &self,
+            arg_types: &[datafusion::arrow::datatypes::DataType],
+        ) -> datafusion::common::Result<Vec<datafusion::arrow::datatypes::DataType>> {
+            self.inner.coerce_types(arg_types)
+        }
+
+        fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+            self.inner.documentation()
+        }
+    };
+}
+pub(crate) use delegate_to_inner;
+
 /// A built-in string function with its result length checked before it runs.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct BoundedLength {
@@ -180,36 +226,7 @@ struct BoundedLength {
 }
 
 impl ScalarUDFImpl for BoundedLength {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn aliases(&self) -> &[String] {
-        self.inner.aliases()
-    }
-
-    fn signature(&self) -> &Signature {
-        self.inner.signature()
-    }
-
-    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
-        self.inner.return_type(arg_types)
-    }
-
-    fn return_field_from_args(
-        &self,
-        args: datafusion::logical_expr::ReturnFieldArgs,
-    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
-        self.inner.return_field_from_args(args)
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
-    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
-        self.inner.documentation()
-    }
+    delegate_to_inner!();
 
     fn invoke_with_args(
         &self,
