@@ -17,6 +17,7 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::format::{CATALOG_FORMAT_VERSION, from_json_versioned, to_json};
 use crate::fsutil::write_atomic;
 use crate::schema::{ColumnDef, ColumnKind, TableDef, TableSchema};
+use crate::source::SourceDef;
 
 /// Name of the time column of tables created by line protocol.
 pub const DEFAULT_TIME_COLUMN: &str = "time";
@@ -24,8 +25,11 @@ pub const DEFAULT_TIME_COLUMN: &str = "time";
 /// The body of `catalog.json` (its `format_version` is added around it).
 #[derive(Serialize, Deserialize, Default)]
 struct CatalogFile {
+    /// Every id handed out (to tables and sources) is below it.
     next_table_id: u64,
     tables: Vec<TableDef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceDef>,
 }
 
 /// The set of tables, shared by the write and read paths.
@@ -33,6 +37,8 @@ struct CatalogFile {
 pub struct Catalog {
     path: PathBuf,
     tables: RwLock<BTreeMap<String, Arc<TableSchema>>>,
+    /// Stream sources, by name.
+    sources: RwLock<BTreeMap<String, SourceDef>>,
     /// Serializes changes so that two writers never persist conflicting versions.
     change: Mutex<u64>,
 }
@@ -71,9 +77,15 @@ impl Catalog {
             let schema = TableSchema::new(def)?;
             tables.insert(schema.name().to_string(), Arc::new(schema));
         }
+        let sources = file
+            .sources
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
         Ok(Self {
             path,
             tables: RwLock::new(tables),
+            sources: RwLock::new(sources),
             change: Mutex::new(file.next_table_id.max(1)),
         })
     }
@@ -210,6 +222,66 @@ impl Catalog {
         Ok(removed)
     }
 
+    /// Every stream source, sorted by name.
+    pub fn sources(&self) -> Vec<SourceDef> {
+        self.sources.read().values().cloned().collect()
+    }
+
+    /// The source of that name.
+    pub fn source(&self, name: &str) -> Option<SourceDef> {
+        self.sources.read().get(name).cloned()
+    }
+
+    /// Adds a source (its `id` is assigned here, from the same counter as table ids, so an id
+    /// never names two incarnations). With `if_not_exists`, an existing source of that name is
+    /// returned unchanged.
+    pub fn create_source(&self, mut def: SourceDef, if_not_exists: bool) -> Result<SourceDef> {
+        let mut next_id = self.change.lock();
+        if let Some(s) = self.source(&def.name) {
+            return if if_not_exists {
+                Ok(s)
+            } else {
+                Err(StorageError::SourceExists(def.name))
+            };
+        }
+        def.id = *next_id;
+        let mut sources = self.sources.read().clone();
+        sources.insert(def.name.clone(), def.clone());
+        let tables = self.tables.read().clone();
+        self.persist_with(&tables, &sources, *next_id + 1)?;
+        *next_id += 1;
+        *self.sources.write() = sources;
+        Ok(def)
+    }
+
+    /// Removes a source.
+    pub fn drop_source(&self, name: &str) -> Result<SourceDef> {
+        let next_id = self.change.lock();
+        let mut sources = self.sources.read().clone();
+        let removed = sources
+            .remove(name)
+            .ok_or_else(|| StorageError::SourceNotFound(name.to_string()))?;
+        let tables = self.tables.read().clone();
+        self.persist_with(&tables, &sources, *next_id)?;
+        *self.sources.write() = sources;
+        Ok(removed)
+    }
+
+    /// Pauses or resumes a source (kept across restarts).
+    pub fn set_source_paused(&self, name: &str, paused: bool) -> Result<SourceDef> {
+        let next_id = self.change.lock();
+        let mut sources = self.sources.read().clone();
+        let s = sources
+            .get_mut(name)
+            .ok_or_else(|| StorageError::SourceNotFound(name.to_string()))?;
+        s.paused = paused;
+        let changed = s.clone();
+        let tables = self.tables.read().clone();
+        self.persist_with(&tables, &sources, *next_id)?;
+        *self.sources.write() = sources;
+        Ok(changed)
+    }
+
     /// Columns of `wanted` that `table` lacks; an error if one exists with another kind.
     fn missing(table: &TableSchema, wanted: &[ColumnDef]) -> Result<Vec<ColumnDef>> {
         let mut out = Vec::new();
@@ -237,9 +309,20 @@ impl Catalog {
         tables: &BTreeMap<String, Arc<TableSchema>>,
         next_table_id: u64,
     ) -> Result<()> {
+        let sources = self.sources.read().clone();
+        self.persist_with(tables, &sources, next_table_id)
+    }
+
+    fn persist_with(
+        &self,
+        tables: &BTreeMap<String, Arc<TableSchema>>,
+        sources: &BTreeMap<String, SourceDef>,
+        next_table_id: u64,
+    ) -> Result<()> {
         let file = CatalogFile {
             next_table_id,
             tables: tables.values().map(|t| t.def().clone()).collect(),
+            sources: sources.values().cloned().collect(),
         };
         let bytes = to_json(&self.path, &file, CATALOG_FORMAT_VERSION, true)?;
         write_atomic(&self.path, &bytes)

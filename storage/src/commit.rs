@@ -25,6 +25,7 @@ use crate::error::{Result, StorageError};
 use crate::limits::{COMMIT_GROUP_REQUESTS_MAX, COMMITTER_IDLE_WAKE_MS, FAILURE_LOG_INTERVAL_MS};
 use crate::metrics::StorageMetrics;
 use crate::schema::TableSchema;
+use crate::source::SourceProgress;
 use crate::stall::LogLimiter;
 use crate::wal::{self, WalWriter};
 
@@ -54,15 +55,33 @@ pub trait CommitHook: Send + Sync {
 /// What a [`CommitHook`] prepared for one batch.
 pub type Prepared = Box<dyn std::any::Any + Send>;
 
-/// One write waiting for the committer.
-pub(crate) struct CommitRequest {
+/// One table's rows in a write of several tables ([`Db::write_atomic`](crate::Db::write_atomic)).
+#[derive(Debug, Clone)]
+pub struct WritePart {
+    /// The table, as the writer saw it.
+    pub schema: Arc<TableSchema>,
+    /// Its rows.
+    pub batch: RecordBatch,
+}
+
+/// One table's rows of a [`CommitRequest`], validated and ready to apply.
+struct CommitPart {
     prepared: Option<Prepared>,
     table_id: u64,
     time_index: usize,
     tag_count: usize,
-    encoded: Vec<u8>,
     batch: RecordBatch,
     hashes: Vec<u64>,
+}
+
+/// One write waiting for the committer: one WAL record.
+pub(crate) struct CommitRequest {
+    parts: Vec<CommitPart>,
+    /// The record's table id: the one part's table, or [`wal::MULTI_PART`].
+    wal_table_id: u64,
+    encoded: Vec<u8>,
+    /// How far a stream source had consumed with these rows.
+    progress: Option<SourceProgress>,
     reply: oneshot::Sender<Result<u64>>,
 }
 
@@ -73,27 +92,92 @@ impl Inner {
         if let Some(reason) = self.failed.lock().clone() {
             return Err(StorageError::ShutDown(reason));
         }
-        let batch = validate(schema, &batch)?;
+        let Some(part) = self.prepare_part(schema, &batch)? else {
+            return Ok(self.state.read().active.last_seq);
+        };
+        let encoded = wal::encode_batch(&part.batch)?;
+        self.wait_for_memory().await?;
+        let (reply, rx) = oneshot::channel();
+        let req = CommitRequest {
+            wal_table_id: part.table_id,
+            parts: vec![part],
+            encoded,
+            progress: None,
+            reply,
+        };
+        self.submit(req, rx).await
+    }
+
+    /// The body of [`Db::write_atomic`](crate::Db::write_atomic): every part is validated
+    /// first (one bad part refuses the whole write), then all go into one WAL record with
+    /// `progress`.
+    pub(crate) async fn write_atomic(
+        &self,
+        parts: Vec<WritePart>,
+        progress: Option<SourceProgress>,
+    ) -> Result<u64> {
+        if let Some(reason) = self.failed.lock().clone() {
+            return Err(StorageError::ShutDown(reason));
+        }
+        let mut ready = Vec::with_capacity(parts.len());
+        for p in &parts {
+            if let Some(part) = self.prepare_part(&p.schema, &p.batch)? {
+                ready.push(part);
+            }
+        }
+        if ready.is_empty() && progress.is_none() {
+            return Ok(self.state.read().active.last_seq);
+        }
+        let encoded_parts = ready
+            .iter()
+            .map(|p| Ok((p.table_id, wal::encode_batch(&p.batch)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let encoded = wal::encode_multi(&encoded_parts, progress.as_ref())?;
+        if encoded.len() > crate::limits::WAL_RECORD_BYTES_MAX - 64 {
+            return Err(StorageError::LimitExceeded(format!(
+                "one atomic write encodes to {} bytes, more than a WAL record holds ({} bytes); write fewer rows at once",
+                encoded.len(),
+                crate::limits::WAL_RECORD_BYTES_MAX
+            )));
+        }
+        self.wait_for_memory().await?;
+        let (reply, rx) = oneshot::channel();
+        let req = CommitRequest {
+            parts: ready,
+            wal_table_id: wal::MULTI_PART,
+            encoded,
+            progress,
+            reply,
+        };
+        self.submit(req, rx).await
+    }
+
+    /// Validates one table's rows and prepares what their commit needs; `None` for no rows.
+    fn prepare_part(
+        &self,
+        schema: &Arc<TableSchema>,
+        batch: &RecordBatch,
+    ) -> Result<Option<CommitPart>> {
+        let batch = validate(schema, batch)?;
         self.check_retention(schema, &batch)?;
         if batch.num_rows() == 0 {
-            return Ok(self.state.read().active.last_seq);
+            return Ok(None);
         }
         let hashes = series_hashes(schema, &batch)?;
         let hook = self.hook.read().clone();
         let prepared = hook.and_then(|h| h.prepare(schema, &batch, &hashes));
-        let encoded = wal::encode_batch(&batch)?;
-        self.wait_for_memory().await?;
-        let (reply, rx) = oneshot::channel();
-        let req = CommitRequest {
+        Ok(Some(CommitPart {
             prepared,
             table_id: schema.def().id,
             time_index: schema.time_index(),
             tag_count: schema.tag_indices().len(),
-            encoded,
             batch,
             hashes,
-            reply,
-        };
+        }))
+    }
+
+    /// Hands a request to the committer and waits for its acknowledgement.
+    async fn submit(&self, req: CommitRequest, rx: oneshot::Receiver<Result<u64>>) -> Result<u64> {
         {
             let tx = self.commit_tx.lock();
             let tx = tx
@@ -205,16 +289,21 @@ pub(crate) fn run_committer(inner: &Inner, rx: mpsc::Receiver<CommitRequest>) {
                     let _applying = inner.apply_lock.lock();
                     let mut st = inner.state.write();
                     for (r, seq) in group.into_iter().zip(seqs) {
-                        st.active.apply(
-                            seq,
-                            r.table_id,
-                            r.time_index,
-                            r.tag_count,
-                            r.batch,
-                            &r.hashes,
-                        );
-                        if let (Some(h), Some(p)) = (&hook, r.prepared) {
-                            h.apply(r.table_id, p);
+                        for part in r.parts {
+                            st.active.apply(
+                                seq,
+                                part.table_id,
+                                part.time_index,
+                                part.tag_count,
+                                part.batch,
+                                &part.hashes,
+                            );
+                            if let (Some(h), Some(p)) = (&hook, part.prepared) {
+                                h.apply(part.table_id, p);
+                            }
+                        }
+                        if let Some(progress) = &r.progress {
+                            st.active.apply_progress(seq, progress);
                         }
                         replies.push((r.reply, seq));
                     }
@@ -269,7 +358,7 @@ fn append_group(
     let mut seqs = Vec::with_capacity(group.len());
     for r in group {
         let seq = wal.last_seq() + 1;
-        wal.push(seq, r.table_id, &r.encoded);
+        wal.push(seq, r.wal_table_id, &r.encoded);
         seqs.push(seq);
     }
     if let Err(e) = wal.write_buffered() {

@@ -84,8 +84,8 @@ fn values(db: &Db) -> Vec<i64> {
 fn wal_records(dir: &Path) -> Vec<(u64, Vec<i64>)> {
     let mut out = Vec::new();
     crate::wal::scan(&dir.join("wal"), 0, |rec| {
-        let v = rec
-            .batch
+        let v = rec.parts[0]
+            .1
             .column(2)
             .as_any()
             .downcast_ref::<Int64Array>()

@@ -195,6 +195,38 @@ impl Db {
         Ok(Db { inner })
     }
 
+    /// Writes several tables' rows and a stream source's progress as one WAL record: after a
+    /// crash all of it is there or none of it is (the source resumes from the progress it
+    /// finds, so no message is lost or written twice). Each part is checked as
+    /// [`Db::write_to`] checks a batch; one bad part refuses the whole write. Returns the
+    /// record's sequence number.
+    pub async fn write_atomic(
+        &self,
+        parts: Vec<crate::commit::WritePart>,
+        progress: Option<crate::source::SourceProgress>,
+    ) -> Result<u64> {
+        self.inner.write_atomic(parts, progress).await
+    }
+
+    /// The last position a source consumed in each partition, as durable writes recorded it:
+    /// the manifest's, overlaid with the memtables' (newer) positions.
+    pub fn source_offsets(&self, source_id: u64) -> std::collections::BTreeMap<String, i64> {
+        let st = self.inner.state.read();
+        let mut out = st
+            .manifest
+            .source_offsets
+            .get(&source_id)
+            .cloned()
+            .unwrap_or_default();
+        let mems = st.frozen.iter().map(|f| &f.mem).chain([&st.active]);
+        for mem in mems {
+            if let Some(newer) = mem.source_offsets.get(&source_id) {
+                out.extend(newer.iter().map(|(k, v)| (k.clone(), *v)));
+            }
+        }
+        out
+    }
+
     /// The catalog of tables.
     pub fn catalog(&self) -> &Catalog {
         &self.inner.catalog
@@ -282,7 +314,9 @@ impl Db {
     pub fn scan_wal(&self, after_seq: u64, mut f: impl FnMut(u64, &RecordBatch)) -> Result<bool> {
         let dir = self.inner.config.data_dir.join("wal");
         wal::scan(&dir, after_seq, |rec| {
-            f(rec.table_id, &rec.batch);
+            for (table_id, batch) in &rec.parts {
+                f(*table_id, batch);
+            }
             Ok(())
         })
     }

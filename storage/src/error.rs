@@ -34,6 +34,12 @@ pub enum StorageError {
     /// A table of that name exists already.
     #[error("table \"{0}\" already exists")]
     TableExists(String),
+    /// A source named in a request does not exist.
+    #[error("source \"{0}\" does not exist")]
+    SourceNotFound(String),
+    /// A source of that name exists already.
+    #[error("source \"{0}\" already exists")]
+    SourceExists(String),
     /// A value's type does not match the column's type in the table schema.
     #[error("column \"{column}\" of table \"{table}\" is {expected}, got {found}")]
     TypeConflict {

@@ -146,6 +146,7 @@ impl Inner {
             }
         };
         manifest.flushed_seq = manifest.flushed_seq.max(frozen.mem.last_seq);
+        crate::source::merge_offsets(&mut manifest.source_offsets, &frozen.mem.source_offsets);
         if let Err(failed) = manifest.try_store(&self.config.data_dir) {
             // Before the rename the old manifest stands and the new files are garbage. After
             // it the new manifest may name them: they stay, and the retry, which hands out the

@@ -37,8 +37,9 @@ pub const CATALOG_FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// Version of WAL files. Bump when the record frame or body layout changes, so an older Eddy
-/// refuses the file instead of cutting it as a torn tail.
-pub const WAL_FORMAT_VERSION: u32 = 1;
+/// refuses the file instead of cutting it as a torn tail. Version 2: multi-part records with
+/// a stream source's progress (see `wal.rs`).
+pub const WAL_FORMAT_VERSION: u32 = 2;
 
 /// Version of segment checksum files (`<id>.parquet.crc`, see `checksum.rs`). Bump when their
 /// layout changes.

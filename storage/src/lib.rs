@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod manifest;
 pub mod schema;
 pub mod segment;
+pub mod source;
 pub mod tag_index;
 pub mod time;
 pub mod wal;
@@ -39,6 +40,7 @@ mod retention;
 mod stall;
 
 pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
+pub use commit::WritePart;
 pub use commit::{CommitHook, Prepared as CommitPrepared};
 pub use engine::{Db, StorageConfig, WalSync};
 pub use error::{Result, StorageError};
@@ -47,11 +49,14 @@ pub use read::{KeyFilter, ReadPlan, TableSnapshot};
 pub use recovery::RecoveryReport;
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
 pub use segment::{SegmentFile, SegmentReader};
+pub use source::{SourceDef, SourceOffsets, SourceProgress};
 
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)] // one byte range is what a reader asks for
 mod corruption_tests;
 #[cfg(test)]
 mod disk_full_tests;
+#[cfg(test)]
+mod source_tests;
 #[cfg(test)]
 mod tests;

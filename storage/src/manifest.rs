@@ -70,6 +70,9 @@ pub(crate) struct Manifest {
     /// Segments taken out whose files may still exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<RetiredSegment>,
+    /// Stream sources' positions as of `flushed_seq` (later ones are in the WAL records).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub source_offsets: crate::source::SourceOffsets,
 }
 
 impl Manifest {

@@ -115,6 +115,9 @@ pub struct Memtable {
     pub last_seq: u64,
     /// When the first write since the last freeze arrived.
     pub first_write: Option<std::time::Instant>,
+    /// Stream sources' positions as of `last_seq`, from the records applied here: saved in
+    /// the manifest when this memtable is flushed.
+    pub source_offsets: crate::source::SourceOffsets,
 }
 
 impl Memtable {
@@ -134,6 +137,12 @@ impl Memtable {
         self.bytes += t.bytes - before;
         self.last_seq = self.last_seq.max(seq);
         self.first_write.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Records how far a source had consumed with the record `seq` (which may hold no rows).
+    pub fn apply_progress(&mut self, seq: u64, progress: &crate::source::SourceProgress) {
+        crate::source::merge_progress(&mut self.source_offsets, progress);
+        self.last_seq = self.last_seq.max(seq);
     }
 
     /// Whether nothing is buffered.

@@ -111,32 +111,37 @@ pub(crate) fn recover(config: &StorageConfig) -> Result<Recovered> {
     let catalog_path = Catalog::path(&dir);
     let mut active = Memtable::default();
     let stats = wal::replay(&wal_dir, manifest.flushed_seq, |rec| {
-        if rec.table_id >= next_table_id {
-            return Err(refuse(
-                catalog_path.clone(),
-                format!(
-                    "WAL record {} writes to table id {}, but catalog.json has handed out table \
-                     ids only below {next_table_id}: catalog.json is older than the WAL; \
-                     refusing to start. Restore the catalog.json that goes with this data \
-                     directory",
-                    rec.seq, rec.table_id
-                ),
-            ));
+        for (table_id, batch) in rec.parts {
+            if table_id >= next_table_id {
+                return Err(refuse(
+                    catalog_path.clone(),
+                    format!(
+                        "WAL record {} writes to table id {table_id}, but catalog.json has handed \
+                         out table ids only below {next_table_id}: catalog.json is older than the \
+                         WAL; refusing to start. Restore the catalog.json that goes with this \
+                         data directory",
+                        rec.seq
+                    ),
+                ));
+            }
+            let Some(schema) = catalog.get_by_id(table_id) else {
+                // The table was dropped after this write: its rows are gone by request.
+                continue;
+            };
+            let batch = conform(&batch, schema.arrow_schema())?;
+            let hashes = series_hashes(&schema, &batch)?;
+            active.apply(
+                rec.seq,
+                table_id,
+                schema.time_index(),
+                schema.tag_indices().len(),
+                batch,
+                &hashes,
+            );
         }
-        let Some(schema) = catalog.get_by_id(rec.table_id) else {
-            // The table was dropped after this write: its rows are gone by request.
-            return Ok(());
-        };
-        let batch = conform(&rec.batch, schema.arrow_schema())?;
-        let hashes = series_hashes(&schema, &batch)?;
-        active.apply(
-            rec.seq,
-            rec.table_id,
-            schema.time_index(),
-            schema.tag_indices().len(),
-            batch,
-            &hashes,
-        );
+        if let Some(progress) = &rec.progress {
+            active.apply_progress(rec.seq, progress);
+        }
         Ok(())
     })?;
     active.last_seq = active.last_seq.max(stats.last_seq);

@@ -7,7 +7,10 @@
 //! A file whose header names a newer version is refused, not cut as a torn tail.
 //!
 //! Record frame: `len: u32 | crc32(body): u32 | body`, body = `seq: u64 | table_id: u64 |
-//! zstd(IPC stream)`, all little endian. A record is only trusted when its length fits in the
+//! zstd(IPC stream)`, all little endian. A record whose table id is [`MULTI_PART`] (format
+//! version 2) holds several tables' batches and a stream source's progress instead:
+//! `progress_len: u32 | progress (JSON) | parts: u32 | (table_id: u64 | len: u32 |
+//! zstd(IPC stream))*`; under one checksum, so they are durable together or not at all. A record is only trusted when its length fits in the
 //! file and its checksum matches, so a torn tail (a crash in the middle of an append) is
 //! detected and cut on replay, never read as data.
 
@@ -23,6 +26,10 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::format::{WAL_FORMAT_VERSION, check_version};
 use crate::fsutil::sync_dir;
 use crate::limits::{WAL_RECORD_BYTES_MAX, WAL_ZSTD_LEVEL};
+use crate::source::SourceProgress;
+
+/// The table id of a record that holds several tables' batches and a source's progress.
+pub(crate) const MULTI_PART: u64 = u64::MAX;
 
 const FRAME_HEADER_BYTES: usize = 8;
 const BODY_HEADER_BYTES: usize = 16;
@@ -79,6 +86,67 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
     })
 }
 
+/// Encodes the body of a [`MULTI_PART`] record from parts encoded by [`encode_batch`].
+pub(crate) fn encode_multi(
+    parts: &[(u64, Vec<u8>)],
+    progress: Option<&SourceProgress>,
+) -> Result<Vec<u8>> {
+    let progress = match progress {
+        Some(p) => serde_json::to_vec(p).map_err(|e| StorageError::Io {
+            path: PathBuf::from("<wal encode>"),
+            source: std::io::Error::other(e),
+        })?,
+        None => Vec::new(),
+    };
+    let size = 8 + progress.len() + parts.iter().map(|(_, b)| 12 + b.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(progress.len() as u32).to_le_bytes());
+    out.extend_from_slice(&progress);
+    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for (table_id, bytes) in parts {
+        out.extend_from_slice(&table_id.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
+}
+
+/// What one record holds: batches by table id, and a source's progress.
+type Decoded = (Vec<(u64, RecordBatch)>, Option<SourceProgress>);
+
+/// Decodes a record's payload (after `seq | table_id`).
+fn decode_record(table_id: u64, bytes: &[u8]) -> std::result::Result<Decoded, String> {
+    if table_id != MULTI_PART {
+        return Ok((vec![(table_id, decode_batch(bytes)?)], None));
+    }
+    let mut rest = bytes;
+    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+        if rest.len() < n {
+            return Err("multi-part record is cut short".to_string());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize;
+    let progress_len = u32_at(take(4)?);
+    let progress = match progress_len {
+        0 => None,
+        n => Some(
+            serde_json::from_slice::<SourceProgress>(take(n)?)
+                .map_err(|e| format!("source progress: {e}"))?,
+        ),
+    };
+    let count = u32_at(take(4)?);
+    let mut parts = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let table_id = u64::from_le_bytes(take(8)?.try_into().unwrap_or_default());
+        let len = u32_at(take(4)?);
+        parts.push((table_id, decode_batch(take(len)?)?));
+    }
+    Ok((parts, progress))
+}
+
 fn decode_batch(bytes: &[u8]) -> std::result::Result<RecordBatch, String> {
     let ipc = zstd::stream::decode_all(bytes).map_err(|e| format!("zstd: {e}"))?;
     let mut reader = StreamReader::try_new(ipc.as_slice(), None).map_err(|e| e.to_string())?;
@@ -114,10 +182,11 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub(crate) struct WalRecord {
     /// Sequence number.
     pub seq: u64,
-    /// Id of the table incarnation written to.
-    pub table_id: u64,
-    /// The rows.
-    pub batch: RecordBatch,
+    /// The rows, by id of the table incarnation written to (one table, except for a
+    /// source's commit).
+    pub parts: Vec<(u64, RecordBatch)>,
+    /// How far a stream source had consumed when it wrote these rows.
+    pub progress: Option<SourceProgress>,
 }
 
 /// What replay found.
@@ -201,16 +270,18 @@ fn read_records(
                     let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
                     let table_id = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
                     if seq > after_seq {
-                        let batch =
-                            decode_batch(&body[16..]).map_err(|reason| StorageError::Corrupt {
-                                path: path.clone(),
-                                offset: off as u64,
-                                reason,
+                        let (parts, progress) =
+                            decode_record(table_id, &body[16..]).map_err(|reason| {
+                                StorageError::Corrupt {
+                                    path: path.clone(),
+                                    offset: off as u64,
+                                    reason,
+                                }
                             })?;
                         apply(WalRecord {
                             seq,
-                            table_id,
-                            batch,
+                            parts,
+                            progress,
                         })?;
                         stats.records_applied += 1;
                     }
@@ -326,7 +397,8 @@ pub(crate) fn check_files(dir: &Path) -> Result<Vec<FileCheck>> {
                     if crc32fast::hash(body) != crc {
                         break Some((off, "checksum mismatch".to_string()));
                     }
-                    if let Err(reason) = decode_batch(&body[BODY_HEADER_BYTES..]) {
+                    let table_id = u64::from_le_bytes(body[8..16].try_into().unwrap_or_default());
+                    if let Err(reason) = decode_record(table_id, &body[BODY_HEADER_BYTES..]) {
                         check.damage = Some(format!(
                             "the record at offset {off} has a sound checksum but does not decode: {reason}"
                         ));
@@ -635,14 +707,14 @@ mod tests {
     fn replay_all(dir: &Path, after_seq: u64) -> Result<(Vec<Replayed>, ReplayStats)> {
         let mut got = Vec::new();
         let stats = replay(dir, after_seq, |rec| {
-            let v = rec
-                .batch
+            let (table_id, batch) = &rec.parts[0];
+            let v = batch
                 .column(0)
                 .as_any()
                 .downcast_ref::<Int64Array>()
                 .expect("i64")
                 .value(0);
-            got.push((rec.seq, rec.table_id, v));
+            got.push((rec.seq, *table_id, v));
             Ok(())
         })?;
         Ok((got, stats))
