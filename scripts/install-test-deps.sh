@@ -25,6 +25,9 @@ command -v javac >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 installed unixodbc || need_apt+=(unixodbc)
 installed odbc-postgresql || need_apt+=(odbc-postgresql)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The MQTT source's tests run a real broker and publish with its client (issue 16).
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # `python3 -m venv` needs ensurepip, which Debian ships separately in python3-venv.
 if ! command -v python3 >/dev/null 2>&1; then
   need_apt+=(python3 python3-venv)

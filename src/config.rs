@@ -82,6 +82,16 @@ pub struct ServeArgs {
     /// Memory for the segment summaries that answer latest-row lookups [default: 64 MiB].
     #[arg(long, env = "EDDY_LATEST_CACHE_BYTES")]
     pub latest_cache_bytes: Option<usize>,
+    /// Address for InfluxDB line protocol over plain TCP, newline-delimited [default: off].
+    #[arg(long, env = "EDDY_ILP_TCP_ADDR")]
+    pub ilp_tcp_addr: Option<SocketAddr>,
+    /// Allow --ilp-tcp-addr beyond loopback: line protocol over TCP has no authentication.
+    #[arg(
+        long,
+        env = "EDDY_ILP_TCP_ALLOW_REMOTE",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ilp_tcp_allow_remote: bool,
 }
 
 /// The `eddy.toml` file: the same settings as the flags, in snake case.
@@ -109,6 +119,8 @@ struct FileConfig {
     pg_authentication_timeout_ms: Option<u64>,
     query_memory_bytes_max: Option<usize>,
     latest_cache_bytes: Option<usize>,
+    ilp_tcp_addr: Option<SocketAddr>,
+    ilp_tcp_allow_remote: Option<bool>,
 }
 
 /// Default of `query_memory_bytes_max`.
@@ -129,6 +141,10 @@ pub struct Config {
     pub pg: eddy_server::pg::PgConfig,
     /// Memory all running queries may use together.
     pub query_memory_bytes_max: usize,
+    /// Line protocol over plain TCP: its address, `None` (the default) when it is off.
+    pub ilp_tcp_addr: Option<SocketAddr>,
+    /// Whether `ilp_tcp_addr` may be beyond loopback (the protocol has no authentication).
+    pub ilp_tcp_allow_remote: bool,
 }
 
 impl Config {
@@ -206,6 +222,10 @@ impl Config {
                 .query_memory_bytes_max
                 .or(file.query_memory_bytes_max)
                 .unwrap_or(QUERY_MEMORY_BYTES_MAX),
+            ilp_tcp_addr: args.ilp_tcp_addr.or(file.ilp_tcp_addr),
+            // A flag can only turn it on, so either source turning it on does.
+            ilp_tcp_allow_remote: args.ilp_tcp_allow_remote
+                || file.ilp_tcp_allow_remote.unwrap_or(false),
         })
     }
 }
@@ -292,6 +312,40 @@ mod tests {
         args.latest_cache_bytes = None;
         let default = Config::resolve(&args).expect("resolve");
         assert_eq!(default.storage.latest_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn ilp_tcp_is_off_by_default_and_comes_from_the_flag_then_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(
+            &file,
+            "ilp_tcp_addr = \"127.0.0.1:9009\"\nilp_tcp_allow_remote = true\n",
+        )
+        .expect("write eddy.toml");
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let from_file = Config::resolve(&args).expect("resolve");
+        let file_addr: SocketAddr = ([127, 0, 0, 1], 9009).into();
+        assert_eq!(from_file.ilp_tcp_addr, Some(file_addr));
+        assert!(from_file.ilp_tcp_allow_remote);
+        let flag_addr: SocketAddr = ([127, 0, 0, 1], 19009).into();
+        args.ilp_tcp_addr = Some(flag_addr);
+        let from_flag = Config::resolve(&args).expect("resolve");
+        assert_eq!(from_flag.ilp_tcp_addr, Some(flag_addr));
+        args.config = None;
+        args.ilp_tcp_addr = None;
+        let default = Config::resolve(&args).expect("resolve");
+        assert_eq!(default.ilp_tcp_addr, None);
+        assert!(!default.ilp_tcp_allow_remote);
+        args.ilp_tcp_allow_remote = true;
+        assert!(
+            Config::resolve(&args)
+                .expect("resolve")
+                .ilp_tcp_allow_remote
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `eddy` binary: `serve` runs the database; `check` verifies a data directory offline;
-//! `gen` writes TSBS-shaped line protocol; `bench` posts line protocol at a server and reports
-//! throughput and latency.
+//! `gen` writes TSBS-shaped line protocol; `bench` sends line protocol to a server (over HTTP,
+//! TCP, Kafka or MQTT) and reports throughput.
 
 mod config;
 mod serve;
@@ -31,7 +31,8 @@ enum Command {
     Check(CheckArgs),
     /// Write TSBS cpu-only line protocol to stdout.
     Gen(GenArgs),
-    /// Post line protocol to a server and report rows/s, MB/s and latency.
+    /// Send line protocol to a server (HTTP, TCP, Kafka or MQTT) and report rows/s, MB/s and,
+    /// over HTTP, latency.
     Bench(BenchArgs),
 }
 
@@ -68,21 +69,83 @@ struct BenchArgs {
     file: Option<PathBuf>,
     #[command(flatten)]
     data: GenArgs,
-    /// Base URL of the server's HTTP API.
+    /// Where to send the data. The stream targets (tcp, kafka, mqtt) time until every row is
+    /// readable, counted over the Postgres protocol (--pg-addr).
+    #[arg(long, value_enum, default_value_t = BenchTarget::Http)]
+    target: BenchTarget,
+    /// Base URL of the server's HTTP API (--target http).
     #[arg(long, default_value = "http://127.0.0.1:8086")]
     url: String,
-    /// Concurrent connections.
+    /// Concurrent connections (HTTP, TCP or MQTT clients).
     #[arg(long, default_value_t = 2)]
     connections: usize,
-    /// Lines per request.
+    /// Lines per HTTP request, per TCP batch, per Kafka or MQTT message.
     #[arg(long, default_value_t = 5000)]
     batch_size: usize,
-    /// Gzip request bodies.
+    /// Gzip request bodies (--target http only).
     #[arg(long)]
     gzip: bool,
     /// PID of the server process, to report its peak RSS.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The server's line-protocol TCP address, its --ilp-tcp-addr (required for --target tcp).
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp_addr: Option<String>,
+    /// Partitions of the mock cluster's topic (--target kafka).
+    #[arg(long, default_value_t = 4)]
+    kafka_partitions: i32,
+    /// The MQTT broker, for the server's source and for the publishers (--target mqtt).
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt_url: String,
+    /// QoS of the MQTT messages and subscription: 0 or 1 (--target mqtt).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    mqtt_qos: u8,
+    /// The server's Postgres address, to create sources and count rows (stream targets).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5433")]
+    pg_addr: String,
+    /// Postgres user (stream targets).
+    #[arg(long, default_value = "eddy")]
+    pg_user: String,
+    /// Postgres password, when the server asks for one (stream targets).
+    #[arg(long, env = "PGPASSWORD", hide_env_values = true)]
+    pg_password: Option<String>,
+    /// Seconds the stream targets wait for every row to arrive before giving up.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+/// Where `eddy bench` sends the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchTarget {
+    /// POST /api/v2/write; timed until the last response.
+    Http,
+    /// Plain TCP to --tcp-addr (the server's --ilp-tcp-addr).
+    Tcp,
+    /// A Kafka source reading a mock cluster run by the bench process.
+    Kafka,
+    /// An MQTT source subscribed to --mqtt-url, which the bench publishes to.
+    Mqtt,
+}
+
+impl BenchArgs {
+    /// The target with its options; an error when a required one is missing.
+    fn target(&self) -> Result<bench::Target, String> {
+        Ok(match self.target {
+            BenchTarget::Http => bench::Target::Http,
+            BenchTarget::Tcp => bench::Target::Tcp {
+                addr: self.tcp_addr.clone().ok_or(
+                    "--target tcp needs --tcp-addr HOST:PORT (the server's --ilp-tcp-addr)",
+                )?,
+            },
+            BenchTarget::Kafka => bench::Target::Kafka {
+                partitions: self.kafka_partitions,
+            },
+            BenchTarget::Mqtt => bench::Target::Mqtt {
+                url: self.mqtt_url.clone(),
+                qos: self.mqtt_qos,
+            },
+        })
+    }
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -128,6 +191,8 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("writing output: {e}"))
         }),
         Command::Bench(args) => (|| {
+            // Checked before the data is read or generated, which may take a while.
+            let target = args.target()?;
             let data = match &args.file {
                 Some(f) => {
                     std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
@@ -140,12 +205,19 @@ fn main() -> ExitCode {
                 }
             };
             let spec = bench::BenchSpec {
+                target,
                 url: args.url.clone(),
                 connections: args.connections,
                 batch_size: args.batch_size,
                 precision: "ns".into(),
                 gzip: args.gzip,
                 server_pid: args.server_pid,
+                pg: bench::PgSpec {
+                    addr: args.pg_addr.clone(),
+                    user: args.pg_user.clone(),
+                    password: args.pg_password.clone(),
+                },
+                timeout: std::time::Duration::from_secs(args.timeout_s),
             };
             runtime()?.block_on(bench::run(spec, data))
         })(),

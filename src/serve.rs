@@ -1,6 +1,7 @@
 //! `eddy serve`: opens the node (storage, views, write path, query engine) and runs the front
 //! ends until SIGTERM or Ctrl-C, then stops accepting, flushes and exits cleanly.
 
+use eddy_ingest::FrontEnd;
 use eddy_server::node::Node;
 use tokio::sync::watch;
 
@@ -20,6 +21,14 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.pg_addr
         ));
     }
+    if let Some(addr) = config.ilp_tcp_addr
+        && !addr.ip().is_loopback()
+        && !config.ilp_tcp_allow_remote
+    {
+        return Err(format!(
+            "refusing to listen for line protocol over TCP on {addr}: line protocol over TCP has no authentication, so anyone who can reach the port can write; bind to 127.0.0.1, or pass --ilp-tcp-allow-remote (ilp_tcp_allow_remote = true) if the network is trusted"
+        ));
+    }
     if let eddy_storage::WalSync::IntervalMs(ms) = config.storage.wal_sync {
         tracing::warn!(
             interval_ms = ms,
@@ -34,6 +43,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let node = Node::open(config.storage.clone(), config.query_memory_bytes_max).await?;
     let pg_front = pg_front.with_metrics(node.metrics.pg.clone());
     let (db, query) = (node.db.clone(), node.query.clone());
+    // Bound first: once HTTP and Postgres accept connections, so does line protocol.
+    let ilp_listener = match config.ilp_tcp_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for line protocol over TCP on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
@@ -44,6 +62,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         http = %config.http_addr,
         http_auth = config.http.requires_password(),
         postgres = %config.pg_addr,
+        ilp_tcp = %config
+            .ilp_tcp_addr
+            .map_or_else(|| "off".to_string(), |a| a.to_string()),
         "eddy is ready"
     );
 
@@ -51,19 +72,35 @@ pub async fn run(config: Config) -> Result<(), String> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let ilp = ilp_listener.map(|listener| {
+        tokio::spawn(eddy_server::ilp_tcp::serve(
+            listener,
+            node.ingest.for_front_end(FrontEnd::IlpTcp),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let http = tokio::spawn(eddy_server::http::serve(
         http_listener,
         node,
         config.http.clone(),
         stopped(stop_rx.clone()),
     ));
+    let sources = query.sources().clone();
     let pg = tokio::spawn(pg_front.serve(pg_listener, query, stopped(stop_rx.clone())));
+    // Stream sources resume where their committed offsets say, once writes are accepted.
+    sources.start_all();
 
     shutdown.await;
     tracing::info!("shutting down: flushing memtables");
     let _ = stop_tx.send(true);
+    // Each source commits the batch in hand and hands its partitions back to the group.
+    sources.shutdown().await;
     let _ = http.await;
     let _ = pg.await;
+    // Each line-protocol connection writes what it has received, then closes.
+    if let Some(ilp) = ilp {
+        let _ = ilp.await;
+    }
     tokio::task::spawn_blocking(move || db.close())
         .await
         .map_err(|e| e.to_string())?

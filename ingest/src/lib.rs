@@ -13,11 +13,12 @@ pub mod fuzzing;
 pub mod lineproto;
 pub mod metrics;
 mod retention;
+pub mod sources;
 
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_storage::{Catalog, CommitHook, Db, StorageError, TableSchema};
+use eddy_storage::{Catalog, CommitHook, Db, SourceProgress, StorageError, TableSchema, WritePart};
 
 pub use error::IngestError;
 pub use lineproto::{LINE_BYTES_MAX, LineError, Precision};
@@ -28,6 +29,18 @@ pub use metrics::{FrontEnd, IngestMetrics};
 pub struct LineOutcome {
     /// Lines written durably.
     pub lines_written: usize,
+    /// Lines rejected, by line number.
+    pub errors: Vec<LineError>,
+}
+
+/// Line protocol turned into one batch per table, checked against the catalog and retention,
+/// not yet written: the parts of one atomic write ([`Ingest::write_atomic`]).
+#[derive(Debug, Default)]
+pub struct PreparedLines {
+    /// One part per table.
+    pub parts: Vec<WritePart>,
+    /// The line numbers of each part's rows, in the same order.
+    pub lines: Vec<Vec<usize>>,
     /// Lines rejected, by line number.
     pub errors: Vec<LineError>,
 }
@@ -155,6 +168,80 @@ impl Ingest {
         }
         outcome.errors.sort_by_key(|e| e.line);
         Ok(outcome)
+    }
+
+    /// Prepares parsed lines for one atomic write (stream sources): schema on write and
+    /// retention as [`Ingest::write_lp`] applies them, line by line, without writing.
+    #[allow(clippy::result_large_err)] // once per write, not per row
+    pub fn prepare_lines(
+        &self,
+        parsed: lineproto::ParsedLines<'_>,
+    ) -> Result<PreparedLines, IngestError> {
+        let built = lineproto::batch::build(parsed, self.db.catalog());
+        let mut out = PreparedLines {
+            errors: built.errors,
+            ..Default::default()
+        };
+        for rows in built.tables {
+            let schema = match self.db.catalog().ensure_columns(&rows.table, &rows.columns) {
+                Ok(s) => s,
+                Err(
+                    e @ (StorageError::TypeConflict { .. }
+                    | StorageError::InvalidSchema { .. }
+                    | StorageError::LimitExceeded(_)),
+                ) => {
+                    reject_all(&mut out.errors, &rows.lines, &e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(IngestError::storage(rows.table, e)),
+            };
+            let lines = rows.lines.clone();
+            let batch = match rows.into_batch(&schema) {
+                Ok(b) => b,
+                Err(message) => {
+                    reject_all(&mut out.errors, &lines, &message);
+                    continue;
+                }
+            };
+            let (batch, lines) =
+                retention::drop_expired(&self.db, &schema, batch, lines, &mut out.errors)
+                    .map_err(|e| IngestError::storage(schema.name(), e.into()))?;
+            if lines.is_empty() {
+                continue;
+            }
+            out.parts.push(WritePart { schema, batch });
+            out.lines.push(lines);
+        }
+        out.errors.sort_by_key(|e| e.line);
+        Ok(out)
+    }
+
+    /// Writes several tables' rows and a stream source's progress as one durable unit
+    /// (see [`Db::write_atomic`]). Returns the rows written.
+    pub async fn write_atomic(
+        &self,
+        parts: Vec<WritePart>,
+        progress: Option<SourceProgress>,
+    ) -> Result<u64, IngestError> {
+        let rows: u64 = parts.iter().map(|p| p.batch.num_rows() as u64).sum();
+        let bytes: u64 = parts
+            .iter()
+            .map(|p| p.batch.get_array_memory_size() as u64)
+            .sum();
+        let table = parts
+            .first()
+            .map(|p| p.schema.name().to_string())
+            .unwrap_or_default();
+        match self.db.write_atomic(parts, progress).await {
+            Ok(_) => {
+                self.metrics.written(self.front_end, rows, bytes);
+                Ok(rows)
+            }
+            Err(e) => {
+                self.metrics.failed(self.front_end);
+                Err(IngestError::storage(table, e))
+            }
+        }
     }
 
     /// Writes a batch to a table (COPY, INSERT, bulk sources): its columns are checked against

@@ -15,20 +15,26 @@ use prometheus_client::registry::{Registry, Unit};
 pub enum FrontEnd {
     /// Line protocol over HTTP (`/write`, `/api/v2/write`, `/api/v3/write_lp`).
     Http,
+    /// Line protocol over plain TCP (`--ilp-tcp-addr`).
+    IlpTcp,
     /// `INSERT` over the Postgres protocol.
     PgInsert,
     /// `COPY ... FROM STDIN` over the Postgres protocol.
     PgCopy,
+    /// A stream source (`CREATE SOURCE ... FROM KAFKA | MQTT`).
+    Source,
     /// Anything else: an `INSERT` from a session no front end labelled (tools, tests).
     Other,
 }
 
 impl FrontEnd {
     /// Every front end, in label order.
-    pub const ALL: [FrontEnd; 4] = [
+    pub const ALL: [FrontEnd; 6] = [
         FrontEnd::Http,
+        FrontEnd::IlpTcp,
         FrontEnd::PgInsert,
         FrontEnd::PgCopy,
+        FrontEnd::Source,
         FrontEnd::Other,
     ];
 
@@ -36,8 +42,10 @@ impl FrontEnd {
     pub fn as_str(self) -> &'static str {
         match self {
             FrontEnd::Http => "http",
+            FrontEnd::IlpTcp => "ilp_tcp",
             FrontEnd::PgInsert => "pg_insert",
             FrontEnd::PgCopy => "pg_copy",
+            FrontEnd::Source => "source",
             FrontEnd::Other => "other",
         }
     }

@@ -40,6 +40,7 @@ pub fn sqlstate(kind: ErrorKind) -> &'static str {
         ErrorKind::ColumnNotFound => "42703",
         ErrorKind::FunctionNotFound => "42883",
         ErrorKind::SchemaNotFound => "3F000",
+        ErrorKind::ObjectNotFound => "42704",
         ErrorKind::AmbiguousColumn => "42702",
         ErrorKind::DuplicateColumn => "42701",
         ErrorKind::AlreadyExists => "42P07",

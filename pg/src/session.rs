@@ -123,6 +123,9 @@ pub fn command_tag(c: Completion) -> String {
         Completion::DroppedView => "DROP MATERIALIZED VIEW".into(),
         Completion::RefreshedView => "REFRESH MATERIALIZED VIEW".into(),
         Completion::AlteredTable => "ALTER TABLE".into(),
+        Completion::CreatedSource => "CREATE SOURCE".into(),
+        Completion::DroppedSource => "DROP SOURCE".into(),
+        Completion::AlteredSource => "ALTER SOURCE".into(),
     }
 }
 
@@ -614,6 +617,9 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
         return Ok(vec![Statement::Query(eddy_query::Statement::RefreshView(
             name,
         ))]);
+    }
+    if let Some(cmd) = eddy_query::sources::parse_source_statement(sql) {
+        return Ok(vec![Statement::Query(eddy_query::Statement::Source(cmd?))]);
     }
     // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
     // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them; Eddy's

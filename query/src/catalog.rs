@@ -11,7 +11,9 @@ use eddy_storage::Db;
 use crate::computed_table::ComputedTable;
 use crate::continuous::{ViewRegistry, ViewTable, views_table};
 use crate::running::{QUERIES_TABLE, RunningQueries};
+use crate::sources::{SOURCES_TABLE, sources_schema, sources_table};
 use crate::table::EddyTable;
+use eddy_ingest::sources::SourceManager;
 
 /// Name of the system table listing continuous aggregates.
 pub const VIEWS_TABLE: &str = "eddy_views";
@@ -29,17 +31,24 @@ pub struct EddySchema {
     ingest: Ingest,
     views: Arc<ViewRegistry>,
     running: Arc<RunningQueries>,
+    sources: Arc<SourceManager>,
 }
 
 impl EddySchema {
     /// The schema over the write path's storage engine, its continuous aggregates and the
     /// statements running now.
-    pub fn new(ingest: Ingest, views: Arc<ViewRegistry>, running: Arc<RunningQueries>) -> Self {
+    pub fn new(
+        ingest: Ingest,
+        views: Arc<ViewRegistry>,
+        running: Arc<RunningQueries>,
+        sources: Arc<SourceManager>,
+    ) -> Self {
         Self {
             db: ingest.db().clone(),
             ingest,
             views,
             running,
+            sources,
         }
     }
 }
@@ -65,6 +74,11 @@ impl SchemaProvider for EddySchema {
             let schema = views_table(&self.views)?.schema();
             let views = self.views.clone();
             let table = ComputedTable::new(schema, move |_| views_table(&views));
+            return Ok(Some(Arc::new(table)));
+        }
+        if name == SOURCES_TABLE {
+            let sources = self.sources.clone();
+            let table = ComputedTable::new(sources_schema(), move |_| sources_table(&sources));
             return Ok(Some(Arc::new(table)));
         }
         if name == QUERIES_TABLE {
@@ -95,5 +109,6 @@ impl SchemaProvider for EddySchema {
             || self.views.get(name).is_some()
             || name == VIEWS_TABLE
             || name == QUERIES_TABLE
+            || name == SOURCES_TABLE
     }
 }

@@ -7,6 +7,7 @@
 //! tables its clients read are the front end's, added through [`QueryEngine::extend`] and
 //! [`QueryEngine::session_with`].
 
+use eddy_ingest::sources::SourceManager;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt64Array};
@@ -53,6 +54,8 @@ pub struct QueryEngine {
     template: Arc<SessionState>,
     /// The statements running now, of every front end (`eddy_queries`).
     running: Arc<RunningQueries>,
+    /// The stream sources (`CREATE SOURCE`, `eddy_sources`).
+    sources: Arc<SourceManager>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -68,6 +71,8 @@ pub enum Statement {
     Sql(DfStatement),
     /// `REFRESH MATERIALIZED VIEW name`, which the parser does not know.
     RefreshView(String),
+    /// `CREATE | DROP | ALTER SOURCE`, which the parser does not know either.
+    Source(crate::sources::SourceCommand),
 }
 
 /// A parsed, planned statement, ready to run (possibly many times with parameters).
@@ -106,6 +111,8 @@ pub enum Prepared {
     },
     /// `REFRESH MATERIALIZED VIEW`.
     RefreshView(String),
+    /// `CREATE | DROP | ALTER SOURCE`.
+    Source(crate::sources::SourceCommand),
     /// `ALTER TABLE ... SET (retention = ...)`.
     SetRetention {
         /// The table.
@@ -132,6 +139,12 @@ pub enum Completion {
     RefreshedView,
     /// A table's settings changed.
     AlteredTable,
+    /// A stream source was created.
+    CreatedSource,
+    /// A stream source was dropped.
+    DroppedSource,
+    /// A stream source was paused or resumed.
+    AlteredSource,
 }
 
 /// What running a statement produced.
@@ -176,6 +189,7 @@ impl QueryEngine {
     ) -> Result<Self> {
         let db = ingest.db().clone();
         let running = RunningQueries::new(QueryMetrics::new());
+        let sources = SourceManager::new(ingest.clone());
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let _ = catalog.register_schema(
             SCHEMA,
@@ -183,6 +197,7 @@ impl QueryEngine {
                 ingest.clone(),
                 views.clone(),
                 running.clone(),
+                sources.clone(),
             )),
         );
         let config = SessionConfig::new()
@@ -208,6 +223,7 @@ impl QueryEngine {
             runtime: QueryRuntime::new()?,
             template: Arc::new(ctx.state()),
             running,
+            sources,
         })
     }
 
@@ -227,6 +243,11 @@ impl QueryEngine {
     /// The write path: every write (INSERT, COPY) goes through it.
     pub fn ingest(&self) -> &Ingest {
         &self.ingest
+    }
+
+    /// The stream sources: started by the node once it is open, stopped at shutdown.
+    pub fn sources(&self) -> &Arc<SourceManager> {
+        &self.sources
     }
 
     /// The continuous aggregates.
@@ -306,6 +327,9 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if let Some(name) = refresh_target(sql) {
         return Ok(vec![Statement::RefreshView(name)]);
     }
+    if let Some(cmd) = crate::sources::parse_source_statement(sql) {
+        return Ok(vec![Statement::Source(cmd?)]);
+    }
     let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
     stmts
         .into_iter()
@@ -331,6 +355,7 @@ impl QuerySession {
     pub async fn prepare(&self, stmt: Statement) -> Result<Prepared> {
         let stmt = match stmt {
             Statement::RefreshView(name) => return Ok(Prepared::RefreshView(name)),
+            Statement::Source(cmd) => return Ok(Prepared::Source(cmd)),
             Statement::Sql(s) => s,
         };
         let sql_stmt = match stmt {
@@ -640,6 +665,29 @@ impl QuerySession {
             Prepared::RefreshView(name) => {
                 self.engine.views.refresh(name).await?;
                 Ok(Output::Done(Completion::RefreshedView))
+            }
+            Prepared::Source(cmd) => {
+                use crate::sources::SourceCommand;
+                let sources = &self.engine.sources;
+                Ok(Output::Done(match cmd {
+                    SourceCommand::Create {
+                        name,
+                        kind,
+                        options,
+                        if_not_exists,
+                    } => {
+                        sources.create(name, kind, options.clone(), *if_not_exists)?;
+                        Completion::CreatedSource
+                    }
+                    SourceCommand::Drop { name, if_exists } => {
+                        sources.drop_source(name, *if_exists).await?;
+                        Completion::DroppedSource
+                    }
+                    SourceCommand::SetPaused { name, paused } => {
+                        sources.set_paused(name, *paused)?;
+                        Completion::AlteredSource
+                    }
+                }))
             }
             Prepared::DropTable { names, if_exists } => {
                 for n in names {

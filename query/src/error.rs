@@ -22,6 +22,8 @@ pub enum ErrorKind {
     FunctionNotFound,
     /// A schema named by the statement does not exist.
     SchemaNotFound,
+    /// Another object named by the statement (a stream source) does not exist.
+    ObjectNotFound,
     /// A column reference matches more than one column.
     AmbiguousColumn,
     /// A column name is given twice.
@@ -119,7 +121,8 @@ impl QueryError {
 pub fn storage_kind(e: &StorageError) -> ErrorKind {
     match e {
         StorageError::TableNotFound(_) => ErrorKind::TableNotFound,
-        StorageError::TableExists(_) => ErrorKind::AlreadyExists,
+        StorageError::TableExists(_) | StorageError::SourceExists(_) => ErrorKind::AlreadyExists,
+        StorageError::SourceNotFound(_) => ErrorKind::ObjectNotFound,
         StorageError::TypeConflict { .. } => ErrorKind::TypeMismatch,
         StorageError::InvalidSchema { reason, .. } if reason.contains("may not be null") => {
             ErrorKind::NullValue
@@ -139,6 +142,16 @@ pub fn storage_kind(e: &StorageError) -> ErrorKind {
 impl From<StorageError> for QueryError {
     fn from(e: StorageError) -> Self {
         Self::new(storage_kind(&e), e.to_string())
+    }
+}
+
+impl From<eddy_ingest::sources::SourceError> for QueryError {
+    fn from(e: eddy_ingest::sources::SourceError) -> Self {
+        use eddy_ingest::sources::SourceError;
+        match e {
+            SourceError::Invalid(m) => Self::new(ErrorKind::InvalidParameter, m),
+            SourceError::Storage(s) => s.into(),
+        }
     }
 }
 

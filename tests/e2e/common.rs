@@ -322,6 +322,11 @@ pub fn eddy_gen(args: &[&str]) -> Vec<u8> {
 
 /// Runs `eddy serve` on `dir` and expects it to refuse to start; returns what it printed.
 pub fn refused(dir: &Path) -> String {
+    refused_with(dir, &[])
+}
+
+/// Like `refused`, with extra `serve` flags.
+pub fn refused_with(dir: &Path, extra: &[&str]) -> String {
     let log = dir.with_extension("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .arg("serve")
@@ -331,6 +336,7 @@ pub fn refused(dir: &Path) -> String {
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--pg-addr")
         .arg(format!("127.0.0.1:{}", free_port()))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
