@@ -83,7 +83,7 @@ fn files_carry_versions_newer_ones_are_refused_and_older_ones_open() {
     for f in &wal {
         let bytes = std::fs::read(f).expect("wal");
         assert_eq!(&bytes[..4], b"EDWL", "{}", f.display());
-        assert_eq!(&bytes[4..8], &1u32.to_le_bytes(), "{}", f.display());
+        assert_eq!(&bytes[4..8], &2u32.to_le_bytes(), "{}", f.display());
     }
 
     // Each file in turn claims a newer version: Eddy refuses to start and names the file.
