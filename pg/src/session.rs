@@ -618,8 +618,17 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
             name,
         ))]);
     }
-    if let Some(cmd) = eddy_query::sources::parse_source_statement(sql) {
-        return Ok(vec![Statement::Query(eddy_query::Statement::Source(cmd?))]);
+    if let Some(pieces) = eddy_query::sources::split_source_statements(sql) {
+        let mut out = Vec::new();
+        for piece in pieces {
+            match piece {
+                eddy_query::sources::Piece::Source(cmd) => {
+                    out.push(Statement::Query(eddy_query::Statement::Source(cmd?)))
+                }
+                eddy_query::sources::Piece::Sql(text) => out.extend(parse_statements(&text)?),
+            }
+        }
+        return Ok(out);
     }
     // PostgreSQL clients' catalog queries need rewriting (`OPERATOR(pg_catalog.~)`,
     // `'t'::regclass`, `pg_catalog.` qualifiers) before DataFusion can plan them; Eddy's

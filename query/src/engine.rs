@@ -327,8 +327,15 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     if let Some(name) = refresh_target(sql) {
         return Ok(vec![Statement::RefreshView(name)]);
     }
-    if let Some(cmd) = crate::sources::parse_source_statement(sql) {
-        return Ok(vec![Statement::Source(cmd?)]);
+    if let Some(pieces) = crate::sources::split_source_statements(sql) {
+        let mut out = Vec::new();
+        for piece in pieces {
+            match piece {
+                crate::sources::Piece::Source(cmd) => out.push(Statement::Source(cmd?)),
+                crate::sources::Piece::Sql(text) => out.extend(parse(&text)?),
+            }
+        }
+        return Ok(out);
     }
     let stmts = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
     stmts

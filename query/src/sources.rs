@@ -134,6 +134,81 @@ fn syntax(message: String) -> QueryError {
     QueryError::new(ErrorKind::Syntax, message)
 }
 
+/// One statement of a query string that holds source statements.
+#[derive(Debug)]
+pub enum Piece {
+    /// A source statement, read.
+    Source(Result<SourceCommand>),
+    /// Any other statement, as written (for the front end's usual parser).
+    Sql(String),
+}
+
+/// Splits `sql` into its statements when one of them is a source statement (`DROP SOURCE s;
+/// DROP TABLE t`); `None` when none is, and the usual parser takes the text whole.
+pub fn split_source_statements(sql: &str) -> Option<Vec<Piece>> {
+    if !sql.to_ascii_lowercase().contains("source") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    // Byte offset of a (1-based line, 1-based character column) location.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let byte_at = |line: u64, column: u64| -> usize {
+        let start = line_starts
+            .get((line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(sql.len());
+        sql[start..]
+            .char_indices()
+            .nth((column as usize).saturating_sub(1))
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
+    let mut pieces = Vec::new();
+    let mut any_source = false;
+    let mut from = 0usize;
+    let mut words: Vec<Token> = Vec::new();
+    let mut finish = |text: &str, words: &mut Vec<Token>, pieces: &mut Vec<Piece>| {
+        if words.is_empty() {
+            return;
+        }
+        if is_source_statement(words) {
+            any_source = true;
+            pieces.push(Piece::Source(parse_tokens(Tokens {
+                tokens: std::mem::take(words),
+                at: 0,
+            })));
+        } else {
+            pieces.push(Piece::Sql(text.to_string()));
+        }
+        words.clear();
+    };
+    for t in tokens {
+        match t.token {
+            Token::SemiColon => {
+                let end = byte_at(t.span.start.line, t.span.start.column);
+                finish(&sql[from..end], &mut words, &mut pieces);
+                from = (end + 1).min(sql.len());
+            }
+            Token::Whitespace(_) => {}
+            other => words.push(other),
+        }
+    }
+    finish(&sql[from..], &mut words, &mut pieces);
+    any_source.then_some(pieces)
+}
+
+/// Whether a statement's tokens start with `CREATE | DROP | ALTER SOURCE`.
+fn is_source_statement(tokens: &[Token]) -> bool {
+    let word = |i: usize, w: &[&str]| {
+        matches!(tokens.get(i), Some(Token::Word(x)) if x.quote_style.is_none()
+            && w.iter().any(|w| x.value.eq_ignore_ascii_case(w)))
+    };
+    word(0, &["create", "drop", "alter"]) && word(1, &["source"])
+}
+
 /// Reads a source statement; `None` when `sql` is not one (it is then DataFusion's to parse).
 pub fn parse_source_statement(sql: &str) -> Option<Result<SourceCommand>> {
     // Cheap test first: every statement passes through here.
@@ -415,6 +490,22 @@ mod tests {
         let e = parse("CREATE SOURCE s (a '1')").expect_err("from");
         assert!(e.to_string().contains("FROM"), "{e}");
         assert!(parse_source_statement("SELECT 1").is_none());
+        let pieces = split_source_statements(
+            "select 'a;b' as source; DROP SOURCE s;\n drop table t; alter source x resume",
+        )
+        .expect("has source statements");
+        assert_eq!(pieces.len(), 4, "{pieces:?}");
+        assert!(matches!(&pieces[0], Piece::Sql(t) if t == "select 'a;b' as source"));
+        assert!(matches!(
+            &pieces[1],
+            Piece::Source(Ok(SourceCommand::Drop { .. }))
+        ));
+        assert!(matches!(&pieces[2], Piece::Sql(t) if t.trim() == "drop table t"));
+        assert!(matches!(
+            &pieces[3],
+            Piece::Source(Ok(SourceCommand::SetPaused { paused: false, .. }))
+        ));
+        assert!(split_source_statements("select source from t; select 2").is_none());
         assert!(parse_source_statement("create table source (x int)").is_none());
     }
 }

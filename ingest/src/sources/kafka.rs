@@ -28,7 +28,7 @@ use rdkafka::types::RDKafkaRespErr;
 use crate::sources::decode::Message;
 use crate::sources::options::{KafkaOptions, SourceSpec, Start};
 use crate::sources::stats::SourceState;
-use crate::sources::{Control, SourceTask};
+use crate::sources::{Control, SourceTask, Stopped};
 
 /// Longest a batch waits for more messages once it has one.
 const LINGER: Duration = Duration::from_millis(50);
@@ -48,6 +48,19 @@ struct Shared {
     generation: AtomicU64,
     /// Partitions owned now.
     assigned: Mutex<BTreeSet<i32>>,
+    /// The write of the previous batch, running while the next one is read and decoded.
+    inflight: Mutex<Option<tokio::task::JoinHandle<Result<u64, Stopped>>>>,
+    /// The runtime writes run on.
+    handle: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// Waits for the write in flight, if any; `Some(false)` if the source was stopped before
+    /// it was durable.
+    fn finish_inflight(&self) -> Option<bool> {
+        let h = self.inflight.lock().take()?;
+        Some(matches!(self.handle.block_on(h), Ok(Ok(_))))
+    }
 }
 
 /// The consumer's callbacks.
@@ -147,6 +160,9 @@ impl ConsumerContext for EddyContext {
         tpl: &mut TopicPartitionList,
     ) {
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        // The batch being written is durable (or abandoned) before partitions move, so the
+        // offsets committed below are all there is.
+        let _ = self.shared.finish_inflight();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.set_start_offsets(consumer, tpl);
@@ -179,13 +195,14 @@ impl ConsumerContext for EddyContext {
 
 /// Starts the source on a thread of its own; `done` is sent when it has stopped.
 pub(crate) fn spawn(task: SourceTask, done: tokio::sync::oneshot::Sender<()>) {
+    let task = Arc::new(task);
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         tracing::error!(source = %task.def.name, "sources start inside the server's runtime");
         return;
     };
     let name = format!("eddy-kafka-{}", task.def.id);
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        run(&task, &handle);
+        run(&task, handle);
         task.stats.set_state(SourceState::Stopped);
         let _ = done.send(());
     });
@@ -235,7 +252,7 @@ fn consumer_config(task: &SourceTask, k: &KafkaOptions) -> ClientConfig {
     c
 }
 
-fn run(task: &SourceTask, handle: &tokio::runtime::Handle) {
+fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
     let SourceSpec::Kafka(k) = &task.spec else {
         return;
     };
@@ -243,6 +260,8 @@ fn run(task: &SourceTask, handle: &tokio::runtime::Handle) {
     let shared = Arc::new(Shared {
         generation: AtomicU64::new(0),
         assigned: Mutex::new(BTreeSet::new()),
+        inflight: Mutex::new(None),
+        handle: handle.clone(),
     });
     let context = EddyContext {
         source: name.clone(),
@@ -371,6 +390,11 @@ fn run(task: &SourceTask, handle: &tokio::runtime::Handle) {
             continue;
         }
         if messages.is_empty() {
+            match shared.finish_inflight() {
+                Some(false) => break,
+                Some(true) => group_behind = true,
+                None => {}
+            }
             if group_behind {
                 group_behind = !commit_to_group(task, &consumer);
             }
@@ -378,14 +402,24 @@ fn run(task: &SourceTask, handle: &tokio::runtime::Handle) {
         }
         let progress = SourceProgress {
             source_id: task.def.id,
-            offsets: last.clone(),
+            offsets: last,
         };
-        match handle.block_on(task.commit(&messages, Some(progress))) {
+        // Decoded while the previous batch is being written.
+        let prepared = task.prepare(&messages);
+        match shared.finish_inflight() {
+            Some(false) => break,
             // At once, so that a partition that moves to another node (a rebalance) starts
             // there after these messages, not before them.
-            Ok(_) => group_behind = !commit_to_group(task, &consumer),
-            Err(_stopped) => break,
+            Some(true) => group_behind = !commit_to_group(task, &consumer),
+            None => {}
         }
+        let writer = task.clone();
+        *shared.inflight.lock() = Some(
+            handle.spawn(async move { writer.write(prepared, &messages, Some(progress)).await }),
+        );
+    }
+    if shared.finish_inflight() == Some(false) {
+        tracing::info!(source = %name, "stopped before the last batch was durable; it is read again at the next start");
     }
     // A clean stop: the group learns the durable offsets before the partitions move.
     if sync_if_interval(task)

@@ -262,6 +262,17 @@ pub(crate) struct SourceTask {
     pub control: watch::Receiver<Control>,
 }
 
+/// A batch decoded and ready to write.
+pub(crate) struct PreparedBatch {
+    /// Rows and dead letters, one write.
+    parts: Vec<eddy_storage::WritePart>,
+    /// The messages that failed: index in the batch and why.
+    failed: Vec<(usize, String)>,
+}
+
+/// Fewest messages worth a decoding thread of their own.
+const MESSAGES_PER_DECODE_THREAD: usize = 16;
+
 /// The source was asked to stop before its batch was committed.
 #[derive(Debug)]
 pub(crate) struct Stopped;
@@ -280,9 +291,82 @@ impl SourceTask {
         messages: &[Message],
         progress: Option<SourceProgress>,
     ) -> Result<u64, Stopped> {
+        let prepared = self.prepare(messages);
+        self.write(prepared, messages, progress).await
+    }
+
+    /// Decodes a batch into the parts of one write (rows and dead letters). Large batches are
+    /// decoded on several threads, in slices of consecutive messages whose parts keep their
+    /// order, so a key written twice in the batch keeps its later value.
+    pub fn prepare(&self, messages: &[Message]) -> Result<PreparedBatch, crate::IngestError> {
+        let now = now_ns();
+        let common = self.spec.common();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(messages.len() / MESSAGES_PER_DECODE_THREAD)
+            .max(1);
+        let decoded: Vec<Result<decode::Decoded, crate::IngestError>> = if threads == 1 {
+            vec![decode::decode(&self.ingest, &common.format, messages, now)]
+        } else {
+            let chunk = messages.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = messages
+                    .chunks(chunk)
+                    .map(|slice| {
+                        scope
+                            .spawn(move || decode::decode(&self.ingest, &common.format, slice, now))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Ok(decode::Decoded::default())))
+                    .collect()
+            })
+        };
+        let chunk = messages.len().div_ceil(threads).max(1);
+        let mut parts = Vec::new();
+        let mut failed: Vec<(usize, String)> = Vec::new();
+        for (c, d) in decoded.into_iter().enumerate() {
+            let d = d?;
+            parts.extend(d.prepared.parts);
+            failed.extend(d.failed.into_iter().map(|(i, e)| (c * chunk + i, e)));
+        }
+        if !failed.is_empty() {
+            let letters: Vec<DeadLetter<'_>> = failed
+                .iter()
+                .map(|(i, error)| DeadLetter {
+                    source: &self.def.name,
+                    message: &messages[*i],
+                    error,
+                })
+                .collect();
+            parts.push(dead_letters::part(
+                &self.ingest,
+                &letters,
+                now,
+                common.dead_letter_bytes,
+            )?);
+        }
+        Ok(PreparedBatch { parts, failed })
+    }
+
+    /// Writes a prepared batch with `progress`; a failed write (or preparation) is retried,
+    /// prepared afresh from `messages`, with backoff until it succeeds or the source is
+    /// stopped. Returns the rows written.
+    pub async fn write(
+        &self,
+        mut prepared: Result<PreparedBatch, crate::IngestError>,
+        messages: &[Message],
+        progress: Option<SourceProgress>,
+    ) -> Result<u64, Stopped> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_commit(messages, progress.clone()).await {
+            let attempt = match prepared {
+                Ok(batch) => self.try_write(batch, messages, progress.clone()).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
                 Ok(rows) => {
                     if self.stats.state() == SourceState::Retrying {
                         self.stats.set_state(SourceState::Running);
@@ -304,40 +388,21 @@ impl SourceTask {
                         return Err(Stopped);
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
+                    prepared = self.prepare(messages);
                 }
             }
         }
     }
 
-    async fn try_commit(
+    async fn try_write(
         &self,
+        batch: PreparedBatch,
         messages: &[Message],
         progress: Option<SourceProgress>,
     ) -> Result<u64, crate::IngestError> {
-        let now = now_ns();
-        let common = self.spec.common();
-        let decoded = decode::decode(&self.ingest, &common.format, messages, now)?;
-        let mut parts = decoded.prepared.parts;
-        if !decoded.failed.is_empty() {
-            let letters: Vec<DeadLetter<'_>> = decoded
-                .failed
-                .iter()
-                .map(|(i, error)| DeadLetter {
-                    source: &self.def.name,
-                    message: &messages[*i],
-                    error,
-                })
-                .collect();
-            parts.push(dead_letters::part(
-                &self.ingest,
-                &letters,
-                now,
-                common.dead_letter_bytes,
-            )?);
-        }
-        let dead = decoded.failed.len() as u64;
-        let rows = self.ingest.write_atomic(parts, progress).await? - dead;
-        if let Some((i, error)) = decoded.failed.last() {
+        let dead = batch.failed.len() as u64;
+        let rows = self.ingest.write_atomic(batch.parts, progress).await? - dead;
+        if let Some((i, error)) = batch.failed.last() {
             self.ingest.record_rejected(dead);
             self.stats.dead_lettered(dead, error);
             tracing::debug!(
