@@ -125,45 +125,20 @@ impl Ingest {
         precision: Precision,
         now_ns: i64,
     ) -> Result<LineOutcome, IngestError> {
-        let built =
-            lineproto::batch::build(lineproto::parse(body, precision, now_ns), self.db.catalog());
+        let prepared = self.prepare_lines(lineproto::parse(body, precision, now_ns))?;
         let mut outcome = LineOutcome {
             lines_written: 0,
-            errors: built.errors,
+            errors: prepared.errors,
         };
-        for rows in built.tables {
-            let schema = match self.db.catalog().ensure_columns(&rows.table, &rows.columns) {
-                Ok(s) => s,
-                Err(
-                    e @ (StorageError::TypeConflict { .. }
-                    | StorageError::InvalidSchema { .. }
-                    | StorageError::LimitExceeded(_)),
-                ) => {
-                    reject_all(&mut outcome.errors, &rows.lines, &e.to_string());
-                    continue;
-                }
-                Err(e) => return Err(IngestError::storage(rows.table, e)),
-            };
-            let lines = rows.lines.clone();
-            let batch = match rows.into_batch(&schema) {
-                Ok(b) => b,
-                Err(message) => {
-                    reject_all(&mut outcome.errors, &lines, &message);
-                    continue;
-                }
-            };
-            let (batch, lines) =
-                retention::drop_expired(&self.db, &schema, batch, lines, &mut outcome.errors)
-                    .map_err(|e| IngestError::storage(schema.name(), e.into()))?;
-            if lines.is_empty() {
-                continue;
-            }
-            match self.db.write_to(&schema, batch).await {
+        // One write per table: a table whose schema changed meanwhile has its lines rejected
+        // while the other tables are written.
+        for (part, lines) in prepared.parts.into_iter().zip(prepared.lines) {
+            match self.db.write_to(&part.schema, part.batch).await {
                 Ok(_) => outcome.lines_written += lines.len(),
                 Err(e @ StorageError::TypeConflict { .. }) => {
                     reject_all(&mut outcome.errors, &lines, &e.to_string());
                 }
-                Err(e) => return Err(IngestError::storage(schema.name(), e)),
+                Err(e) => return Err(IngestError::storage(part.schema.name(), e)),
             }
         }
         outcome.errors.sort_by_key(|e| e.line);

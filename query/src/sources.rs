@@ -209,30 +209,6 @@ fn is_source_statement(tokens: &[Token]) -> bool {
     word(0, &["create", "drop", "alter"]) && word(1, &["source"])
 }
 
-/// Reads a source statement; `None` when `sql` is not one (it is then DataFusion's to parse).
-pub fn parse_source_statement(sql: &str) -> Option<Result<SourceCommand>> {
-    // Cheap test first: every statement passes through here.
-    let head: String = sql
-        .trim_start()
-        .chars()
-        .take(64)
-        .collect::<String>()
-        .to_lowercase();
-    let words: Vec<&str> = head.split_whitespace().take(2).collect();
-    if !matches!(words.as_slice(), [verb, "source"] if ["create", "drop", "alter"].contains(verb)) {
-        return None;
-    }
-    let tokens = match Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() {
-        Ok(t) => t,
-        Err(e) => return Some(Err(syntax(e.to_string()))),
-    };
-    let tokens: Vec<Token> = tokens
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
-    Some(parse_tokens(Tokens { tokens, at: 0 }))
-}
-
 fn parse_tokens(mut t: Tokens) -> Result<SourceCommand> {
     let cmd = if t.keyword("create") {
         t.expect_keyword("source", "after CREATE")?;
@@ -435,7 +411,12 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Result<SourceCommand> {
-        parse_source_statement(sql).expect("a source statement")
+        let mut pieces = split_source_statements(sql).expect("a source statement");
+        assert_eq!(pieces.len(), 1, "{pieces:?}");
+        match pieces.remove(0) {
+            Piece::Source(cmd) => cmd,
+            Piece::Sql(text) => panic!("not a source statement: {text}"),
+        }
     }
 
     #[test]
@@ -489,7 +470,7 @@ mod tests {
         assert!(e.to_string().contains("twice"), "{e}");
         let e = parse("CREATE SOURCE s (a '1')").expect_err("from");
         assert!(e.to_string().contains("FROM"), "{e}");
-        assert!(parse_source_statement("SELECT 1").is_none());
+        assert!(split_source_statements("SELECT 1").is_none());
         let pieces = split_source_statements(
             "select 'a;b' as source; DROP SOURCE s;\n drop table t; alter source x resume",
         )
@@ -506,6 +487,6 @@ mod tests {
             Piece::Source(Ok(SourceCommand::SetPaused { paused: false, .. }))
         ));
         assert!(split_source_statements("select source from t; select 2").is_none());
-        assert!(parse_source_statement("create table source (x int)").is_none());
+        assert!(split_source_statements("create table source (x int)").is_none());
     }
 }

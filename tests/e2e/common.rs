@@ -276,6 +276,27 @@ impl Server {
         self.psql_out(&["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 
+    /// Waits until `sql` (one `bigint`) answers `want`, failing with the last answer and the
+    /// server's log after `secs`; an error (a table not created yet) counts as no answer.
+    pub async fn wait_for(&self, sql: &str, want: i64, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = match self.pg().await.query_one(sql, &[]).await {
+                Ok(r) => r.get::<_, i64>(0),
+                Err(_) => -1,
+            };
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sql}: still {got} after {secs} s, want {want}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A `cpu` table of three rows and its one-minute continuous aggregate `cpu_1m`: what the
     /// BI tools' catalog tests (Metabase, DBeaver) browse.
     pub fn create_cpu_and_rollup(&self) {

@@ -97,25 +97,6 @@ async fn events(s: &Server) -> i64 {
 }
 
 /// Waits until `sql` answers `want`, failing with the last answer after `secs`.
-async fn wait_for(s: &Server, sql: &str, want: i64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = match s.pg().await.query_one(sql, &[]).await {
-            Ok(r) => r.get::<_, i64>(0),
-            Err(_) => -1,
-        };
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: still {got} after {secs} s, want {want}:\n{}",
-            s.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn create_source(s: &Server, name: &str, mock: &Mock, topic: &str, extra: &str) {
     s.psql(&format!(
         "CREATE SOURCE {name} FROM KAFKA (brokers '{}', topic '{topic}', group_id 'eddy-test-{name}'{extra})",
@@ -158,7 +139,8 @@ async fn kafka_exactly_once_across_kill_9() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all = total + kills as usize * 1000;
-    wait_for(&s, "SELECT count(*) FROM events", all as i64, 120).await;
+    s.wait_for("SELECT count(*) FROM events", all as i64, 120)
+        .await;
     assert_eq!(
         scalar(&s, "SELECT count(DISTINCT id) FROM events").await,
         all as i64,
@@ -211,7 +193,7 @@ async fn two_servers_in_one_group_split_partitions_and_hand_over_cleanly() {
     };
     source(&a);
     produce(&p, "shared", &lp_messages(0, 4_000, 20, 4));
-    wait_for(&a, "SELECT count(*) FROM events", 4_000, 60).await;
+    a.wait_for("SELECT count(*) FROM events", 4_000, 60).await;
     // A commits its durable offsets to the group within a poll interval of going idle. (The
     // mock cluster refuses commits once a rebalance has begun, so a batch written in the same
     // instant as B joins would be read again by B: see docs/sources.md.)
@@ -302,9 +284,8 @@ async fn malformed_messages_go_to_dead_letters_and_json_is_read() {
         ],
     );
     create_source(&s, "lp_mixed", &mock, "mixed", "");
-    wait_for(&s, "SELECT count(*) FROM m", 3, 60).await;
-    wait_for(
-        &s,
+    s.wait_for("SELECT count(*) FROM m", 3, 60).await;
+    s.wait_for(
         "SELECT count(*) FROM eddy_dead_letters WHERE source = 'lp_mixed'",
         3,
         30,
@@ -365,9 +346,8 @@ async fn malformed_messages_go_to_dead_letters_and_json_is_read() {
          table 'readings', time_key 'ts', time_format 'unix_ms', tag_keys 'site')",
         mock2.bootstrap_servers()
     ));
-    wait_for(&s, "SELECT count(*) FROM readings", 3, 60).await;
-    wait_for(
-        &s,
+    s.wait_for("SELECT count(*) FROM readings", 3, 60).await;
+    s.wait_for(
         "SELECT count(*) FROM eddy_dead_letters WHERE source = 'json_src'",
         3,
         30,
@@ -487,7 +467,8 @@ async fn a_burst_under_backpressure_arrives_whole_in_bounded_memory() {
         ],
     );
     create_source(&s, "burst_src", &mock, "burst", "");
-    wait_for(&s, "SELECT count(*) FROM events", total as i64, 300).await;
+    s.wait_for("SELECT count(*) FROM events", total as i64, 300)
+        .await;
     assert_eq!(
         scalar(&s, "SELECT count(DISTINCT id) FROM events").await,
         total as i64

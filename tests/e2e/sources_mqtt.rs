@@ -100,25 +100,6 @@ async fn publish(port: u16, qos: QoS, messages: &[(String, Vec<u8>)]) {
     let _ = client.disconnect().await;
 }
 
-async fn wait_for(s: &Server, sql: &str, want: i64, secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = match s.pg().await.query_one(sql, &[]).await {
-            Ok(r) => r.get::<_, i64>(0),
-            Err(_) => -1,
-        };
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}: still {got} after {secs} s, want {want}:\n{}",
-            s.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn wait_state(s: &Server, name: &str, state: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -163,7 +144,7 @@ async fn mqtt_wildcards_topic_tags_and_qos1_while_eddy_is_down() {
     ));
     messages.push(("other/x".into(), b"temp value=-2 2".to_vec()));
     publish(broker.port, QoS::AtLeastOnce, &messages).await;
-    wait_for(&s, "SELECT count(*) FROM temp", 300, 60).await;
+    s.wait_for("SELECT count(*) FROM temp", 300, 60).await;
     assert_eq!(
         s.psql("SELECT site || ':' || count(*) FROM temp GROUP BY site ORDER BY site")
             .split_whitespace()
@@ -193,7 +174,7 @@ async fn mqtt_wildcards_topic_tags_and_qos1_while_eddy_is_down() {
         .collect();
     publish(broker.port, QoS::AtLeastOnce, &later).await;
     s.restart();
-    wait_for(&s, "SELECT count(*) FROM alerts", 200, 60).await;
+    s.wait_for("SELECT count(*) FROM alerts", 200, 60).await;
     assert_eq!(
         s.psql("SELECT sum(level) FROM alerts").trim(),
         (300..500).sum::<i64>().to_string()
@@ -209,9 +190,8 @@ async fn mqtt_wildcards_topic_tags_and_qos1_while_eddy_is_down() {
         ],
     )
     .await;
-    wait_for(&s, "SELECT count(*) FROM alerts", 201, 30).await;
-    wait_for(
-        &s,
+    s.wait_for("SELECT count(*) FROM alerts", 201, 30).await;
+    s.wait_for(
         "SELECT count(*) FROM eddy_dead_letters WHERE source = 'sensors' AND partition = 'alerts/x'",
         1,
         30,
@@ -244,7 +224,7 @@ async fn mqtt_reconnects_when_the_broker_comes_back_and_pauses_on_request() {
             .collect()
     };
     publish(port, QoS::AtMostOnce, &msgs(0, 50)).await;
-    wait_for(&s, "SELECT count(*) FROM q", 50, 30).await;
+    s.wait_for("SELECT count(*) FROM q", 50, 30).await;
     // The broker goes away and comes back on the same port.
     let _ = broker.child.kill();
     let _ = broker.child.wait();
@@ -265,7 +245,7 @@ async fn mqtt_reconnects_when_the_broker_comes_back_and_pauses_on_request() {
     wait_state(&s, "q0", "running").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     publish(port, QoS::AtMostOnce, &msgs(50, 50)).await;
-    wait_for(&s, "SELECT count(*) FROM q", 100, 30).await;
+    s.wait_for("SELECT count(*) FROM q", 100, 30).await;
     s.psql("ALTER SOURCE q0 PAUSE");
     wait_state(&s, "q0", "paused").await;
     s.psql("ALTER SOURCE q0 RESUME");

@@ -73,7 +73,6 @@ pub struct SourceStatus {
 
 /// A running source.
 struct Running {
-    def: SourceDef,
     stats: Arc<SourceStats>,
     control: watch::Sender<Control>,
     done: tokio::sync::oneshot::Receiver<()>,
@@ -210,7 +209,6 @@ impl SourceManager {
         {
             tracing::warn!(source = %name, "source did not stop within 30 s");
         }
-        let _ = r.def;
     }
 
     fn start(&self, def: SourceDef) -> Result<(), SourceError> {
@@ -236,9 +234,8 @@ impl SourceManager {
             SourceSpec::Mqtt(_) => mqtt::spawn(task, done_tx),
         }
         self.running.lock().insert(
-            def.name.clone(),
+            def.name,
             Running {
-                def,
                 stats,
                 control,
                 done,
