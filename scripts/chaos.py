@@ -177,6 +177,7 @@ class Server:
                     "--data-dir", self.data_dir,
                     "--http-addr", f"127.0.0.1:{self.http}",
                     "--pg-addr", f"127.0.0.1:{self.pg}",
+                    "--flight-addr", "127.0.0.1:0",
                     *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Postgres wire protocol address [default: 127.0.0.1:5433].
     #[arg(long, env = "EDDY_PG_ADDR")]
     pub pg_addr: Option<SocketAddr>,
+    /// Arrow Flight SQL (gRPC) address [default: 127.0.0.1:8815].
+    #[arg(long, env = "EDDY_FLIGHT_ADDR")]
+    pub flight_addr: Option<SocketAddr>,
     /// When writes are acknowledged: `always` (fsync first, default) or `interval`.
     #[arg(long, env = "EDDY_WAL_SYNC")]
     pub wal_sync: Option<String>,
@@ -51,8 +54,8 @@ pub struct ServeArgs {
     /// scram-sha-256 when users are configured].
     #[arg(long, env = "EDDY_PG_AUTH")]
     pub pg_auth: Option<String>,
-    /// A user as NAME:PASSWORD, for Postgres and HTTP (repeat the flag, or comma-separate in
-    /// the variable).
+    /// A user as NAME:PASSWORD, for Postgres, HTTP and Flight SQL (repeat the flag, or
+    /// comma-separate in the variable).
     #[arg(
         long = "pg-user",
         visible_alias = "user",
@@ -60,7 +63,8 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub pg_users: Vec<String>,
-    /// PEM certificate chain offered to Postgres clients for TLS (with --pg-tls-key).
+    /// PEM certificate chain offered to Postgres clients for TLS (with --pg-tls-key); Flight
+    /// SQL then speaks TLS only, with the same certificate.
     #[arg(long, env = "EDDY_PG_TLS_CERT")]
     pub pg_tls_cert: Option<PathBuf>,
     /// PEM private key for --pg-tls-cert.
@@ -101,6 +105,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     http_addr: Option<SocketAddr>,
     pg_addr: Option<SocketAddr>,
+    flight_addr: Option<SocketAddr>,
     wal_sync: Option<String>,
     wal_sync_interval_ms: Option<u64>,
     memtable_bytes_max: Option<usize>,
@@ -135,10 +140,14 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Postgres address.
     pub pg_addr: SocketAddr,
+    /// Arrow Flight SQL address.
+    pub flight_addr: SocketAddr,
     /// HTTP settings.
     pub http: eddy_server::http::HttpConfig,
     /// Postgres authentication, TLS and limits.
     pub pg: eddy_server::pg::PgConfig,
+    /// Flight SQL users, TLS and limits.
+    pub flight: eddy_server::flight::FlightConfig,
     /// Memory all running queries may use together.
     pub query_memory_bytes_max: usize,
     /// Line protocol over plain TCP: its address, `None` (the default) when it is off.
@@ -210,14 +219,26 @@ impl Config {
         // The HTTP API checks the same users as the Postgres front end.
         http.users = pg.users.clone();
         http.check()?;
+        // Flight SQL checks the same users, and speaks TLS with the same certificate.
+        let flight = eddy_server::flight::FlightConfig {
+            users: pg.users.clone(),
+            tls: pg.tls.clone(),
+            ..eddy_server::flight::FlightConfig::default()
+        };
         let default_http: SocketAddr = ([127, 0, 0, 1], 8086).into();
         let default_pg: SocketAddr = ([127, 0, 0, 1], 5433).into();
+        let default_flight: SocketAddr = ([127, 0, 0, 1], 8815).into();
         Ok(Config {
             storage,
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(default_http),
             pg_addr: args.pg_addr.or(file.pg_addr).unwrap_or(default_pg),
+            flight_addr: args
+                .flight_addr
+                .or(file.flight_addr)
+                .unwrap_or(default_flight),
             http,
             pg,
+            flight,
             query_memory_bytes_max: args
                 .query_memory_bytes_max
                 .or(file.query_memory_bytes_max)
@@ -345,6 +366,47 @@ mod tests {
             Config::resolve(&args)
                 .expect("resolve")
                 .ilp_tcp_allow_remote
+        );
+    }
+
+    #[test]
+    fn flight_addr_comes_from_the_flag_then_the_file_and_flight_shares_users_and_tls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(
+            &file,
+            "flight_addr = \"127.0.0.1:18815\"\nusers = [\"alice:s3cret\"]\n",
+        )
+        .expect("write eddy.toml");
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let from_file = Config::resolve(&args).expect("resolve");
+        let file_addr: SocketAddr = ([127, 0, 0, 1], 18815).into();
+        assert_eq!(from_file.flight_addr, file_addr);
+        assert_eq!(
+            from_file.flight.users,
+            [("alice".to_string(), "s3cret".to_string())]
+        );
+        assert!(from_file.flight.requires_password());
+        let flag_addr: SocketAddr = ([127, 0, 0, 1], 28815).into();
+        args.flight_addr = Some(flag_addr);
+        assert_eq!(
+            Config::resolve(&args).expect("resolve").flight_addr,
+            flag_addr
+        );
+        args.config = None;
+        args.flight_addr = None;
+        args.pg_tls_cert = Some(PathBuf::from("cert.pem"));
+        args.pg_tls_key = Some(PathBuf::from("key.pem"));
+        let default = Config::resolve(&args).expect("resolve");
+        let default_addr: SocketAddr = ([127, 0, 0, 1], 8815).into();
+        assert_eq!(default.flight_addr, default_addr);
+        assert!(!default.flight.requires_password());
+        assert_eq!(
+            default.flight.tls,
+            Some((PathBuf::from("cert.pem"), PathBuf::from("key.pem")))
         );
     }
 

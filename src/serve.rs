@@ -21,6 +21,12 @@ pub async fn run(config: Config) -> Result<(), String> {
             config.pg_addr
         ));
     }
+    if !config.flight_addr.ip().is_loopback() && !config.flight.requires_password() {
+        return Err(format!(
+            "refusing to listen for Flight SQL on {}: listening beyond loopback requires authentication; configure pg_users (--user NAME:PASSWORD) or bind to 127.0.0.1",
+            config.flight_addr
+        ));
+    }
     if let Some(addr) = config.ilp_tcp_addr
         && !addr.ip().is_loopback()
         && !config.ilp_tcp_allow_remote
@@ -38,6 +44,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         );
     }
     let pg_front = eddy_server::pg::PgFrontEnd::new(&config.pg)?;
+    // A bad TLS certificate or key stops the server here, not Flight SQL later.
+    config.flight.check()?;
     let shutdown = shutdown_signal();
     // Continuous aggregates are rebuilt before any front end accepts writes.
     let node = Node::open(config.storage.clone(), config.query_memory_bytes_max).await?;
@@ -52,6 +60,15 @@ pub async fn run(config: Config) -> Result<(), String> {
         ),
         None => None,
     };
+    let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen for Flight SQL on {}: {e}",
+                config.flight_addr
+            )
+        })?;
+    let flight_addr = flight_listener.local_addr().unwrap_or(config.flight_addr);
     let http_listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http_addr))?;
@@ -62,6 +79,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         http = %config.http_addr,
         http_auth = config.http.requires_password(),
         postgres = %config.pg_addr,
+        flight = %flight_addr,
+        flight_tls = config.flight.tls.is_some(),
         ilp_tcp = %config
             .ilp_tcp_addr
             .map_or_else(|| "off".to_string(), |a| a.to_string()),
@@ -79,6 +98,12 @@ pub async fn run(config: Config) -> Result<(), String> {
             stopped(stop_rx.clone()),
         ))
     });
+    let flight = tokio::spawn(eddy_server::flight::serve(
+        flight_listener,
+        node.clone(),
+        config.flight.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let http = tokio::spawn(eddy_server::http::serve(
         http_listener,
         node,
@@ -97,6 +122,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     sources.shutdown().await;
     let _ = http.await;
     let _ = pg.await;
+    if let Ok(Err(e)) = flight.await {
+        tracing::error!(error = %e, "Flight SQL stopped with an error");
+    }
     // Each line-protocol connection writes what it has received, then closes.
     if let Some(ilp) = ilp {
         let _ = ilp.await;

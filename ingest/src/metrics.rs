@@ -23,18 +23,21 @@ pub enum FrontEnd {
     PgCopy,
     /// A stream source (`CREATE SOURCE ... FROM KAFKA | MQTT`).
     Source,
+    /// Arrow Flight SQL bulk ingest (`DoPut`).
+    Flight,
     /// Anything else: an `INSERT` from a session no front end labelled (tools, tests).
     Other,
 }
 
 impl FrontEnd {
     /// Every front end, in label order.
-    pub const ALL: [FrontEnd; 6] = [
+    pub const ALL: [FrontEnd; 7] = [
         FrontEnd::Http,
         FrontEnd::IlpTcp,
         FrontEnd::PgInsert,
         FrontEnd::PgCopy,
         FrontEnd::Source,
+        FrontEnd::Flight,
         FrontEnd::Other,
     ];
 
@@ -46,6 +49,7 @@ impl FrontEnd {
             FrontEnd::PgInsert => "pg_insert",
             FrontEnd::PgCopy => "pg_copy",
             FrontEnd::Source => "source",
+            FrontEnd::Flight => "flight",
             FrontEnd::Other => "other",
         }
     }

@@ -44,17 +44,20 @@ pub enum Protocol {
     Pg,
     /// HTTP.
     Http,
+    /// Arrow Flight SQL.
+    Flight,
 }
 
 impl Protocol {
     /// Every protocol, in label order.
-    pub const ALL: [Protocol; 2] = [Protocol::Pg, Protocol::Http];
+    pub const ALL: [Protocol; 3] = [Protocol::Pg, Protocol::Http, Protocol::Flight];
 
     /// The label value, and the `protocol` column of `eddy_queries`.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Pg => "pg",
             Protocol::Http => "http",
+            Protocol::Flight => "flight",
         }
     }
 
@@ -130,7 +133,8 @@ impl RunningQueries {
         &self.metrics
     }
 
-    /// An id for an HTTP statement, from a range Postgres backend pids never use.
+    /// An id for an HTTP (or Flight SQL) statement, from a range Postgres backend pids never
+    /// use.
     pub fn next_http_pid(&self) -> i32 {
         let n = self.next_http_pid.fetch_add(1, Ordering::Relaxed) % HTTP_PIDS;
         i32::try_from(n + 1).unwrap_or(i32::MAX)

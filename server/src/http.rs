@@ -16,10 +16,15 @@
 //! `Retry-After` before its body is read. The number of open connections is limited too
 //! (`http_connections_max`, see [`listener`]). When users are configured, every route but
 //! `/health`, `/ping` and `/ready` needs credentials (see [`auth`]).
+//!
+//! `/api/v3/query_sql` runs one SQL statement and streams its rows back as JSON, JSON lines,
+//! CSV, a text table, Parquet or Arrow IPC (see [`query`] and [`encode`]).
 
 mod auth;
 mod body;
+mod encode;
 mod listener;
+mod query;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -33,6 +38,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_ingest::{FrontEnd, Ingest, Precision};
+use eddy_query::QueryEngine;
 use eddy_storage::Db;
 use serde_json::json;
 
@@ -108,6 +114,7 @@ impl HttpConfig {
 struct AppState {
     ingest: Ingest,
     db: Db,
+    query: QueryEngine,
     metrics: Arc<NodeMetrics>,
     request_bytes_max: usize,
     budget: Arc<Budget>,
@@ -118,6 +125,7 @@ pub fn router(node: &Node, config: HttpConfig) -> Router {
     let state = AppState {
         ingest: node.ingest.for_front_end(FrontEnd::Http),
         db: node.db.clone(),
+        query: node.query.clone(),
         metrics: node.metrics.clone(),
         request_bytes_max: config.request_bytes_max,
         budget: Budget::new(config.inflight_bytes_max),
@@ -127,6 +135,7 @@ pub fn router(node: &Node, config: HttpConfig) -> Router {
         .route("/write", post(write))
         .route("/api/v2/write", post(write))
         .route("/api/v3/write_lp", post(write))
+        .route("/api/v3/query_sql", get(query::get).post(query::post))
         .route("/metrics", get(metrics));
     if users.required() {
         // Only the routes above: /health, /ping and /ready answer anyone, as InfluxDB's
@@ -149,7 +158,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener =
         listener::Limited::new(listener, config.connections_max, node.metrics.http.clone());
-    axum::serve(listener, router(&node, config))
+    // With each connection's client address, which `eddy_queries` shows for HTTP statements.
+    let service = router(&node, config).into_make_service_with_connect_info::<query::ClientAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -82,6 +82,7 @@ async fn flags_override_environment_override_file() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["serve", "--config"])
         .arg(&cfg)
+        .args(["--flight-addr", "127.0.0.1:0"])
         .spawn()
         .unwrap();
     wait_port(http);
@@ -96,6 +97,7 @@ async fn flags_override_environment_override_file() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["serve", "--config"])
         .arg(&cfg)
+        .args(["--flight-addr", "127.0.0.1:0"])
         .env("EDDY_DATA_DIR", &env_dir)
         .env("EDDY_HTTP_ADDR", "127.0.0.1:1")
         .args(["--http-addr", &format!("127.0.0.1:{http2}")])

@@ -16,13 +16,13 @@ use crate::common::{Server, data_dir};
 /// How long one client program may run before it is killed (a hung protocol exchange).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 /// The Python with the clients installed: `EDDY_PYTHON`, else the venv that
 /// `scripts/install-test-deps.sh` makes, else `python3`.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("EDDY_PYTHON").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
@@ -69,7 +69,7 @@ fn sqlalchemy14_dir() -> PathBuf {
 
 /// Runs `cmd` to completion (killing it after `CLIENT_TIMEOUT`) and returns its stdout; panics
 /// with the exit status, stdout and stderr unless it succeeded.
-fn run(what: &str, cmd: &mut Command) -> String {
+pub(crate) fn run(what: &str, cmd: &mut Command) -> String {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -119,8 +119,9 @@ fn run(what: &str, cmd: &mut Command) -> String {
 }
 
 /// Sets the server's ports (and quiet, unbuffered Python) in a client's environment.
-fn with_server<'a>(cmd: &'a mut Command, s: &Server) -> &'a mut Command {
+pub(crate) fn with_server<'a>(cmd: &'a mut Command, s: &Server) -> &'a mut Command {
     cmd.env("EDDY_PG_PORT", s.pg.to_string())
+        .env("EDDY_FLIGHT_PORT", s.flight.to_string())
         .env("EDDY_HTTP_PORT", s.http.to_string())
         .env("PGCONNECT_TIMEOUT", "10")
         .env("PYTHONUNBUFFERED", "1")
@@ -128,7 +129,7 @@ fn with_server<'a>(cmd: &'a mut Command, s: &Server) -> &'a mut Command {
 }
 
 /// Starts a fresh server and runs `tests/clients/<script>` with the test Python.
-fn run_python_client(script: &str) -> String {
+pub(crate) fn run_python_client(script: &str) -> String {
     run_python_client_with(script, &python(), &[])
 }
 

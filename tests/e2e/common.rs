@@ -15,6 +15,8 @@ pub struct Server {
     pub http: u16,
     /// Postgres port.
     pub pg: u16,
+    /// Arrow Flight SQL port.
+    pub flight: u16,
     extra: Vec<String>,
     cwd: Option<PathBuf>,
     /// File the server's stderr is appended to (every start), instead of the test's stderr.
@@ -30,6 +32,24 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The port of a `--flight-addr` among `extra` flags, if one is given.
+fn flight_port_in(extra: &[&str]) -> Option<u16> {
+    let i = extra.iter().position(|a| *a == "--flight-addr")?;
+    extra
+        .get(i + 1)?
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.port())
+}
+
+/// `--flight-addr 127.0.0.1:<port>`, unless `extra` names a Flight address of its own.
+fn flight_arg(extra: &[impl AsRef<str>], port: u16) -> Vec<String> {
+    if extra.iter().any(|a| a.as_ref() == "--flight-addr") {
+        return Vec::new();
+    }
+    vec!["--flight-addr".to_string(), format!("127.0.0.1:{port}")]
+}
+
 impl Server {
     /// A server not yet started, logging at `warn` to the test's stderr.
     fn new(dir: &Path, extra: &[&str]) -> Server {
@@ -38,6 +58,9 @@ impl Server {
             dir: dir.to_path_buf(),
             http: free_port(),
             pg: free_port(),
+            // Tests run in parallel: each server gets its own Flight port, not the default,
+            // unless the test names one.
+            flight: flight_port_in(extra).unwrap_or_else(free_port),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             cwd: None,
             log: None,
@@ -107,6 +130,7 @@ impl Server {
             .arg(format!("127.0.0.1:{}", self.http))
             .arg("--pg-addr")
             .arg(format!("127.0.0.1:{}", self.pg))
+            .args(flight_arg(self.extra.as_slice(), self.flight))
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -357,6 +381,7 @@ pub fn refused_with(dir: &Path, extra: &[&str]) -> String {
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--pg-addr")
         .arg(format!("127.0.0.1:{}", free_port()))
+        .args(flight_arg(extra, free_port()))
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -149,6 +149,7 @@ async fn http_listens_beyond_loopback_only_with_users() {
             .arg(dir.path())
             .args(["--http-addr", &format!("0.0.0.0:{http}")])
             .args(["--pg-addr", &format!("127.0.0.1:{pg}")])
+            .args(["--flight-addr", "127.0.0.1:0"])
             .args(users)
             .env("RUST_LOG", "warn");
         cmd

@@ -158,7 +158,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Decodes base64, standard or URL-safe alphabet, with or without padding.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim_end_matches('=');
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc: u32 = 0;
