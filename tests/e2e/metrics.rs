@@ -175,6 +175,36 @@ async fn metrics_count_writes_per_front_end_and_statements_per_protocol() {
     assert!(delta(after, "eddy_pg_connections_accepted_total", &[]) >= 1.0);
     assert!(delta(after, "eddy_http_connections_accepted_total", &[]) >= 1.0);
     assert_eq!(value(after, "eddy_writes_stalled", &[]), 0.0);
+
+    // An INSERT through the HTTP query API counts as HTTP's, one over Flight SQL as Flight's.
+    let (status, body) = s
+        .post(
+            &s.url("/api/v3/query_sql"),
+            r#"{"db": "eddy", "q": "INSERT INTO pgt VALUES ('2024-01-02T00:00:00', 'c', 1.0), ('2024-01-02T00:01:00', 'c', 2.0)"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", s.flight))
+        .expect("a URI")
+        .connect()
+        .await
+        .expect("connect to Flight SQL");
+    let mut flight = arrow_flight::sql::client::FlightSqlServiceClient::new(channel);
+    let n = flight
+        .execute_update(
+            "INSERT INTO pgt VALUES ('2024-01-03T00:00:00', 'd', 1.0), \
+             ('2024-01-03T00:01:00', 'd', 2.0), ('2024-01-03T00:02:00', 'd', 3.0)"
+                .into(),
+            None,
+        )
+        .await
+        .expect("INSERT over Flight SQL");
+    assert_eq!(n, 3);
+    let last = scrape(&s).await;
+    let last = last.as_slice();
+    assert_eq!(delta(last, rows, &[("front_end", "http")]), 9.0);
+    assert_eq!(delta(last, rows, &[("front_end", "flight")]), 3.0);
+    assert_eq!(delta(last, rows, &[("front_end", "other")]), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,7 +155,12 @@ pub(super) async fn start(
         query: sql.to_string(),
     };
     let mut running = running.start(info, cancel_handle);
-    let session = engine.session();
+    // INSERTs run here are counted as Flight's writes.
+    let session = engine.session_with(|state| {
+        state
+            .config_mut()
+            .set_extension(Arc::new(eddy_ingest::FrontEnd::Flight));
+    });
     let output = unless_cancelled(&mut cancel, session.execute(prepared, params)).await;
     match output {
         Err(e) => {

@@ -257,7 +257,12 @@ async fn run(
         query: sql,
     };
     let mut running = running.start(info, cancel_handle);
-    let session = engine.session();
+    // INSERTs run here are counted as the HTTP front end's writes.
+    let session = engine.session_with(|state| {
+        state
+            .config_mut()
+            .set_extension(std::sync::Arc::new(eddy_ingest::FrontEnd::Http));
+    });
     let output = unless_cancelled(&mut cancel, async move {
         let prepared = session.prepare(stmt).await?;
         let values = match params {
