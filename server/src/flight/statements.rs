@@ -293,11 +293,89 @@ pub(super) async fn encode(mut rows: Rows, planned: SchemaRef) -> Result<FlightS
             }
         }
     });
+    // The encoder splits a batch by the size of the buffers its columns point into, which
+    // for a slice of a larger batch (most of what a scan yields) is the whole parent: a
+    // 2 MiB cap then cuts results into messages of a few dozen rows. Batches are cut here by
+    // the bytes they hold instead, and the encoder is left to encode.
+    let batches = batches.flat_map(|batch| {
+        futures::stream::iter(match batch.and_then(messages) {
+            Ok(pieces) => pieces.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+    });
     let encoded = FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(usize::MAX)
         .with_schema(schema)
         .build(batches)
         .map(|r| r.map_err(Status::from));
     Ok(Box::pin(encoded))
+}
+
+/// About the most bytes of column data one `FlightData` message carries: well under gRPC's
+/// usual 4 MiB receive limit (Go and Java clients keep it), large enough that per-message
+/// costs vanish.
+const MESSAGE_BYTES_TARGET: usize = 2 << 20;
+
+/// `batch` with dictionary columns as their values (what Flight sends; see
+/// `DictionaryHandling::Hydrate`), cut into slices of about [`MESSAGE_BYTES_TARGET`] bytes
+/// each, measured by the bytes the slices hold rather than the buffers they point into.
+fn messages(batch: RecordBatch) -> Result<Vec<RecordBatch>, FlightError> {
+    let batch = hydrate(batch)?;
+    let bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_buffer_memory_size())
+        })
+        .sum();
+    let rows = batch.num_rows();
+    let pieces = bytes.div_ceil(MESSAGE_BYTES_TARGET).max(1);
+    if pieces == 1 || rows <= 1 {
+        return Ok(vec![batch]);
+    }
+    let per = rows.div_ceil(pieces);
+    Ok((0..rows)
+        .step_by(per)
+        .map(|offset| batch.slice(offset, per.min(rows - offset)))
+        .collect())
+}
+
+/// `batch` with each dictionary column cast to its value type.
+fn hydrate(batch: RecordBatch) -> Result<RecordBatch, FlightError> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            DataType::Dictionary(_, value) => {
+                columns.push(datafusion::arrow::compute::cast(column, value)?);
+                fields.push(
+                    field
+                        .as_ref()
+                        .clone()
+                        .with_data_type(value.as_ref().clone()),
+                );
+            }
+            _ => {
+                columns.push(column.clone());
+                fields.push(field.as_ref().clone());
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        batch.schema().metadata().clone(),
+    ));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Whether two schemas have the same columns of the same types (names and nullability
