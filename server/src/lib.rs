@@ -3,6 +3,7 @@
 //! over TCP here, the Postgres wire protocol from `eddy-pg`.
 
 /// Arrow Flight SQL: queries as Arrow batches over gRPC, metadata commands, bulk ingest.
+mod cancel;
 pub mod flight;
 pub mod http;
 pub mod ilp_tcp;

@@ -20,10 +20,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
-use eddy_query::running::{CancelHandle, Protocol, QueryInfo, RunningQuery};
-use eddy_query::{Completion, ErrorKind, Output, Prepared, QueryEngine, QueryError, Statement};
+use eddy_query::running::{Protocol, QueryInfo, RunningQuery};
+use eddy_query::{Completion, Output, Prepared, QueryEngine, QueryError, Statement};
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
+
+use crate::cancel::unless_cancelled;
 use tonic::{Request, Status};
 
 use super::auth::User;
@@ -142,10 +144,7 @@ pub(super) async fn start(
     prepared: &Prepared,
     params: Option<ParamValues>,
 ) -> Result<Started, Status> {
-    let (cancel_sender, mut cancel) = watch::channel(false);
-    let cancel_handle: CancelHandle = Arc::new(move || {
-        cancel_sender.send_replace(true);
-    });
+    let (cancel_handle, mut cancel) = crate::cancel::cancel_pair();
     let running = engine.running();
     let info = QueryInfo {
         pid: running.next_http_pid(),
@@ -429,28 +428,5 @@ impl Rows {
             stream.next().await.transpose().map_err(QueryError::from)
         })
         .await
-    }
-}
-
-/// Runs `work` unless the statement is cancelled first.
-async fn unless_cancelled<T>(
-    cancel: &mut watch::Receiver<bool>,
-    work: impl Future<Output = Result<T, QueryError>>,
-) -> Result<T, QueryError> {
-    tokio::select! {
-        r = work => r,
-        () = cancelled(cancel) => Err(QueryError::new(
-            ErrorKind::Cancelled,
-            "canceling statement due to user request",
-        )),
-    }
-}
-
-/// Resolves when the statement's cancel handle is called; never once the handle is gone.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` answers with is not `Send`: it goes at the end of this statement.
-    let fired = cancel.wait_for(|c| *c).await.is_ok();
-    if !fired {
-        std::future::pending::<()>().await;
     }
 }

@@ -18,7 +18,6 @@ mod params;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -29,11 +28,13 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use eddy_query::catalog::DATABASE;
-use eddy_query::running::{CancelHandle, Protocol, QueryInfo, RunningQuery};
+use eddy_query::running::{Protocol, QueryInfo, RunningQuery};
 use eddy_query::{Completion, ErrorKind, Output, QueryError, Statement};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+use crate::cancel::unless_cancelled;
 
 use self::params::JsonParams;
 use super::AppState;
@@ -242,10 +243,7 @@ async fn run(
         }
     };
 
-    let (cancel_sender, mut cancel) = watch::channel(false);
-    let cancel_handle: CancelHandle = Arc::new(move || {
-        cancel_sender.send_replace(true);
-    });
+    let (cancel_handle, mut cancel) = crate::cancel::cancel_pair();
     let running = engine.running();
     let info = QueryInfo {
         pid: running.next_http_pid(),
@@ -401,29 +399,6 @@ fn stream_body(
             }
         }
     })
-}
-
-/// Runs `work` unless the statement is cancelled first.
-async fn unless_cancelled<T>(
-    cancel: &mut watch::Receiver<bool>,
-    work: impl Future<Output = Result<T, QueryError>>,
-) -> Result<T, QueryError> {
-    tokio::select! {
-        r = work => r,
-        () = cancelled(cancel) => Err(QueryError::new(
-            ErrorKind::Cancelled,
-            "canceling statement due to user request",
-        )),
-    }
-}
-
-/// Resolves when the statement's cancel handle is called; never once the handle is gone.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` answers with is not `Send`: it goes at the end of this statement.
-    let fired = cancel.wait_for(|c| *c).await.is_ok();
-    if !fired {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// The user a request's `Authorization: Basic` names, for `eddy_queries` (checked by the
