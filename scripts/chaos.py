@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Chaos run: kill -9 Eddy at random moments of ingest, flush, view maintenance, start-up (and
-compaction, once it exists), many rounds in a row, and check after every restart that
+"""Chaos run: kill -9 Eddy at random moments of ingest, flush, compaction, view maintenance and start-up,
+many rounds in a row, and check after every restart that
 
   - every acknowledged batch is present exactly once: each of its rows, no duplicate, none missing;
   - every batch that was in flight at the kill is all there or all absent, and stays that way
@@ -23,7 +23,9 @@ the same data directory and checks:
   ingest           after 0 to 3 s of writes (sometimes at once);
   flush            as a segment file appears under data/ (then 0 to 30 ms later), sometimes
                    after letting one or two flushes end;
-  compaction       as a segment file disappears under data/ (no compaction yet: never seen);
+  compaction       while manifest.json lists a compaction in progress (its output is being
+                   written), 0 to 40 ms after it was seen; a kill aimed at a flush that saw a
+                   segment file disappear (compaction retiring its inputs) counts here too;
   view:refresh     during REFRESH MATERIALIZED VIEW;
   view:drop        during DROP MATERIALIZED VIEW, before the same view is created again;
   view:backfill    during CREATE MATERIALIZED VIEW over the existing data, until it is ready;
@@ -136,8 +138,9 @@ REFRESHABLE = ["chaos_1m", "chaos_src_10m"]
 # aimed at a random moment within it.
 ACTION_SECONDS = {"view:refresh": 0.1, "view:backfill": 0.3, "startup": 0.3}
 
-MODES = ["ingest", "flush", "view:refresh", "view:backfill", "view:checkpoint", "startup"]
-MODE_WEIGHTS = [35, 25, 10, 10, 10, 10]
+MODES = ["ingest", "flush", "compaction", "view:refresh", "view:backfill", "view:checkpoint",
+         "startup"]
+MODE_WEIGHTS = [30, 20, 15, 10, 10, 10, 10]
 
 
 class Violation(Exception):
@@ -455,6 +458,19 @@ def watch(root, until, stop):
     return None
 
 
+def compacting(manifest, until, stop):
+    """Waits until manifest.json lists a compaction in progress; returns whether it did."""
+    while time.monotonic() < until and not stop():
+        try:
+            with open(manifest, "rb") as f:
+                if b'"compacting":' in f.read():
+                    return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    return False
+
+
 def replaced(path, until, stop):
     """Waits until the file at path is replaced or changed; returns whether it was."""
     def stamp():
@@ -737,6 +753,12 @@ def kill_round(server, ledger, stats, rng, mode, round_no, seed):
             if seen is not None:
                 time.sleep(rng.uniform(0, 0.03))
                 phase = "flush" if seen == "added" else "compaction"
+        elif mode == "compaction":
+            manifest = os.path.join(server.data_dir, "manifest.json")
+            if compacting(manifest, time.monotonic() + WATCH_TIMEOUT_S,
+                          lambda: not server.alive()):
+                time.sleep(rng.uniform(0, 0.04))
+                phase = "compaction"
         elif mode == "view:checkpoint":
             seen = watch(os.path.join(server.data_dir, "views"),
                          time.monotonic() + WATCH_TIMEOUT_S, lambda: not server.alive())

@@ -41,6 +41,13 @@ pub struct ServeArgs {
     /// Age of unflushed data that triggers a flush, in milliseconds [default: 300000].
     #[arg(long, env = "EDDY_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// Whether the background compactor merges each partition's segments [default: true].
+    #[arg(long, env = "EDDY_COMPACTION")]
+    pub compaction: Option<bool>,
+    /// Time a partition must go without a new segment before compaction merges it into one
+    /// segment, in milliseconds [default: 60000].
+    #[arg(long, env = "EDDY_COMPACTION_QUIET_MS")]
+    pub compaction_quiet_ms: Option<u64>,
     /// Largest HTTP request body, after decompression [default: 64 MiB].
     #[arg(long, env = "EDDY_REQUEST_BYTES_MAX")]
     pub request_bytes_max: Option<usize>,
@@ -111,6 +118,8 @@ struct FileConfig {
     memtable_bytes_max: Option<usize>,
     memtable_flush_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
+    compaction: Option<bool>,
+    compaction_quiet_ms: Option<u64>,
     request_bytes_max: Option<usize>,
     http_inflight_bytes_max: Option<usize>,
     http_connections_max: Option<usize>,
@@ -193,6 +202,12 @@ impl Config {
         }
         if let Some(v) = args.flush_interval_ms.or(file.flush_interval_ms) {
             storage.flush_interval_ms = v;
+        }
+        if let Some(v) = args.compaction.or(file.compaction) {
+            storage.compaction = v;
+        }
+        if let Some(v) = args.compaction_quiet_ms.or(file.compaction_quiet_ms) {
+            storage.compaction_quiet_ms = v;
         }
         if let Some(v) = args.latest_cache_bytes.or(file.latest_cache_bytes) {
             storage.latest_cache_bytes = v;

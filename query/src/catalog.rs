@@ -11,6 +11,7 @@ use eddy_storage::Db;
 use crate::computed_table::ComputedTable;
 use crate::continuous::{ViewRegistry, ViewTable, views_table};
 use crate::running::{QUERIES_TABLE, RunningQueries};
+use crate::segments::{SEGMENTS_TABLE, segments_schema, segments_table};
 use crate::sources::{SOURCES_TABLE, sources_schema, sources_table};
 use crate::table::EddyTable;
 use eddy_ingest::sources::SourceManager;
@@ -81,6 +82,11 @@ impl SchemaProvider for EddySchema {
             let table = ComputedTable::new(sources_schema(), move |_| sources_table(&sources));
             return Ok(Some(Arc::new(table)));
         }
+        if name == SEGMENTS_TABLE {
+            let db = self.db.clone();
+            let table = ComputedTable::new(segments_schema(), move |_| segments_table(&db));
+            return Ok(Some(Arc::new(table)));
+        }
         if name == QUERIES_TABLE {
             let running = self.running.clone();
             let table =
@@ -110,5 +116,6 @@ impl SchemaProvider for EddySchema {
             || name == VIEWS_TABLE
             || name == QUERIES_TABLE
             || name == SOURCES_TABLE
+            || name == SEGMENTS_TABLE
     }
 }

@@ -20,6 +20,7 @@ pub mod naming;
 pub mod overflow;
 pub mod postgres_semantics;
 pub mod running;
+pub mod segments;
 pub mod sources;
 pub mod table;
 

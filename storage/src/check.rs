@@ -328,7 +328,12 @@ fn classify_data_files(
             .iter()
             .map(|s| dir.join(&s.path))
             .collect(),
-        retired: manifest.retired.iter().map(|r| dir.join(&r.path)).collect(),
+        retired: manifest
+            .retired
+            .iter()
+            .chain(&manifest.compacting)
+            .map(|r| dir.join(&r.path))
+            .collect(),
         next_segment_id: manifest.next_segment_id,
     };
     for f in files {
@@ -337,7 +342,7 @@ fn classify_data_files(
             Verdict::Temporary => report.warn(&f.path, "unfinished write: start-up removes it"),
             Verdict::Retired => report.warn(
                 &f.path,
-                "segment taken out by retention or DROP TABLE: start-up removes it",
+                "segment taken out by retention, DROP TABLE or compaction, or an unfinished compaction's output: start-up removes it",
             ),
             Verdict::Unflushed if wal_last_seq > manifest.flushed_seq => report.warn(
                 &f.path,

@@ -16,12 +16,14 @@ use tokio::sync::Notify;
 
 use crate::catalog::Catalog;
 use crate::commit::{CommitHook, CommitRequest, run_committer};
+use crate::compaction::CompactionOutcome;
 use crate::error::{IoContext, Result, StorageError};
 use crate::flush::{FlushSignal, run_flusher};
 use crate::latest::LatestCache;
 use crate::limits::{
-    DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_LATEST_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES_MAX,
-    DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX, SEGMENT_METADATA_CACHE_BYTES,
+    DEFAULT_COMPACTION_QUIET_MS, DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_LATEST_CACHE_BYTES,
+    DEFAULT_MEMTABLE_BYTES_MAX, DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX,
+    SEGMENT_METADATA_CACHE_BYTES,
 };
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, Memtable};
@@ -58,6 +60,12 @@ pub struct StorageConfig {
     pub memtable_flush_bytes: usize,
     /// Age of the oldest unflushed write that triggers a flush.
     pub flush_interval_ms: u64,
+    /// Whether the background compactor merges the segments of partitions ([`Db::compact`]
+    /// works either way).
+    pub compaction: bool,
+    /// Time a partition must go without a new segment before it is merged into one segment
+    /// whatever its size.
+    pub compaction_quiet_ms: u64,
     /// Memory for the per-segment latest-row summaries that answer
     /// `ORDER BY time DESC LIMIT 1` lookups without a scan (see [`Db::latest_row`]).
     pub latest_cache_bytes: usize,
@@ -73,6 +81,8 @@ impl StorageConfig {
             memtable_bytes_max: DEFAULT_MEMTABLE_BYTES_MAX,
             memtable_flush_bytes: DEFAULT_MEMTABLE_FLUSH_BYTES,
             flush_interval_ms: DEFAULT_FLUSH_INTERVAL_MS,
+            compaction: true,
+            compaction_quiet_ms: DEFAULT_COMPACTION_QUIET_MS,
             latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
         }
     }
@@ -96,6 +106,8 @@ pub(crate) struct Inner {
     pub(crate) commit_tx: Mutex<Option<mpsc::Sender<CommitRequest>>>,
     /// Wakes the flusher; the flag asks for a flush regardless of size.
     pub(crate) flush_wake: (Mutex<FlushSignal>, Condvar),
+    /// Wakes the compactor, or tells it to stop.
+    pub(crate) compact_wake: (Mutex<crate::compaction::CompactSignal>, Condvar),
     /// Notified when a flush completes, for writers waiting on memory.
     pub(crate) flushed: Notify,
     /// Serializes flushes and manifest changes.
@@ -161,6 +173,7 @@ impl Db {
             wal: Mutex::new(recovered.wal),
             commit_tx: Mutex::new(Some(tx)),
             flush_wake: (Mutex::new(FlushSignal::default()), Condvar::new()),
+            compact_wake: (Mutex::new(Default::default()), Condvar::new()),
             flushed: Notify::new(),
             flush_lock: Mutex::new(()),
             failed: Mutex::new(None),
@@ -191,7 +204,14 @@ impl Db {
                 .spawn(move || run_flusher(&inner))
                 .at("<spawn flusher>")?
         };
-        inner.threads.lock().extend([committer, flusher]);
+        let compactor = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("eddy-compact".into())
+                .spawn(move || crate::compaction::run_compactor(&inner))
+                .at("<spawn compactor>")?
+        };
+        inner.threads.lock().extend([committer, flusher, compactor]);
         Ok(Db { inner })
     }
 
@@ -343,6 +363,12 @@ impl Db {
         self.inner.flush_all()
     }
 
+    /// Merges every partition's segments into one segment each, now, and waits for it
+    /// (whatever the compaction policy and setting). Returns what each job did.
+    pub fn compact(&self) -> Result<Vec<CompactionOutcome>> {
+        self.inner.compact_all()
+    }
+
     /// Drops a table: it leaves the catalog, its buffered rows and segments are deleted.
     pub fn drop_table(&self, name: &str) -> Result<()> {
         self.inner.drop_table(name)
@@ -351,6 +377,12 @@ impl Db {
     /// Flushes memory to segments, stops the background threads and syncs the WAL. Writes
     /// after this fail with [`StorageError::ShutDown`].
     pub fn close(&self) -> Result<()> {
+        {
+            // First, so a long compaction stops at its next batch instead of delaying shutdown.
+            let (lock, cv) = &self.inner.compact_wake;
+            lock.lock().stop = true;
+            cv.notify_all();
+        }
         let flushed = self.inner.flush_all();
         if let Some(h) = self.inner.hook.read().clone() {
             h.checkpoint();

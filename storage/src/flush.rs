@@ -88,6 +88,13 @@ impl Inner {
         cv.notify_all();
     }
 
+    /// Wakes the compactor: a flush added segments, so a partition may be due.
+    pub(crate) fn request_compaction(&self) {
+        let (lock, cv) = &self.compact_wake;
+        lock.lock().requested = true;
+        cv.notify_all();
+    }
+
     /// Lets the flusher retry failed work at once instead of waiting out its backoff: a WAL
     /// append worked again, so space may be back.
     pub(crate) fn retry_flush_now(&self) {
@@ -133,6 +140,7 @@ impl Inner {
         };
         let mut manifest = (*self.state.read().manifest).clone();
         let started = Instant::now();
+        let segments_before = manifest.segments.len();
         let mut written = Vec::new();
         let mut summaries = Vec::new();
         let manifest_ahead = self.flush_wake.0.lock().manifest_ahead;
@@ -159,6 +167,10 @@ impl Inner {
             return Err(failed.error);
         }
         self.flush_wake.0.lock().manifest_ahead = false;
+        let bytes: u64 = manifest.segments[segments_before.min(manifest.segments.len())..]
+            .iter()
+            .map(|s| s.bytes)
+            .sum();
         {
             let mut st = self.state.write();
             st.manifest = Arc::new(manifest);
@@ -176,8 +188,9 @@ impl Inner {
             flushed_seq,
             "flushed memtable"
         );
-        self.metrics.flushed(rows, started);
+        self.metrics.flushed(rows, bytes, started);
         self.flushed.notify_waiters();
+        self.request_compaction();
         let caught_up = self.checkpoint_and_trim(flushed_seq);
         self.flush_wake.0.lock().checkpoint_behind = !caught_up;
         Ok(true)
@@ -224,6 +237,7 @@ impl Inner {
                     max_time,
                     rows: sorted.num_rows() as u64,
                     bytes,
+                    level: 0,
                 };
                 manifest.segments.push(meta.clone());
                 // The rows are in hand: summarizing them now spares the first latest-row

@@ -37,6 +37,14 @@ pub struct SegmentMeta {
     pub rows: u64,
     /// File size.
     pub bytes: u64,
+    /// How many times its rows were rewritten by compaction: 0 for a flushed segment, one more
+    /// than the highest of its inputs for a compacted one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub level: u32,
+}
+
+fn is_zero(level: &u32) -> bool {
+    *level == 0
 }
 
 /// A segment taken out of the manifest whose file may still exist (a query held it, or the
@@ -70,6 +78,10 @@ pub(crate) struct Manifest {
     /// Segments taken out whose files may still exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<RetiredSegment>,
+    /// Segments a running compaction is writing: ids handed out, files not yet live. Whatever
+    /// of them a start finds is garbage (the compaction did not finish).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compacting: Vec<RetiredSegment>,
     /// Stream sources' positions as of `flushed_seq` (later ones are in the WAL records).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub source_offsets: crate::source::SourceOffsets,
@@ -150,6 +162,7 @@ mod tests {
                 max_time: 1_641_600_060_000_000_000,
                 rows: 120,
                 bytes: 4096,
+                level: 0,
             }]
         );
         // Stored again, it carries the version, and reads back the same.

@@ -4,7 +4,8 @@
 //! Counters and histograms are updated where the work happens (the committer and the flusher);
 //! gauges of state (memtable bytes, backlog, segments) are read from the engine when metrics
 //! are scraped ([`Db::refresh_metrics`](crate::Db::refresh_metrics)), so the write path pays
-//! nothing for them. Compaction does not exist yet, so there is no compaction metric.
+//! nothing for them. Write amplification is `(eddy_flushed_bytes + eddy_compaction_written_bytes)
+//! / eddy_flushed_bytes` over any interval.
 
 use std::time::Instant;
 
@@ -37,6 +38,12 @@ pub struct StorageMetrics {
     flush_seconds: Histogram,
     flushed_rows: Counter,
     flush_failures: Counter,
+    flushed_bytes: Counter,
+    compaction_seconds: Histogram,
+    compactions: Counter,
+    compaction_read_bytes: Counter,
+    compaction_written_bytes: Counter,
+    compaction_failures: Counter,
     memtable_bytes: Gauge,
     memtable_bytes_max: Gauge,
     frozen_memtables: Gauge,
@@ -55,6 +62,12 @@ impl Default for StorageMetrics {
             flush_seconds: Histogram::new(flush_buckets()),
             flushed_rows: Counter::default(),
             flush_failures: Counter::default(),
+            flushed_bytes: Counter::default(),
+            compaction_seconds: Histogram::new(flush_buckets()),
+            compactions: Counter::default(),
+            compaction_read_bytes: Counter::default(),
+            compaction_written_bytes: Counter::default(),
+            compaction_failures: Counter::default(),
             memtable_bytes: Gauge::default(),
             memtable_bytes_max: Gauge::default(),
             frozen_memtables: Gauge::default(),
@@ -101,6 +114,40 @@ impl StorageMetrics {
             "eddy_flush_failures",
             "Flushes that failed (the data stays in memory and WAL and the flush is retried)",
             self.flush_failures.clone(),
+        );
+        registry.register_with_unit(
+            "eddy_flushed",
+            "Bytes of Parquet segments written by flushes",
+            Unit::Bytes,
+            self.flushed_bytes.clone(),
+        );
+        registry.register(
+            "eddy_compactions",
+            "Compactions finished (each merges every segment of one table partition)",
+            self.compactions.clone(),
+        );
+        registry.register_with_unit(
+            "eddy_compaction_duration",
+            "Time of each compaction, from picking the partition to the new manifest",
+            Unit::Seconds,
+            self.compaction_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "eddy_compaction_read",
+            "Bytes of segments read by compactions",
+            Unit::Bytes,
+            self.compaction_read_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "eddy_compaction_written",
+            "Bytes of segments written by compactions",
+            Unit::Bytes,
+            self.compaction_written_bytes.clone(),
+        );
+        registry.register(
+            "eddy_compaction_failures",
+            "Compactions that failed (the partition's segments stay as they are; retried)",
+            self.compaction_failures.clone(),
         );
         registry.register_with_unit(
             "eddy_memtable",
@@ -158,9 +205,28 @@ impl StorageMetrics {
     }
 
     /// Records a completed flush.
-    pub(crate) fn flushed(&self, rows: u64, started: Instant) {
+    pub(crate) fn flushed(&self, rows: u64, bytes: u64, started: Instant) {
         self.flushed_rows.inc_by(rows);
+        self.flushed_bytes.inc_by(bytes);
         self.flush_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records a finished compaction.
+    pub(crate) fn compacted(
+        &self,
+        outcome: &crate::compaction::CompactionOutcome,
+        started: Instant,
+    ) {
+        self.compactions.inc();
+        self.compaction_read_bytes.inc_by(outcome.bytes_in);
+        self.compaction_written_bytes.inc_by(outcome.bytes_out);
+        self.compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts a failed compaction.
+    pub(crate) fn compaction_failed(&self) {
+        self.compaction_failures.inc();
     }
 
     /// Counts a failed flush.

@@ -178,8 +178,11 @@ pub(crate) fn recover(config: &StorageConfig) -> Result<Recovered> {
     if catalog_version < CATALOG_FORMAT_VERSION {
         catalog.store()?;
     }
-    // Stored again when it lists retired segments: their files are gone now.
-    if manifest_version < MANIFEST_FORMAT_VERSION || !manifest.retired.is_empty() {
+    // Stored again when it lists retired segments or unfinished compactions: their files are
+    // gone now.
+    let unfinished = !manifest.compacting.is_empty();
+    manifest.compacting.clear();
+    if manifest_version < MANIFEST_FORMAT_VERSION || !manifest.retired.is_empty() || unfinished {
         manifest.store(&dir)?;
     }
 
@@ -341,7 +344,12 @@ fn remove_garbage(
             .iter()
             .map(|s| dir.join(&s.path))
             .collect(),
-        retired: manifest.retired.iter().map(|r| dir.join(&r.path)).collect(),
+        retired: manifest
+            .retired
+            .iter()
+            .chain(&manifest.compacting)
+            .map(|r| dir.join(&r.path))
+            .collect(),
         next_segment_id: manifest.next_segment_id,
     };
     let mut garbage = Vec::new();

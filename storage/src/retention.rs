@@ -100,7 +100,7 @@ impl Inner {
             st.manifest = Arc::new(manifest);
             retire(&mut st.files, &gone)
         };
-        self.forget_latest(&gone);
+        self.forget_segments(&gone);
         // Files are deleted here unless a running query still reads them.
         drop(retired);
         let rows: u64 = gone.iter().map(|s| s.rows).sum();
@@ -141,14 +141,14 @@ impl Inner {
             st.manifest = Arc::new(manifest);
             retire(&mut st.files, &gone)
         };
-        self.forget_latest(&gone);
+        self.forget_segments(&gone);
         // Files are deleted here unless a running query still reads them.
         drop(retired);
         Ok(())
     }
 
     /// Forgets the latest-row summaries and cached footers of segments that left the manifest.
-    fn forget_latest(&self, gone: &[SegmentMeta]) {
+    pub(crate) fn forget_segments(&self, gone: &[SegmentMeta]) {
         let mut cache = self.latest.lock();
         let mut footers = self.segment_metadata.lock();
         for s in gone {

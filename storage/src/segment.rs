@@ -40,10 +40,11 @@ use crate::dedup::conform;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{remove_if_present, sync_dir};
 use crate::limits::{
-    DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX, SEGMENT_CHECKSUM_BLOCK_BYTES, SEGMENT_ZSTD_LEVEL,
+    COMPACTED_DATA_PAGE_ROWS_MAX, DATA_PAGE_ROWS_MAX, ROW_GROUP_ROWS_MAX,
+    SEGMENT_CHECKSUM_BLOCK_BYTES, SEGMENT_ZSTD_LEVEL,
 };
 use crate::manifest::SegmentMeta;
-use crate::schema::TableSchema;
+use crate::schema::{ColumnKind, FieldType, TableSchema};
 
 /// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
 /// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
@@ -57,6 +58,8 @@ pub struct SegmentFile {
     /// Its metadata.
     pub meta: SegmentMeta,
     retired: AtomicBool,
+    /// When this process made it live (flushed, compacted, or found at start).
+    created: std::time::Instant,
     /// The block checksums, loaded by the first verified read (segments never change).
     checksums: OnceLock<Arc<BlockChecksums>>,
 }
@@ -68,8 +71,14 @@ impl SegmentFile {
             path,
             meta,
             retired: AtomicBool::new(false),
+            created: std::time::Instant::now(),
             checksums: OnceLock::new(),
         }
+    }
+
+    /// When this process made the segment live (at start for segments found then).
+    pub fn created(&self) -> std::time::Instant {
+        self.created
     }
 
     /// Marks the segment as gone from the manifest: the last holder deletes the file.
@@ -335,22 +344,121 @@ impl AsyncFileReader for SegmentReader {
 /// wrapped the I/O error. Files under their final names are left to the caller: whether they
 /// may go depends on what the manifest on disk names.
 pub fn write_segment(path: &Path, table: &TableSchema, batch: &RecordBatch) -> Result<u64> {
-    let tmp = path.with_extension("parquet.tmp");
-    write_segment_files(path, &tmp, table, batch).map_err(|e| {
-        remove_if_present(&tmp);
-        e.or_disk_full(&tmp)
-    })
+    let mut writer = SegmentWriter::create(path, table, SegmentStyle::Flushed)?;
+    writer.write(batch)?;
+    writer.finish()
 }
 
-/// The steps of [`write_segment`], leaving their files behind on failure.
-fn write_segment_files(
-    path: &Path,
-    tmp: &Path,
-    table: &TableSchema,
-    batch: &RecordBatch,
-) -> Result<u64> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).at(dir)?;
+/// What a segment is written for, which decides its layout (see [`writer_properties`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentStyle {
+    /// Written by a flush, on the write path's clock: cheap to write.
+    Flushed,
+    /// Written by compaction in the background, read for a long time: dense.
+    Compacted,
+}
+
+/// A segment written batch by batch (rows in key order, each key once), made durable and
+/// renamed into place by [`SegmentWriter::finish`]. Dropped unfinished, it removes its
+/// temporary file.
+pub struct SegmentWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<BlockCrcWriter<File>>>,
+    schema: SchemaRef,
+}
+
+impl SegmentWriter {
+    /// Starts the segment `path` of `table` (its parent directory is created).
+    pub fn create(path: &Path, table: &TableSchema, style: SegmentStyle) -> Result<Self> {
+        let tmp = path.with_extension("parquet.tmp");
+        let mut this = Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer: None,
+            schema: table.arrow_schema().clone(),
+        };
+        let started = (|| {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            fs::create_dir_all(dir).at(dir)?;
+            let file = File::create(&this.tmp).at(&this.tmp)?;
+            let counted = BlockCrcWriter::new(file, SEGMENT_CHECKSUM_BLOCK_BYTES);
+            let props = writer_properties(table, style)?;
+            Ok(ArrowWriter::try_new(
+                counted,
+                this.schema.clone(),
+                Some(props),
+            )?)
+        })();
+        match started {
+            Ok(w) => {
+                this.writer = Some(w);
+                Ok(this)
+            }
+            Err(e) => Err(this.failed(e)),
+        }
+    }
+
+    /// Appends rows (in the table schema, after every row written so far in key order).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(StorageError::ShutDown(format!(
+                "{} failed already",
+                self.tmp.display()
+            )));
+        };
+        let conformed = conform(batch, &self.schema);
+        let written = conformed.and_then(|b| Ok(writer.write(&b)?));
+        written.map_err(|e| self.failed(e))
+    }
+
+    /// Closes the file, fsyncs it, stores its checksums and renames it into place. Returns
+    /// the file size.
+    pub fn finish(mut self) -> Result<u64> {
+        let Some(writer) = self.writer.take() else {
+            return Err(StorageError::ShutDown(format!(
+                "{} failed already",
+                self.tmp.display()
+            )));
+        };
+        let done = (|| {
+            let (file, sums) = writer.into_inner()?.finish();
+            file.sync_all().at(&self.tmp)?;
+            let bytes = file.metadata().at(&self.tmp)?.len();
+            drop(file);
+            sums.check_len(&self.tmp, bytes)?;
+            // The checksums are in place before the segment is: a segment under its final
+            // name always has them. A crash in between leaves a checksum file whose segment id
+            // the manifest has not handed out yet (or lists as compacting), which the next
+            // start removes.
+            sums.store(&self.path)?;
+            fs::rename(&self.tmp, &self.path).at(&self.path)?;
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            sync_dir(dir)?;
+            Ok(bytes)
+        })();
+        done.map_err(|e| self.failed(e))
+    }
+
+    /// Removes the temporary file after `e` and names a full disk as such.
+    fn failed(&mut self, e: StorageError) -> StorageError {
+        self.writer = None;
+        remove_if_present(&self.tmp);
+        e.or_disk_full(&self.tmp)
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            remove_if_present(&self.tmp);
+        }
+    }
+}
+
+/// The Parquet layout of a segment: sorted by (tags, time), zstd, statistics and page index,
+/// time delta-encoded; see [`SegmentStyle`] for what differs.
+fn writer_properties(table: &TableSchema, style: SegmentStyle) -> Result<WriterProperties> {
     let mut sorting: Vec<SortingColumn> = table
         .tag_indices()
         .iter()
@@ -365,34 +473,40 @@ fn write_segment_files(
         descending: false,
         nulls_first: false,
     });
+    let page_rows = match style {
+        SegmentStyle::Flushed => DATA_PAGE_ROWS_MAX,
+        SegmentStyle::Compacted => COMPACTED_DATA_PAGE_ROWS_MAX,
+    };
     let time_path = ColumnPath::from(table.time_column());
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(SEGMENT_ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS_MAX))
         // Small pages let the page index narrow a lookup of one series to a few thousand
         // rows; the default (20,000) made a point query decode 40,000.
-        .set_data_page_row_count_limit(DATA_PAGE_ROWS_MAX)
+        .set_data_page_row_count_limit(page_rows)
         .set_sorting_columns(Some(sorting))
         .set_column_dictionary_enabled(time_path.clone(), false)
-        .set_column_encoding(time_path, Encoding::DELTA_BINARY_PACKED)
-        .build();
-    let file = File::create(tmp).at(tmp)?;
-    let counted = BlockCrcWriter::new(file, SEGMENT_CHECKSUM_BLOCK_BYTES);
-    let mut writer = ArrowWriter::try_new(counted, batch.schema(), Some(props))?;
-    writer.write(batch)?;
-    let (file, sums) = writer.into_inner()?.finish();
-    file.sync_all().at(tmp)?;
-    let bytes = file.metadata().at(tmp)?.len();
-    drop(file);
-    sums.check_len(tmp, bytes)?;
-    // The checksums are in place before the segment is: a segment under its final name always
-    // has them. A crash in between leaves a checksum file whose segment id the manifest has
-    // not handed out yet, which the next start removes.
-    sums.store(path)?;
-    fs::rename(tmp, path).at(path)?;
-    sync_dir(dir)?;
-    Ok(bytes)
+        .set_column_encoding(time_path, Encoding::DELTA_BINARY_PACKED);
+    // Field encodings, by measurement on TSBS data (docs/benchmarks.md): integers sorted by
+    // series change by small steps, which delta encoding stores in a few bits (half the size
+    // of a dictionary); floats compress better split by byte, but only once pages are large.
+    for c in &table.def().columns {
+        let path = ColumnPath::from(c.name.as_str());
+        let encoding = match (c.kind, style) {
+            (ColumnKind::Field(FieldType::Integer | FieldType::UInteger), _) => {
+                Encoding::DELTA_BINARY_PACKED
+            }
+            (ColumnKind::Field(FieldType::Float), SegmentStyle::Compacted) => {
+                Encoding::BYTE_STREAM_SPLIT
+            }
+            _ => continue,
+        };
+        props = props
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, encoding);
+    }
+    Ok(props.build())
 }
 
 /// Reads a whole segment, conformed to `schema` (columns added since it was written are null),

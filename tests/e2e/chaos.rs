@@ -1,5 +1,6 @@
-//! Chaos, short version: `scripts/chaos.py` for six rounds, one per way of killing the server
-//! (during ingest, a flush, a view refresh, a view backfill, a view checkpoint, and start-up).
+//! Chaos, short version: `scripts/chaos.py` for seven rounds, one per way of killing the server
+//! (during ingest, a flush, a compaction, a view refresh, a view backfill, a view checkpoint,
+//! and start-up).
 //! Each round kills `eddy` with SIGKILL under concurrent HTTP and Postgres writers, restarts it,
 //! and checks that every acknowledged row is there exactly once, in-flight batches are all or
 //! nothing, and every view equals its defining query over the raw table. The script's
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::data_dir;
 
-/// Six rounds take about 10 s; a hung run is killed after this long.
+/// Seven rounds take about 15 s; a hung run is killed after this long.
 const CHAOS_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[test]
@@ -23,7 +24,7 @@ fn chaos_kills_lose_no_acknowledged_row_and_keep_views_exact() {
         .arg(&script)
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_eddy"))
-        .args(["--rounds", "6", "--seed", "14013"])
+        .args(["--rounds", "7", "--seed", "14013"])
         .arg("--data-dir")
         .arg(dir.path().join("run"))
         .stdin(Stdio::null())

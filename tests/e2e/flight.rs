@@ -525,6 +525,7 @@ async fn metadata_commands_answer_the_spec_schemas() {
         ("eddy_queries", "SYSTEM TABLE"),
         ("eddy_views", "SYSTEM TABLE"),
         ("eddy_sources", "SYSTEM TABLE"),
+        ("eddy_segments", "SYSTEM TABLE"),
     ] {
         assert!(
             listed.contains(&(name.to_string(), kind.to_string())),

@@ -5,6 +5,7 @@ mod chaos;
 mod cli;
 mod clients;
 mod common;
+mod compaction;
 mod connections;
 mod continuous;
 mod corruption;
