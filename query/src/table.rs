@@ -119,23 +119,48 @@ impl TableProvider for EddyTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plan.files.is_empty() {
             let target = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); target.min(plan.files.len())];
-            for (i, f) in plan.files.iter().enumerate() {
+            // Fewer files than partitions (a compacted store has one per day): each file is cut
+            // into byte ranges, and the Parquet reader takes the row groups whose middle falls
+            // in its range, so every core decodes part of the file.
+            let pieces_per_file = |rows: u64| -> usize {
+                if plan.files.len() >= target {
+                    return 1;
+                }
+                let row_groups = rows.div_ceil(eddy_storage::SEGMENT_ROW_GROUP_ROWS_MAX as u64);
+                let share = target.div_ceil(plan.files.len());
+                usize::try_from(row_groups)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, share)
+            };
+            let mut files: Vec<PartitionedFile> = Vec::new();
+            for f in &plan.files {
                 let path = f.path.to_string_lossy();
-                let mut file = PartitionedFile::new(path.trim_start_matches('/'), f.meta.bytes);
-                // The scan (and each Parquet reader, which keeps its PartitionedFile) holds
-                // the segment, so retention cannot delete it under a running query.
-                file.extensions.insert_arc(Arc::clone(f));
                 // The segment's row count and time range are known exactly: DataFusion skips
                 // files by them, and for `ORDER BY time DESC LIMIT n` its top-k filter then
                 // rules out files older than the rows it already holds.
-                let file = file.with_statistics(Arc::new(segment_statistics(
-                    &schema,
-                    self.schema.time_index(),
-                    &f.meta,
-                )));
-                let n = groups.len();
+                let stats = segment_statistics(&schema, self.schema.time_index(), &f.meta);
+                let pieces = pieces_per_file(f.meta.rows);
+                let len = f.meta.bytes;
+                for k in 0..pieces as u64 {
+                    let mut file = PartitionedFile::new(path.trim_start_matches('/'), len);
+                    // The scan (and each Parquet reader, which keeps its PartitionedFile)
+                    // holds the segment, so retention cannot delete it under a running query.
+                    file.extensions.insert_arc(Arc::clone(f));
+                    if pieces == 1 {
+                        file = file.with_statistics(Arc::new(stats.clone()));
+                    } else {
+                        let (start, end) = (len * k / pieces as u64, len * (k + 1) / pieces as u64);
+                        // A piece's rows are a part of the file's: its statistics are bounds.
+                        file = file
+                            .with_range(start as i64, end as i64)
+                            .with_statistics(Arc::new(stats.clone().to_inexact()));
+                    }
+                    files.push(file);
+                }
+            }
+            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
+            let n = groups.len();
+            for (i, file) in files.into_iter().enumerate() {
                 groups[i % n].push(file);
             }
             // Segments are read through storage's verified reader (every byte checked against

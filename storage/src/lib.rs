@@ -47,6 +47,7 @@ pub use commit::{CommitHook, Prepared as CommitPrepared};
 pub use compaction::CompactionOutcome;
 pub use engine::{Db, StorageConfig, WalSync};
 pub use error::{Result, StorageError};
+pub use limits::ROW_GROUP_ROWS_MAX as SEGMENT_ROW_GROUP_ROWS_MAX;
 pub use manifest::SegmentMeta;
 pub use metrics::StorageMetrics;
 pub use read::{KeyFilter, ReadPlan, TableSnapshot};
