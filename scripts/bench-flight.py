@@ -2,7 +2,8 @@
 """Arrow Flight SQL throughput, side by side with line protocol on the same rows.
 
 1. Loads TSBS cpu-only data (`eddy bench --scale HOSTS` over DAYS days, line protocol over
-   HTTP) into a fresh server and keeps its rows/s.
+   HTTP) into a fresh server and keeps its rows/s; restarts it (which flushes) and waits
+   until compaction has merged each day into one segment, as a store at rest is.
 2. DoGet of `SELECT hostname, time, <10 fields> FROM cpu` (12 columns) over one stream, then
    over the parallel endpoints the server offers, fetched on threads: Arrow bytes/s.
 3. The whole table (the same rows, all 21 columns) fetched as Arrow is loaded with ADBC's
@@ -38,12 +39,17 @@ def free_port():
 
 class Server:
     def __init__(self, eddy, data_dir):
+        self.eddy, self.data_dir = eddy, data_dir
+        self.start()
+
+    def start(self):
         self.http, self.pg, self.flight = free_port(), free_port(), free_port()
         self.proc = subprocess.Popen(
-            [eddy, "serve", "--data-dir", data_dir,
+            [self.eddy, "serve", "--data-dir", self.data_dir,
              "--http-addr", f"127.0.0.1:{self.http}",
              "--pg-addr", f"127.0.0.1:{self.pg}",
-             "--flight-addr", f"127.0.0.1:{self.flight}"],
+             "--flight-addr", f"127.0.0.1:{self.flight}",
+             "--compaction-quiet-ms", "1000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -60,17 +66,40 @@ class Server:
         self.proc.wait(30)
 
 
+def compacted(port, timeout=600):
+    """Waits until every partition of `cpu` is one segment; returns the segments' rows, bytes."""
+    sql = ("SELECT count(*), count(DISTINCT partition), sum(rows), sum(bytes) "
+           "FROM eddy_segments WHERE table_name = 'cpu'")
+    deadline = time.time() + timeout
+    while True:
+        conn = flightsql.connect(f"grpc://127.0.0.1:{port}")
+        cur = conn.cursor()
+        cur.execute(sql)
+        files, parts, rows, nbytes = cur.fetchone()
+        cur.close()
+        conn.close()
+        if files == parts and files > 0:
+            return rows, nbytes
+        if time.time() > deadline:
+            raise SystemExit(f"not compacted after {timeout} s: {files} segments, {parts} days")
+        time.sleep(1)
+
+
 def do_get(port, ticket, endpoints=None):
     options = flight.FlightCallOptions(
         headers=[(b"x-eddy-endpoints", str(endpoints).encode())] if endpoints else [])
     c = flight.FlightClient(f"grpc://127.0.0.1:{port}")
     reader = c.do_get(ticket, options)
     n_bytes = n_rows = 0
+    t = time.perf_counter()
+    first = None
     for chunk in reader:
+        if first is None:
+            first = time.perf_counter() - t
         n_rows += chunk.data.num_rows
         n_bytes += chunk.data.nbytes
     c.close()
-    return n_rows, n_bytes
+    return n_rows, n_bytes, first
 
 
 def flight_info(port, sql, endpoints):
@@ -102,15 +131,23 @@ def main():
         m = re.search(r"([\d,]+) rows/s", out)
         lp_rate = float(m.group(1).replace(",", "")) if m else float("nan")
         print(f"line protocol over HTTP: {lp_rate:,.0f} rows/s")
+        a.stop()
+        a.start()
+        t = time.perf_counter()
+        rows, nbytes = compacted(a.flight)
+        print(f"compacted: {rows:,} rows in {nbytes / 1e6:.1f} MB of segments "
+              f"({nbytes / rows / 10:.3f} bytes per field value), "
+              f"{time.perf_counter() - t:.1f} s after the restart")
 
         sql = "SELECT hostname, time, " + ", ".join(FIELDS) + " FROM cpu"
         for run in range(args.runs):
             info = flight_info(a.flight, sql, 1)
             t = time.perf_counter()
-            rows, nbytes = do_get(a.flight, info.endpoints[0].ticket)
+            rows, nbytes, first = do_get(a.flight, info.endpoints[0].ticket)
             dt = time.perf_counter() - t
             print(f"DoGet one stream, run {run + 1}: {rows:,} rows, {nbytes / 1e9:.2f} GB "
-                  f"in {dt:.2f} s = {nbytes / dt / 1e9:.2f} GB/s, {rows / dt:,.0f} rows/s")
+                  f"in {dt:.2f} s = {nbytes / dt / 1e9:.2f} GB/s, {rows / dt:,.0f} rows/s, "
+                  f"first batch after {first:.3f} s")
         for run in range(args.runs):
             info = flight_info(a.flight, sql, args.endpoints)
             t = time.perf_counter()

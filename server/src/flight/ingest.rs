@@ -1,9 +1,10 @@
 //! Bulk ingest: `DoPut` with `CommandStatementIngest` (ADBC's `adbc_ingest`, arrow-rs's
 //! `execute_ingest`), or a plain Flight `DoPut` whose descriptor is a path naming the table.
 //!
-//! Batches are written through the one write path as they arrive, each durable before the
-//! next is read, so memory holds one batch (at most the message size limit) whatever the
-//! upload's size, and the final answer counts rows that are all durable. An error stops the
+//! Batches are written through the one write path as they arrive, gathered into writes of up
+//! to 64k rows or 16 MiB, with one write in flight while the next rows are read, so memory
+//! holds two such writes whatever the upload's size, and the final answer (sent after every
+//! write is durable) counts rows that are all durable. An error stops the
 //! upload; the batches before it stay written (there are no transactions).
 //!
 //! A table created by an upload follows `CREATE TABLE`'s rules, with the Arrow schema as the
@@ -206,6 +207,100 @@ pub(super) struct Uploads {
     pub views: Arc<ViewRegistry>,
 }
 
+/// Rows gathered before they are written as one batch: fewer, larger writes share WAL framing
+/// and fsyncs (an ADBC upload arrives in batches of a few thousand rows).
+const UPLOAD_WRITE_ROWS: usize = 64 * 1024;
+
+/// Bytes gathered before they are written as one batch, whatever their rows.
+const UPLOAD_WRITE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Writes an upload's batches in order, one write in flight while the next rows are read and
+/// decoded, so decoding and the write path (WAL encoding, fsync, memtable) overlap. Memory
+/// holds the rows being gathered plus the one write in flight.
+struct WriteBehind {
+    ingest: Ingest,
+    gathered: Vec<RecordBatch>,
+    gathered_rows: usize,
+    gathered_bytes: usize,
+    table: Option<Arc<TableSchema>>,
+    in_flight: Option<tokio::task::JoinHandle<Result<u64, Status>>>,
+    written: u64,
+}
+
+impl WriteBehind {
+    fn new(ingest: Ingest) -> Self {
+        Self {
+            ingest,
+            gathered: Vec::new(),
+            gathered_rows: 0,
+            gathered_bytes: 0,
+            table: None,
+            in_flight: None,
+            written: 0,
+        }
+    }
+
+    /// Adds a batch (conformed to `table`); writes what was gathered when it is large enough
+    /// or when the batch's shape differs from it (a column was added meanwhile).
+    async fn push(&mut self, table: &Arc<TableSchema>, batch: RecordBatch) -> Result<(), Status> {
+        let same = self.gathered.first().is_none_or(|first| {
+            first.schema() == batch.schema()
+                && self.table.as_ref().is_some_and(|t| Arc::ptr_eq(t, table))
+        });
+        if !same {
+            self.submit().await?;
+        }
+        self.gathered_rows += batch.num_rows();
+        self.gathered_bytes += batch.get_array_memory_size();
+        self.gathered.push(batch);
+        self.table = Some(table.clone());
+        if self.gathered_rows >= UPLOAD_WRITE_ROWS || self.gathered_bytes >= UPLOAD_WRITE_BYTES {
+            self.submit().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, then hands the gathered rows to the write path.
+    async fn submit(&mut self) -> Result<(), Status> {
+        self.wait().await?;
+        let (Some(first), Some(table)) = (self.gathered.first(), self.table.clone()) else {
+            return Ok(());
+        };
+        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &self.gathered)
+            .map_err(|e| Status::internal(format!("cannot gather uploaded batches: {e}")))?;
+        self.gathered.clear();
+        self.gathered_rows = 0;
+        self.gathered_bytes = 0;
+        let ingest = self.ingest.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            ingest
+                .write_batch(&table, batch)
+                .await
+                .map_err(|e| query_status(&QueryError::from(e)))
+        }));
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<(), Status> {
+        if let Some(write) = self.in_flight.take() {
+            self.written += write
+                .await
+                .map_err(|e| Status::internal(format!("an upload's write failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Writes what is left (when the upload was read to its end) and waits for every write;
+    /// returns the rows written.
+    async fn finish(mut self, complete: bool) -> Result<u64, Status> {
+        if complete {
+            self.submit().await?;
+        }
+        self.wait().await?;
+        Ok(self.written)
+    }
+}
+
 impl Uploads {
     /// Writes every batch of `data` to the target's table; returns the rows written.
     pub(super) async fn ingest<S>(&self, target: &Target, data: S) -> Result<u64, Status>
@@ -218,41 +313,45 @@ impl Uploads {
             .map_err(FlightError::from);
         let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
         let mut table: Option<Arc<TableSchema>> = None;
-        let mut rows = 0u64;
-        loop {
-            let batch = match batches.next().await {
-                Some(Ok(batch)) => Some(batch),
-                Some(Err(e)) => return Err(decode_status(e)),
-                None => None,
-            };
-            let schema = match &table {
-                Some(t) => t.clone(),
-                None => {
-                    let Some(upload) = batches.schema().cloned() else {
-                        return Err(Status::invalid_argument(
-                            "the upload holds no Arrow schema (send at least the schema \
-                             message)",
-                        ));
-                    };
-                    self.prepare_table(target, &upload)?
+        let mut writes = WriteBehind::new(self.ingest.clone());
+        let read = async {
+            loop {
+                let batch = match batches.next().await {
+                    Some(Ok(batch)) => Some(batch),
+                    Some(Err(e)) => return Err(decode_status(e)),
+                    None => None,
+                };
+                let schema = match &table {
+                    Some(t) => t.clone(),
+                    None => {
+                        let Some(upload) = batches.schema().cloned() else {
+                            return Err(Status::invalid_argument(
+                                "the upload holds no Arrow schema (send at least the schema \
+                                 message)",
+                            ));
+                        };
+                        self.prepare_table(target, &upload)?
+                    }
+                };
+                let Some(batch) = batch else {
+                    break;
+                };
+                if batch.num_rows() == 0 {
+                    table = Some(schema);
+                    continue;
                 }
-            };
-            let Some(batch) = batch else {
-                break;
-            };
-            if batch.num_rows() == 0 {
+                let (schema, batch) = self.conform(schema, &batch)?;
+                writes.push(&schema, batch).await?;
                 table = Some(schema);
-                continue;
             }
-            let (schema, batch) = self.conform(schema, &batch)?;
-            rows += self
-                .ingest
-                .write_batch(&schema, batch)
-                .await
-                .map_err(|e| query_status(&QueryError::from(e)))?;
-            table = Some(schema);
+            Ok(())
         }
-        Ok(rows)
+        .await;
+        // Whatever stopped the upload, the write already handed over ends first (it may be
+        // durable, like every batch before it), so the answer is the last thing to happen.
+        let written = writes.finish(read.is_ok()).await;
+        read?;
+        written
     }
 
     /// The table to write to, created (or replaced) as the target says.
