@@ -196,3 +196,54 @@ async fn writes_during_compaction_are_kept_and_win_over_older_rows() {
     assert_eq!(answered(&s), lines(&model), "rows after kill -9");
     s.assert_no_panic();
 }
+
+/// A compacted file of several row groups is read by every core, each taking a byte range of
+/// it: the rows are each counted once, whether the answer comes from a scan or statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_compacted_file_is_scanned_in_ranges_each_row_once() {
+    let dir = data_dir();
+    let mut s = Server::start_with(dir.path(), &["--compaction-quiet-ms", "200"]);
+    // 600,000 rows in one day: three row groups of at most 262,144 rows once compacted.
+    let rows: i64 = 600_000;
+    for part in 0..3 {
+        let body: String = (part * rows / 3..(part + 1) * rows / 3)
+            .map(|i| format!("big,s=s{} v={i}i {}\n", i % 50, START + i * 100_000))
+            .collect();
+        assert_eq!(s.write_lp(body).await.0, 204);
+    }
+    assert_eq!(s.stop(), Some(0));
+    s.restart();
+    s.wait_for(
+        "SELECT count(*) FROM eddy_segments WHERE table_name = 'big'",
+        1,
+        60,
+    )
+    .await;
+    let plan = s.psql("EXPLAIN SELECT sum(v) FROM big");
+    assert!(
+        plan.contains("file_groups={2 groups"),
+        "the file is read as two ranges: {plan}"
+    );
+    let c = s.pg().await;
+    let row = c
+        .query_one(
+            "SELECT count(*), sum(v), count(DISTINCT v), min(v), max(v) FROM big",
+            &[],
+        )
+        .await
+        .expect("aggregate");
+    assert_eq!(row.get::<_, i64>(0), rows);
+    assert_eq!(row.get::<_, i64>(1), (0..rows).sum::<i64>());
+    assert_eq!(row.get::<_, i64>(2), rows);
+    assert_eq!(row.get::<_, i64>(3), 0);
+    assert_eq!(row.get::<_, i64>(4), rows - 1);
+    let per_series = c
+        .query_one(
+            "SELECT count(*) FROM big WHERE s = 's7' AND v % 50 = 7",
+            &[],
+        )
+        .await
+        .expect("filter");
+    assert_eq!(per_series.get::<_, i64>(0), rows / 50);
+    s.assert_no_panic();
+}
