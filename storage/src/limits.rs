@@ -117,7 +117,7 @@ pub const COMPACTION_LEVEL_MAX: u32 = 32;
 
 /// Memory for the decoded batches a compaction holds (one per input segment): the batch size
 /// is this divided among the inputs, within the two bounds below.
-pub const COMPACTION_INPUT_MEMORY_BYTES: usize = 256 * 1024 * 1024;
+pub const COMPACTION_INPUT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Fewest rows per batch a compaction reads from an input: below this, per-batch overhead
 /// dominates (a partition with thousands of segments then takes more memory than the budget).
