@@ -20,7 +20,7 @@
 //! The job holds no lock while it merges: flushes, retention and `DROP TABLE` go on. A job whose
 //! inputs were dropped meanwhile is abandoned.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,35 +94,83 @@ fn due(segments: &[&Arc<SegmentFile>], quiet: Duration, now: Instant, force: boo
         || now.saturating_duration_since(newest) >= quiet
 }
 
+/// What one call of `compact_once` did.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A partition was compacted.
+    Ran(CompactionOutcome),
+    /// A job ran but was given up (an input left meanwhile, or every input was empty).
+    Abandoned,
+    /// No partition was due (or every due one is being compacted or waits after a failure).
+    Idle,
+}
+
+/// Key of a partition: (table id, partition).
+type PartitionKey = (u64, i64);
+
+/// Partitions being compacted now, and those whose last job failed, with when they may be
+/// tried again: one unreadable segment must not hold back every other partition.
+#[derive(Debug, Default)]
+pub(crate) struct CompactionBook {
+    busy: HashSet<PartitionKey>,
+    failed: HashMap<PartitionKey, (u32, Instant)>,
+}
+
 impl Inner {
     /// Runs one compaction if one is due (any partition with two segments or more when
-    /// `force`); returns what it did, or `None` when nothing was due or the job was abandoned.
-    pub(crate) fn compact_once(&self, force: bool) -> Result<Option<CompactionOutcome>> {
+    /// `force`).
+    pub(crate) fn compact_once(&self, force: bool) -> Result<Step> {
         let Some(job) = self.start_job(force)? else {
-            return Ok(None);
+            return Ok(Step::Idle);
         };
+        let key = (job.output.table_id, job.partition);
+        let ran = self.run_job(&job);
+        let mut book = self.compaction_book.lock();
+        book.busy.remove(&key);
+        match &ran {
+            Err(e) if !e.is_disk_full() => {
+                // This partition waits (doubling, up to the longest retry delay); the
+                // others go on.
+                let failures = book.failed.get(&key).map_or(0, |f| f.0).saturating_add(1);
+                let delay = Duration::from_millis(
+                    crate::limits::FLUSH_RETRY_DELAY_MIN_MS
+                        .saturating_mul(1 << failures.min(16))
+                        .min(crate::limits::FLUSH_RETRY_DELAY_MAX_MS * 20),
+                );
+                book.failed.insert(key, (failures, Instant::now() + delay));
+            }
+            Err(_) => {}
+            Ok(_) => {
+                book.failed.remove(&key);
+            }
+        }
+        ran
+    }
+
+    /// Merges and publishes a started job.
+    fn run_job(&self, job: &Job) -> Result<Step> {
         let started = Instant::now();
         let output_path = self.config.data_dir.join(&job.output.path);
-        let merged = self.merge_job(&job, &output_path);
+        let merged = self.merge_job(job, &output_path);
         let (stats, bytes) = match merged {
             Ok(done) => done,
             Err(e) => {
-                self.abandon_job(&job, &output_path);
+                self.abandon_job(job, &output_path);
                 return Err(e);
             }
         };
         let Some((min_time, max_time)) = stats.time else {
             // Every input was empty: nothing to publish.
-            self.abandon_job(&job, &output_path);
-            return Ok(None);
+            self.abandon_job(job, &output_path);
+            return Ok(Step::Abandoned);
         };
         let mut output = job.output.clone();
         output.rows = stats.rows_out;
         output.bytes = bytes;
         output.min_time = min_time;
         output.max_time = max_time;
-        if !self.finish_job(&job, output, &output_path)? {
-            return Ok(None);
+        if !self.finish_job(job, output, &output_path)? {
+            return Ok(Step::Abandoned);
         }
         let outcome = CompactionOutcome {
             table: job.table.name().to_string(),
@@ -145,24 +193,39 @@ impl Inner {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compacted partition"
         );
-        Ok(Some(outcome))
+        Ok(Step::Ran(outcome))
     }
 
     /// Compacts until no partition of any table has more than one segment (for tests, benches
-    /// and operators who want a dense store now). Returns the jobs it ran.
+    /// and operators who want a dense store now), waiting for the background compactor's job
+    /// if it holds one. Returns the jobs it ran; a partition that fails is an error.
     pub(crate) fn compact_all(&self) -> Result<Vec<CompactionOutcome>> {
         let mut done = Vec::new();
-        while let Some(outcome) = self.compact_once(true)? {
-            done.push(outcome);
+        let mut abandoned = 0;
+        loop {
+            match self.compact_once(true)? {
+                Step::Ran(outcome) => done.push(outcome),
+                // Given up because retention or DROP TABLE took inputs meanwhile; the next
+                // pick sees the partition as it is now. Bounded in case one never settles.
+                Step::Abandoned if abandoned < 100 => abandoned += 1,
+                Step::Abandoned => return Ok(done),
+                Step::Idle if self.compaction_book.lock().busy.is_empty() => return Ok(done),
+                Step::Idle => std::thread::sleep(Duration::from_millis(10)),
+            }
         }
-        Ok(done)
     }
 
     /// Picks the due partition with the most segments, hands out its output id and records
     /// the output as `compacting` in the manifest, all under `flush_lock`.
     fn start_job(&self, force: bool) -> Result<Option<Job>> {
         let _guard = self.flush_lock.lock();
+        // A flush whose manifest may be on disk ahead of memory retries with the same segment
+        // ids; handing one out here would leave its first files unaccounted for.
+        if self.flush_wake.0.lock().manifest_ahead {
+            return Ok(None);
+        }
         let now = Instant::now();
+        let mut book = self.compaction_book.lock();
         let quiet = Duration::from_millis(self.config.compaction_quiet_ms);
         let chosen = {
             let st = self.state.read();
@@ -175,6 +238,8 @@ impl Inner {
             }
             groups
                 .into_iter()
+                .filter(|(key, _)| !book.busy.contains(key))
+                .filter(|(key, _)| force || book.failed.get(key).is_none_or(|f| f.1 <= now))
                 .filter(|(_, segs)| due(segs, quiet, now, force))
                 .max_by_key(|(_, segs)| segs.len())
                 .map(|((table_id, partition), segs)| {
@@ -191,6 +256,8 @@ impl Inner {
         let Some(table) = self.catalog.get_by_id(table_id) else {
             return Ok(None);
         };
+        book.busy.insert((table_id, partition));
+        drop(book);
         let mut manifest = (*self.state.read().manifest).clone();
         let id = manifest.next_segment_id;
         manifest.next_segment_id += 1;
@@ -203,7 +270,13 @@ impl Inner {
             id,
             path: path.clone(),
         });
-        manifest.store(&self.config.data_dir)?;
+        if let Err(e) = manifest.store(&self.config.data_dir) {
+            self.compaction_book
+                .lock()
+                .busy
+                .remove(&(table_id, partition));
+            return Err(e);
+        }
         self.state.write().manifest = Arc::new(manifest);
         let level = inputs
             .iter()
@@ -348,11 +421,23 @@ impl Inner {
     /// Removes an unfinished output and its `compacting` entry (the next start would remove
     /// both anyway; this gives the space back now).
     fn abandon_job(&self, job: &Job, output_path: &std::path::Path) {
+        let mut removed = true;
         for path in [
             output_path.to_path_buf(),
             crate::checksum::sidecar_path(output_path),
         ] {
-            crate::fsutil::remove_if_present(&path);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    removed = false;
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove an abandoned compaction's output; the next start removes it");
+                }
+            }
+        }
+        if !removed {
+            // Still listed as compacting, so the next start knows the file is garbage.
+            return;
         }
         let _guard = self.flush_lock.lock();
         let mut manifest = (*self.state.read().manifest).clone();
@@ -402,13 +487,13 @@ pub(crate) fn run_compactor(inner: &Inner) {
         }
         loop {
             match inner.compact_once(false) {
-                Ok(Some(_)) => {
+                Ok(Step::Ran(_) | Step::Abandoned) => {
                     retry.succeeded();
                     if inner.compact_wake.0.lock().stop {
                         return;
                     }
                 }
-                Ok(None) => {
+                Ok(Step::Idle) => {
                     retry.succeeded();
                     break;
                 }
@@ -417,13 +502,20 @@ pub(crate) fn run_compactor(inner: &Inner) {
                         return;
                     }
                     inner.metrics.compaction_failed();
-                    let retry_in_ms = retry.failed().as_millis() as u64;
+                    if e.is_disk_full() {
+                        // Every partition would fail alike: wait before trying any.
+                        let retry_in_ms = retry.failed().as_millis() as u64;
+                        tracing::error!(
+                            error = %e,
+                            retry_in_ms,
+                            "compaction failed; the partition's segments stay as they are, will retry"
+                        );
+                        break;
+                    }
                     tracing::error!(
                         error = %e,
-                        retry_in_ms,
-                        "compaction failed; the partition's segments stay as they are, will retry"
+                        "compaction of a partition failed; its segments stay as they are, and it is retried later while other partitions go on"
                     );
-                    break;
                 }
             }
         }

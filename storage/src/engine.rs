@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) flush_wake: (Mutex<FlushSignal>, Condvar),
     /// Wakes the compactor, or tells it to stop.
     pub(crate) compact_wake: (Mutex<crate::compaction::CompactSignal>, Condvar),
+    /// Partitions being compacted, and those waiting after a failed compaction.
+    pub(crate) compaction_book: Mutex<crate::compaction::CompactionBook>,
     /// Notified when a flush completes, for writers waiting on memory.
     pub(crate) flushed: Notify,
     /// Serializes flushes and manifest changes.
@@ -174,6 +176,7 @@ impl Db {
             commit_tx: Mutex::new(Some(tx)),
             flush_wake: (Mutex::new(FlushSignal::default()), Condvar::new()),
             compact_wake: (Mutex::new(Default::default()), Condvar::new()),
+            compaction_book: Mutex::new(Default::default()),
             flushed: Notify::new(),
             flush_lock: Mutex::new(()),
             failed: Mutex::new(None),

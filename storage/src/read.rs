@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::latest::SegmentLatest;
 use crate::memtable::MemChunk;
 use crate::schema::TableSchema;
-use crate::segment::{SegmentFile, read_segment};
+use crate::segment::{SegmentFile, read_segment, read_segment_range};
 use crate::tag_index::TagSelection;
 
 /// The data of one table as of one instant, for a reader.
@@ -48,6 +48,33 @@ pub struct ReadPlan {
 /// [`TableSnapshot::read_plan_filtered`].
 pub type KeyFilter =
     dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync;
+
+/// The rows of `batch` (in the table schema) that `tags` accepts, as the memtable's tag index
+/// would select them (a null tag matches no value); `None` when `tags` selects nothing.
+fn tag_mask(batch: &RecordBatch, tags: &TagSelection) -> Result<Option<BooleanArray>> {
+    use datafusion::arrow::array::{Scalar, StringArray};
+    use datafusion::arrow::compute::kernels::{boolean, cmp};
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    let mut all: Option<BooleanArray> = None;
+    for (column, values) in &tags.any_of {
+        let Ok(idx) = batch.schema().index_of(column) else {
+            return Ok(Some(BooleanArray::from(vec![false; batch.num_rows()])));
+        };
+        let col = batch.column(idx);
+        let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
+        for v in values {
+            let hit = cmp::eq(col, &Scalar::new(StringArray::from(vec![v.as_str()])))?;
+            any = boolean::or_kleene(&any, &hit)?;
+        }
+        all = Some(match all {
+            Some(a) => boolean::and_kleene(&a, &any)?,
+            None => any,
+        });
+    }
+    Ok(all)
+}
 
 impl Inner {
     /// The data of a table as of now, for a table looked up already.
@@ -232,8 +259,21 @@ impl TableSnapshot {
             for (_, _, s) in &cluster {
                 match s {
                     Source::Segment(s) => {
-                        for b in read_segment(&s.path, schema)? {
-                            batches.push(select(&b)?);
+                        // Only the selected series go into the merge: a point query over a
+                        // day that overlaps the memtable then sorts a handful of rows, not
+                        // the whole segment.
+                        let time = self.schema.time_column();
+                        for b in read_segment_range(&s.path, schema, time, lo, hi)? {
+                            let b = select(&b)?;
+                            let b = match tag_mask(&b, tags)? {
+                                Some(mask) => {
+                                    datafusion::arrow::compute::filter_record_batch(&b, &mask)?
+                                }
+                                None => b,
+                            };
+                            if b.num_rows() > 0 {
+                                batches.push(b);
+                            }
                         }
                     }
                     Source::Memory(_, m) => {

@@ -145,6 +145,24 @@ fn read_rows(b: RecordBatch) -> Out {
 
 const KEEP_FROM_DAY: i64 = 10;
 
+/// The rows with time in `[lo, hi]` model days, read through `read_plan(lo, hi)` (overlapping
+/// segments are then read by range), filtered by time as the query engine does above it.
+fn read_range(db: &Db, lo: i64, hi: i64) -> Out {
+    let day = crate::time::PARTITION_NANOS / 4;
+    let snap = db.snapshot("t").expect("table");
+    let plan = snap.read_plan(lo * day, hi * day).expect("plan");
+    let mut batches = plan.batches.clone();
+    for f in &plan.files {
+        batches.extend(
+            crate::segment::read_segment(&f.path, snap.schema.arrow_schema()).expect("read"),
+        );
+    }
+    let mut out: Out = batches.into_iter().flat_map(read_rows).collect();
+    out.retain(|r| r.1 >= lo && r.1 <= hi);
+    out.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+    out
+}
+
 /// The latest row of series `s` (of the table with no filter) by [`Db::latest_row`].
 fn latest(db: &Db, s: Option<&str>) -> Option<(String, i64, Option<i64>, Option<f64>)> {
     let snap = db.snapshot("t").expect("table");
@@ -199,7 +217,10 @@ fn recent(batch: &RecordBatch) -> Result<BooleanArray, ArrowError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
-    fn reads_back_field_wise_last_write_wins(ops in prop::collection::vec(op(), 1..25)) {
+    fn reads_back_field_wise_last_write_wins(
+        ops in prop::collection::vec(op(), 1..25),
+        range in (-5i64..40, 0i64..20),
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = StorageConfig::new(dir.path());
@@ -230,6 +251,9 @@ proptest! {
         }
         let want: Vec<_> = model.iter().map(|((s, t), (a, b))| (s.clone(), *t, *a, *b)).collect();
         prop_assert_eq!(read_all(&db), want.clone());
+        let (lo, hi) = (range.0, range.0 + range.1);
+        let in_range: Vec<_> = want.iter().filter(|r| r.1 >= lo && r.1 <= hi).cloned().collect();
+        prop_assert_eq!(read_range(&db, lo, hi), in_range);
         check_latest(&db, &model);
         // Filtering by key before deduplication gives the rows filtering after it would.
         let selected: Vec<_> = want
@@ -338,4 +362,89 @@ fn size_accessors_see_memtables_wal_and_files() {
     let wal = db.wal_bytes().expect("wal");
     assert!(total >= segments + wal, "{total} < {segments} + {wal}");
     db.close().expect("close");
+}
+
+/// A partition whose segment cannot be read fails its compaction, and waits, while the other
+/// partitions are compacted; its segments stay as they were.
+#[test]
+fn a_damaged_segment_holds_back_only_its_own_partition() {
+    use crate::compaction::Step;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = StorageConfig::new(dir.path());
+    config.compaction = false;
+    config.compaction_quiet_ms = 0;
+    let db = Db::open(config).expect("open");
+    db.catalog().create_table(def(), false).expect("create");
+    // Partition 0 gets three segments, partition 2 (days 8..11 of the model) two.
+    for round in 0..3 {
+        let mut rows = vec![(0, 1, Some(round), None)];
+        if round < 2 {
+            rows.push((1, 9, Some(round), None));
+        }
+        rt.block_on(db.write("t", batch(&rows))).expect("write");
+        db.flush().expect("flush");
+    }
+    let before = db.segments();
+    assert_eq!(before.len(), 5, "{before:?}");
+    let busiest = before
+        .iter()
+        .filter(|s| s.partition == before[0].partition)
+        .collect::<Vec<_>>();
+    assert_eq!(busiest.len(), 3);
+    let damaged = dir.path().join(&busiest[1].path);
+    let mut bytes = std::fs::read(&damaged).expect("read");
+    bytes[10] ^= 0xff;
+    std::fs::write(&damaged, &bytes).expect("write");
+
+    let err = db
+        .inner()
+        .compact_once(false)
+        .expect_err("the damaged partition fails");
+    assert!(err.to_string().contains(&busiest[1].path), "{err}");
+    match db.inner().compact_once(false).expect("the other partition") {
+        Step::Ran(outcome) => {
+            assert_eq!(outcome.inputs, 2);
+            assert_ne!(outcome.partition, busiest[0].partition);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        db.inner().compact_once(false).expect("nothing else"),
+        Step::Idle
+    ));
+    let after = db.segments();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|s| s.partition == busiest[0].partition)
+            .count(),
+        3,
+        "the damaged partition keeps its segments"
+    );
+    assert!(damaged.exists());
+    // No output of the failed job is left behind.
+    let files: usize = walk(&dir.path().join("data"));
+    assert_eq!(
+        files,
+        4 * 2,
+        "4 segments and their checksum files: {after:?}"
+    );
+    db.close().expect("close");
+}
+
+fn walk(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += walk(&p);
+        } else {
+            n += 1;
+        }
+    }
+    n
 }

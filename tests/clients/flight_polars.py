@@ -1,6 +1,6 @@
 """polars over ADBC's Flight SQL driver against Eddy: DataFrame.write_database (adbc_ingest,
 creating then appending), pl.read_database on an ADBC connection with and without parameters,
-and cursor.fetch_polars. Run by tests/e2e/flight_clients.rs against a fresh server.
+cursor.fetch_polars, and DuckDB querying an Arrow table fetched through ADBC. Run by tests/e2e/flight_clients.rs against a fresh server.
 """
 import datetime as dt
 import os
@@ -67,6 +67,15 @@ def main():
                 cur.execute("SELECT count(*) AS n, max(usage) AS top FROM metrics")
                 got = cur.fetch_polars()
                 check("aggregate", got.rows(), [(4, 4.5)])
+
+        with part("DuckDB over an Arrow table fetched with ADBC (docs/flight.md's example)"):
+            import duckdb
+            with conn.cursor() as cur:
+                cur.execute("SELECT host, time, usage FROM metrics WHERE time >= '2024-01-01T00:00:00'")
+                tbl = cur.fetch_arrow_table()
+            got = duckdb.sql(
+                "SELECT host, avg(usage) AS avg FROM tbl GROUP BY host ORDER BY host").fetchall()
+            check("DuckDB's averages", got, [("a", 2.5), ("b", 3.5)])
 
     done("flight_polars")
 

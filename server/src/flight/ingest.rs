@@ -251,7 +251,13 @@ impl WriteBehind {
             self.submit().await?;
         }
         self.gathered_rows += batch.num_rows();
-        self.gathered_bytes += batch.get_array_memory_size();
+        // The bytes the batch's rows hold: a batch decoded from a message shares one buffer
+        // among its columns, which `get_array_memory_size` would count once per column.
+        self.gathered_bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
         self.gathered.push(batch);
         self.table = Some(table.clone());
         if self.gathered_rows >= UPLOAD_WRITE_ROWS || self.gathered_bytes >= UPLOAD_WRITE_BYTES {
@@ -290,12 +296,9 @@ impl WriteBehind {
         Ok(())
     }
 
-    /// Writes what is left (when the upload was read to its end) and waits for every write;
-    /// returns the rows written.
-    async fn finish(mut self, complete: bool) -> Result<u64, Status> {
-        if complete {
-            self.submit().await?;
-        }
+    /// Writes what is left and waits for every write; returns the rows written.
+    async fn finish(mut self) -> Result<u64, Status> {
+        self.submit().await?;
         self.wait().await?;
         Ok(self.written)
     }
@@ -347,9 +350,10 @@ impl Uploads {
             Ok(())
         }
         .await;
-        // Whatever stopped the upload, the write already handed over ends first (it may be
-        // durable, like every batch before it), so the answer is the last thing to happen.
-        let written = writes.finish(read.is_ok()).await;
+        // Whatever stopped the upload, the batches read before it are written (as they would
+        // have been one by one) and the write in flight ends first, so the answer is the last
+        // thing to happen.
+        let written = writes.finish().await;
         read?;
         written
     }
