@@ -322,20 +322,7 @@ fn classify_data_files(
     files: &[datadir::DataFile],
     wal_last_seq: u64,
 ) {
-    let accounted = Accounted {
-        live: manifest
-            .segments
-            .iter()
-            .map(|s| dir.join(&s.path))
-            .collect(),
-        retired: manifest
-            .retired
-            .iter()
-            .chain(&manifest.compacting)
-            .map(|r| dir.join(&r.path))
-            .collect(),
-        next_segment_id: manifest.next_segment_id,
-    };
+    let accounted = Accounted::of(dir, manifest);
     for f in files {
         match accounted.verdict(f) {
             Verdict::Live => {}

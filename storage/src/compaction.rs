@@ -34,9 +34,9 @@ use crate::limits::{
     COMPACTION_BATCH_ROWS_MAX, COMPACTION_BATCH_ROWS_MIN, COMPACTION_FLUSHED_SEGMENTS_MAX,
     COMPACTION_INPUT_MEMORY_BYTES, COMPACTION_LEVEL_MAX,
 };
-use crate::manifest::{RetiredSegment, SegmentMeta};
+use crate::manifest::{RetiredSegment, SegmentMeta, segment_path};
 use crate::merge::{SortedBatches, merge_sorted};
-use crate::schema::{TableSchema, dir_name};
+use crate::schema::TableSchema;
 use crate::segment::{SegmentFile, SegmentStyle, SegmentWriter};
 use crate::time::partition_date;
 
@@ -261,11 +261,7 @@ impl Inner {
         let mut manifest = (*self.state.read().manifest).clone();
         let id = manifest.next_segment_id;
         manifest.next_segment_id += 1;
-        let path = format!(
-            "data/{}/{}/{id:020}.parquet",
-            dir_name(table.name()),
-            partition_date(partition)
-        );
+        let path = segment_path(table.name(), partition, id);
         manifest.compacting.push(RetiredSegment {
             id,
             path: path.clone(),

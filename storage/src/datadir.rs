@@ -103,6 +103,25 @@ pub(crate) struct Accounted {
 }
 
 impl Accounted {
+    /// What `manifest` (of the data directory `dir`) accounts for. Outputs of unfinished
+    /// compactions count as retired: garbage once found.
+    pub(crate) fn of(dir: &Path, manifest: &crate::manifest::Manifest) -> Self {
+        Self {
+            live: manifest
+                .segments
+                .iter()
+                .map(|s| dir.join(&s.path))
+                .collect(),
+            retired: manifest
+                .retired
+                .iter()
+                .chain(&manifest.compacting)
+                .map(|r| dir.join(&r.path))
+                .collect(),
+            next_segment_id: manifest.next_segment_id,
+        }
+    }
+
     /// What `file` is to the manifest these were taken from.
     pub(crate) fn verdict(&self, file: &DataFile) -> Verdict {
         let id = match file.kind {

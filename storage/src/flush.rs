@@ -25,12 +25,11 @@ use crate::limits::{
     BACKPRESSURE_RECHECK_MS, FLUSH_RETRY_DELAY_MAX_MS, FLUSH_RETRY_DELAY_MIN_MS, FLUSHER_WAKE_MS,
     PARTITION_NANOS,
 };
-use crate::manifest::{Manifest, SegmentMeta};
+use crate::manifest::{Manifest, SegmentMeta, segment_path};
 use crate::memtable::FrozenMemtable;
-use crate::schema::{TableSchema, dir_name};
+use crate::schema::TableSchema;
 use crate::segment::{SegmentFile, write_segment};
 use crate::stall::{Backoff, FlushFailure};
-use crate::time::partition_date;
 
 /// What the flusher is asked to do when woken.
 #[derive(Default)]
@@ -220,11 +219,7 @@ impl Inner {
                 };
                 let id = manifest.next_segment_id;
                 manifest.next_segment_id += 1;
-                let rel = format!(
-                    "data/{}/{}/{id:020}.parquet",
-                    dir_name(schema.name()),
-                    partition_date(partition)
-                );
+                let rel = segment_path(schema.name(), partition, id);
                 let path = self.config.data_dir.join(&rel);
                 let bytes = write_segment(&path, &schema, &sorted)?;
                 rows += sorted.num_rows() as u64;

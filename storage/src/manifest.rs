@@ -47,6 +47,15 @@ fn is_zero(level: &u32) -> bool {
     *level == 0
 }
 
+/// Path, relative to the data directory, of segment `id` of table `table` in `partition`.
+pub(crate) fn segment_path(table: &str, partition: i64, id: u64) -> String {
+    format!(
+        "data/{}/{}/{id:020}.parquet",
+        crate::schema::dir_name(table),
+        crate::time::partition_date(partition)
+    )
+}
+
 /// A segment taken out of the manifest whose file may still exist (a query held it, or the
 /// engine stopped before it was deleted): garbage, deleted at the next start at the latest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -338,20 +338,7 @@ fn remove_garbage(
     files: &[datadir::DataFile],
     wal_last_seq: u64,
 ) -> Result<Cleanup> {
-    let accounted = Accounted {
-        live: manifest
-            .segments
-            .iter()
-            .map(|s| dir.join(&s.path))
-            .collect(),
-        retired: manifest
-            .retired
-            .iter()
-            .chain(&manifest.compacting)
-            .map(|r| dir.join(&r.path))
-            .collect(),
-        next_segment_id: manifest.next_segment_id,
-    };
+    let accounted = Accounted::of(dir, manifest);
     let mut garbage = Vec::new();
     let mut cleanup = Cleanup {
         removed: 0,
