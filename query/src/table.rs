@@ -16,7 +16,7 @@ use datafusion::common::{Result as DfResult, ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::{
-    ParquetFileMetrics, ParquetFileReaderFactory,
+    ParquetFileMetrics, ParquetFileReaderFactory, ParquetRowSelection,
 };
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
@@ -26,7 +26,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -34,6 +35,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use eddy_ingest::{FrontEnd, Ingest};
 use eddy_storage::KeyFilter;
+use eddy_storage::segment_tags::TagPredicate;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, SegmentFile, TableSchema};
 use futures::StreamExt;
@@ -102,13 +104,21 @@ impl TableProvider for EddyTable {
         let schema = self.schema.arrow_schema().clone();
         let (lo, hi) = time_range(filters, self.schema.time_column());
         let keep = key_filter(state, &self.schema, filters)?;
-        let tags = tag_selection(&self.schema, filters);
+        let (tags, predicates) = tag_selection(&self.schema, filters);
+        let texts = crate::fulltext::text_predicates(filters);
         let plan = tokio::task::spawn_blocking(move || {
-            snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())
+            let plan = snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())?;
+            let selections = plan
+                .files
+                .iter()
+                .map(|f| index_selection(f, &predicates, &texts))
+                .collect::<eddy_storage::Result<Vec<_>>>()?;
+            Ok::<_, eddy_storage::StorageError>((plan, selections))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let (plan, selections) = plan;
         let batches = plan
             .batches
             .iter()
@@ -133,7 +143,11 @@ impl TableProvider for EddyTable {
                     .clamp(1, share)
             };
             let mut files: Vec<PartitionedFile> = Vec::new();
-            for f in &plan.files {
+            for (f, selection) in plan.files.iter().zip(&selections) {
+                // The tag index rules the whole segment out.
+                if matches!(selection, Some(None)) {
+                    continue;
+                }
                 let path = f.path.to_string_lossy();
                 // The segment's row count and time range are known exactly: DataFusion skips
                 // files by them, and for `ORDER BY time DESC LIMIT n` its top-k filter then
@@ -146,6 +160,11 @@ impl TableProvider for EddyTable {
                     // The scan (and each Parquet reader, which keeps its PartitionedFile)
                     // holds the segment, so retention cannot delete it under a running query.
                     file.extensions.insert_arc(Arc::clone(f));
+                    // The tag index's granules: the reader skips the pages between them.
+                    if let Some(Some(rows)) = selection {
+                        file.extensions
+                            .insert(ParquetRowSelection::new(rows.clone()));
+                    }
                     if pieces == 1 {
                         file = file.with_statistics(Arc::new(stats.clone()));
                     } else {
@@ -158,7 +177,8 @@ impl TableProvider for EddyTable {
                     files.push(file);
                 }
             }
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); target.min(files.len()).max(1)];
             let n = groups.len();
             for (i, file) in files.into_iter().enumerate() {
                 groups[i % n].push(file);
@@ -364,9 +384,82 @@ fn key_filter(
     })))
 }
 
-/// The tag values the filters require (`tag = 'v'`, `tag IN ('v', 'w')`), which the memtable's
-/// tag index answers without scanning.
-fn tag_selection(table: &TableSchema, filters: &[Expr]) -> TagSelection {
+/// What a segment's indexes say about a scan of it: `None` when they cannot narrow it (no
+/// predicate an index of this segment answers), `Some(None)` when no row can match,
+/// otherwise the rows to read. The tag index answers tag predicates by granules; a full-text
+/// index answers `matches(column, 'query')` by rows.
+fn index_selection(
+    file: &SegmentFile,
+    predicates: &[TagPredicate],
+    texts: &[(String, String)],
+) -> eddy_storage::Result<Option<Option<RowSelection>>> {
+    let rows = file.meta.rows;
+    let mut selection: Option<RowSelection> = None;
+    let mut narrow = |s: RowSelection| {
+        selection = Some(match selection.take() {
+            Some(a) => a.intersection(&s),
+            None => s,
+        });
+    };
+    if !predicates.is_empty()
+        && let Some(index) = file.tag_index()?
+        && let Some(granules) = index.granules(predicates)
+    {
+        let ranges = index.row_ranges(&granules);
+        if ranges.is_empty() {
+            return Ok(Some(None));
+        }
+        narrow(row_selection(ranges.into_iter(), rows));
+    }
+    for (column, query) in texts {
+        if let Some(matched) = file.text_search(column, query)? {
+            if matched.is_empty() {
+                return Ok(Some(None));
+            }
+            narrow(row_selection(runs(&matched), rows));
+        }
+    }
+    Ok(selection.map(|s| if s.selects_any() { Some(s) } else { None }))
+}
+
+/// The runs of consecutive row numbers in `rows`, ascending.
+fn runs(rows: &roaring::RoaringBitmap) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+    let mut it = rows.iter().map(u64::from).peekable();
+    std::iter::from_fn(move || {
+        let start = it.next()?;
+        let mut end = start + 1;
+        while it.peek() == Some(&end) {
+            it.next();
+            end += 1;
+        }
+        Some(start..end)
+    })
+}
+
+/// A selection of `total` rows that reads the given ascending, disjoint ranges.
+fn row_selection(ranges: impl Iterator<Item = std::ops::Range<u64>>, total: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for r in ranges {
+        let (start, end) = (r.start.min(total), r.end.min(total));
+        if start > at {
+            selectors.push(RowSelector::skip((start - at) as usize));
+        }
+        if end > start.max(at) {
+            selectors.push(RowSelector::select((end - start.max(at)) as usize));
+            at = end;
+        }
+    }
+    if total > at {
+        selectors.push(RowSelector::skip((total - at) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+/// From the filters on tags: the values they require (`tag = 'v'`, `tag IN ('v', 'w')`),
+/// which the memtable's tag index answers without scanning, and every predicate a segment's
+/// tag index can answer (those, plus `<>`, `NOT IN`, `LIKE 'prefix%'` and `IS NULL`).
+fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<TagPredicate>) {
     let schema = table.arrow_schema();
     let tag = |e: &Expr| match e {
         Expr::Column(c) => schema
@@ -386,6 +479,7 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> TagSelection {
         _ => None,
     };
     let mut selection = TagSelection::default();
+    let mut predicates = Vec::new();
     let mut conjuncts = Vec::new();
     for f in filters {
         conjuncts.extend(datafusion::logical_expr::utils::split_conjunction(f));
@@ -394,29 +488,73 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> TagSelection {
         match e {
             Expr::BinaryExpr(BinaryExpr {
                 left,
-                op: Operator::Eq,
+                op: op @ (Operator::Eq | Operator::NotEq),
                 right,
             }) => {
                 let pair = match (tag(left), string(right)) {
                     (Some(c), Some(v)) => Some((c, v)),
                     _ => tag(right).zip(string(left)),
                 };
-                if let Some((c, v)) = pair {
-                    selection.any_of.push((c, vec![v]));
+                if let Some((column, v)) = pair {
+                    if *op == Operator::Eq {
+                        selection.any_of.push((column.clone(), vec![v.clone()]));
+                        predicates.push(TagPredicate::In {
+                            column,
+                            values: vec![v],
+                        });
+                    } else {
+                        predicates.push(TagPredicate::NotIn {
+                            column,
+                            values: vec![v],
+                        });
+                    }
                 }
             }
-            Expr::InList(list) if !list.negated => {
-                if let Some(c) = tag(&list.expr) {
+            Expr::InList(list) => {
+                if let Some(column) = tag(&list.expr) {
                     let values: Option<Vec<String>> = list.list.iter().map(string).collect();
                     if let Some(values) = values {
-                        selection.any_of.push((c, values));
+                        if list.negated {
+                            predicates.push(TagPredicate::NotIn { column, values });
+                        } else {
+                            selection.any_of.push((column.clone(), values.clone()));
+                            predicates.push(TagPredicate::In { column, values });
+                        }
                     }
+                }
+            }
+            Expr::Like(Like {
+                negated: false,
+                expr,
+                pattern,
+                escape_char: None,
+                case_insensitive: false,
+            }) => {
+                if let (Some(column), Some(pattern)) = (tag(expr), string(pattern))
+                    && let Some(prefix) = like_prefix(&pattern)
+                {
+                    predicates.push(TagPredicate::Prefix { column, prefix });
+                }
+            }
+            Expr::IsNull(e) => {
+                if let Some(column) = tag(e) {
+                    predicates.push(TagPredicate::IsNull { column });
                 }
             }
             _ => {}
         }
     }
-    selection
+    (selection, predicates)
+}
+
+/// The literal prefix of a `LIKE` pattern of the form `'prefix%'` (no other wildcard, no
+/// escape), which selects exactly the values starting with it.
+fn like_prefix(pattern: &str) -> Option<String> {
+    let prefix = pattern.strip_suffix('%')?;
+    if prefix.contains(['%', '_', '\\']) {
+        return None;
+    }
+    Some(prefix.to_string())
 }
 
 /// The `[lo, hi]` time range (ns, inclusive) that conjunctive filters on the time column allow.

@@ -133,3 +133,20 @@ pub const COMPACTOR_WAKE_MS: u64 = 1000;
 /// one segment whatever its size: shorter makes a dense store sooner after a load, at the
 /// price of rewriting a partition that still receives the odd late write.
 pub const DEFAULT_COMPACTION_QUIET_MS: u64 = 60_000;
+
+/// Rows per granule of a segment's tag index: the unit the index selects. Small enough to skip
+/// pages inside a row group, large enough that a series costs a few bits.
+pub const TAG_INDEX_GRANULE_ROWS: u64 = 1024;
+
+/// Distinct values of one tag column in one segment above which the column is not indexed
+/// there (its page statistics still prune; a million-series segment would make a footer of
+/// tens of MiB otherwise).
+pub const TAG_INDEX_VALUES_MAX: usize = 65_536;
+
+/// Largest encoded tag index kept in a segment footer; columns with the most values are left
+/// out until the index fits.
+pub const TAG_INDEX_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// How often the full-text indexer looks for segments without their index when nothing
+/// woke it (flushes, compactions and `CREATE INDEX` do).
+pub const TEXT_INDEXER_WAKE_MS: u64 = 2000;

@@ -27,7 +27,7 @@ use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::errors::{ParquetError, Result as ParquetResult};
 use datafusion::parquet::file::metadata::{
-    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
+    KeyValue, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, SortingColumn,
 };
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
@@ -45,6 +45,7 @@ use crate::limits::{
 };
 use crate::manifest::SegmentMeta;
 use crate::schema::{ColumnKind, FieldType, TableSchema};
+use crate::segment_tags::{SegmentTagIndex, TAG_INDEX_KEY, TagIndexBuilder};
 
 /// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
 /// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
@@ -62,6 +63,10 @@ pub struct SegmentFile {
     created: std::time::Instant,
     /// The block checksums, loaded by the first verified read (segments never change).
     checksums: OnceLock<Arc<BlockChecksums>>,
+    /// The tag index from the footer, decoded by the first scan that can use it.
+    tag_index: OnceLock<Option<Arc<SegmentTagIndex>>>,
+    /// Full-text indexes opened by scans, by column.
+    text_indexes: Mutex<crate::text_index::OpenTextIndexes>,
 }
 
 impl SegmentFile {
@@ -73,7 +78,44 @@ impl SegmentFile {
             retired: AtomicBool::new(false),
             created: std::time::Instant::now(),
             checksums: OnceLock::new(),
+            tag_index: OnceLock::new(),
+            text_indexes: Mutex::new(Default::default()),
         }
+    }
+
+    /// Full-text indexes opened by scans.
+    pub(crate) fn text_indexes(&self) -> &Mutex<crate::text_index::OpenTextIndexes> {
+        &self.text_indexes
+    }
+
+    /// The segment's tag index (see `segment_tags.rs`), read from its verified footer once;
+    /// `None` for a segment written without one (by an older Eddy, or with no indexable tag)
+    /// or whose index this version cannot read, which is then scanned without it. A failed
+    /// read is the caller's to report and is tried again next time.
+    pub fn tag_index(&self) -> Result<Option<Arc<SegmentTagIndex>>> {
+        if let Some(index) = self.tag_index.get() {
+            return Ok(index.clone());
+        }
+        let metadata = self.read_metadata()?;
+        let text = metadata
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == TAG_INDEX_KEY))
+            .and_then(|kv| kv.value.as_deref());
+        let index = match text.map(SegmentTagIndex::decode) {
+            None => None,
+            Some(Ok(index)) if index.rows() == self.meta.rows => Some(Arc::new(index)),
+            Some(Ok(index)) => {
+                tracing::warn!(file = %self.path.display(), rows = index.rows(), expected = self.meta.rows, "tag index covers another row count: scanned without it");
+                None
+            }
+            Some(Err(reason)) => {
+                tracing::warn!(file = %self.path.display(), %reason, "unreadable tag index: scanned without it");
+                None
+            }
+        };
+        let _ = self.tag_index.set(index.clone());
+        Ok(index)
     }
 
     /// When this process made the segment live (at start for segments found then).
@@ -136,6 +178,13 @@ impl Drop for SegmentFile {
                     tracing::warn!(file = %path.display(), error = %e, "cannot remove retired segment")
                 }
             }
+        }
+        // Its full-text indexes last: they are worthless without it (and swept at start).
+        let fts = crate::text_index::text_root(&self.path);
+        if fts.exists()
+            && let Err(e) = fs::remove_dir_all(&fts)
+        {
+            tracing::warn!(dir = %fts.display(), error = %e, "cannot remove a retired segment's full-text indexes");
         }
     }
 }
@@ -366,6 +415,7 @@ pub struct SegmentWriter {
     tmp: PathBuf,
     writer: Option<ArrowWriter<BlockCrcWriter<File>>>,
     schema: SchemaRef,
+    tags: TagIndexBuilder,
 }
 
 impl SegmentWriter {
@@ -377,6 +427,7 @@ impl SegmentWriter {
             tmp,
             writer: None,
             schema: table.arrow_schema().clone(),
+            tags: TagIndexBuilder::new(table),
         };
         let started = (|| {
             let dir = path.parent().unwrap_or(Path::new("."));
@@ -408,19 +459,28 @@ impl SegmentWriter {
             )));
         };
         let conformed = conform(batch, &self.schema);
-        let written = conformed.and_then(|b| Ok(writer.write(&b)?));
+        let tags = &mut self.tags;
+        let written = conformed.and_then(|b| {
+            writer.write(&b)?;
+            tags.add(&b);
+            Ok(())
+        });
         written.map_err(|e| self.failed(e))
     }
 
     /// Closes the file, fsyncs it, stores its checksums and renames it into place. Returns
     /// the file size.
     pub fn finish(mut self) -> Result<u64> {
-        let Some(writer) = self.writer.take() else {
+        let Some(mut writer) = self.writer.take() else {
             return Err(StorageError::ShutDown(format!(
                 "{} failed already",
                 self.tmp.display()
             )));
         };
+        let tags = std::mem::replace(&mut self.tags, TagIndexBuilder::new_empty());
+        if let Some(index) = tags.encode() {
+            writer.append_key_value_metadata(KeyValue::new(TAG_INDEX_KEY.to_string(), index));
+        }
         let done = (|| {
             let (file, sums) = writer.into_inner()?.finish();
             file.sync_all().at(&self.tmp)?;
