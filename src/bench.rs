@@ -301,7 +301,7 @@ async fn run_tcp(spec: &BenchSpec, addr: &str, data: Vec<u8>) -> Result<(), Stri
         }
         Ok::<(), String>(())
     };
-    let ((), elapsed) = alongside(
+    let ((), waited) = alongside(
         sending,
         wait_for_rows(&pg, &spec.url, &tables, started, spec.timeout),
     )
@@ -312,7 +312,7 @@ async fn run_tcp(spec: &BenchSpec, addr: &str, data: Vec<u8>) -> Result<(), Stri
         &tables,
         total_bytes,
         None,
-        elapsed,
+        waited,
     );
     Ok(())
 }
@@ -363,7 +363,7 @@ async fn run_kafka(spec: &BenchSpec, partitions: i32, data: Vec<u8>) -> Result<(
     let dropped = drop_source(&pg, &name).await;
     // Only now: the source read from it until the DROP.
     drop(mock);
-    let elapsed = waited?;
+    let waited = waited?;
     dropped?;
     report_stream(
         spec,
@@ -371,7 +371,7 @@ async fn run_kafka(spec: &BenchSpec, partitions: i32, data: Vec<u8>) -> Result<(
         &tables,
         total_bytes,
         Some(messages),
-        elapsed,
+        waited,
     );
     Ok(())
 }
@@ -514,7 +514,7 @@ async fn run_mqtt(spec: &BenchSpec, url: &str, qos: u8, data: Vec<u8>) -> Result
     };
     let outcome = mqtt_load(spec, &pg, &name, &load, &tables, bodies).await;
     let dropped = drop_source(&pg, &name).await;
-    let (messages, elapsed) = outcome?;
+    let (messages, waited) = outcome?;
     dropped?;
     report_stream(
         spec,
@@ -522,7 +522,7 @@ async fn run_mqtt(spec: &BenchSpec, url: &str, qos: u8, data: Vec<u8>) -> Result
         &tables,
         total_bytes,
         Some(messages),
-        elapsed,
+        waited,
     );
     Ok(())
 }
@@ -545,7 +545,7 @@ async fn mqtt_load(
     load: &MqttLoad,
     tables: &[TableTarget],
     bodies: Vec<(Bytes, usize)>,
-) -> Result<(usize, Duration), String> {
+) -> Result<(usize, Waited), String> {
     wait_running(pg, source).await?;
     // The source runs once its subscriptions are sent; give the broker a moment to take them.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -852,6 +852,16 @@ async fn ingested_rows(client: &reqwest::Client, url: &str) -> Result<u64, Strin
         .sum::<f64>() as u64)
 }
 
+/// When the rows of a streaming load were acknowledged, counted from the start of the load.
+#[derive(Debug, Clone, Copy)]
+struct Waited {
+    /// Until every row was acknowledged.
+    elapsed: Duration,
+    /// The first poll that saw rows acknowledged, and how many: what precedes it is start-up
+    /// (a consumer group's join), not ingest.
+    first_rows: Option<(Duration, u64)>,
+}
+
 /// Waits until the server has acknowledged the rows the load adds (its ingest counter, read
 /// over HTTP at `url` every [`POLL_INTERVAL`]), then checks with `count(*)` (not timed) that
 /// every table has grown by its rows; returns the time since `started` when the counter got
@@ -862,14 +872,18 @@ async fn wait_for_rows(
     tables: &[TableTarget],
     started: Instant,
     timeout: Duration,
-) -> Result<Duration, String> {
+) -> Result<Waited, String> {
     let total: u64 = tables.iter().map(|t| t.adds).sum();
     let http = reqwest::Client::new();
     let base = ingested_rows(&http, url).await?;
     let bar = rows_bar(total)?;
+    let mut first_rows = None;
     let acknowledged = loop {
         let n = ingested_rows(&http, url).await?.saturating_sub(base);
         bar.set_position(n.min(total));
+        if n > 0 && first_rows.is_none() {
+            first_rows = Some((started.elapsed(), n));
+        }
         if n >= total {
             break started.elapsed();
         }
@@ -907,7 +921,13 @@ async fn wait_for_rows(
         bar.set_position(arrived);
         if arrived >= total {
             bar.finish_and_clear();
-            return Ok(acknowledged);
+            // Rows acknowledged by the first poll that saw any are left out of the steady
+            // rate along with the time before it.
+            let first_rows = first_rows.filter(|&(at, n)| n < total && at < acknowledged);
+            return Ok(Waited {
+                elapsed: acknowledged,
+                first_rows,
+            });
         }
         if started.elapsed() >= timeout {
             bar.abandon();
@@ -928,8 +948,8 @@ async fn wait_for_rows(
 /// and the wait may end before the senders do (their last messages were already counted).
 async fn alongside<T>(
     sending: impl Future<Output = Result<T, String>>,
-    waiting: impl Future<Output = Result<Duration, String>>,
-) -> Result<(T, Duration), String> {
+    waiting: impl Future<Output = Result<Waited, String>>,
+) -> Result<(T, Waited), String> {
     let mut sending = std::pin::pin!(sending);
     let mut waiting = std::pin::pin!(waiting);
     let mut sent = None;
@@ -1063,10 +1083,10 @@ fn report_stream(
     tables: &[TableTarget],
     total_bytes: usize,
     messages: Option<usize>,
-    elapsed: Duration,
+    waited: Waited,
 ) {
     let rows: u64 = tables.iter().map(|t| t.adds).sum();
-    let secs = elapsed.as_secs_f64().max(1e-9);
+    let secs = waited.elapsed.as_secs_f64().max(1e-9);
     println!("target:          {target}");
     println!("rows:            {rows}");
     if let Some(m) = messages {
@@ -1083,6 +1103,16 @@ fn report_stream(
     );
     if let Some(m) = messages {
         println!("                 {:.0} messages/s", m as f64 / secs);
+    }
+    if let Some((first, seen)) = waited.first_rows {
+        // From the first poll that saw rows to the last row: the steady rate, without
+        // connection and consumer-group start-up.
+        let steady = (waited.elapsed - first).as_secs_f64().max(1e-9);
+        println!(
+            "steady:          {:.0} rows/s after the first rows ({:.2} s of start-up before them)",
+            rows.saturating_sub(seen) as f64 / steady,
+            first.as_secs_f64()
+        );
     }
     print_peak_rss(spec.server_pid);
 }
