@@ -126,6 +126,8 @@ pub fn command_tag(c: Completion) -> String {
         Completion::CreatedSource => "CREATE SOURCE".into(),
         Completion::DroppedSource => "DROP SOURCE".into(),
         Completion::AlteredSource => "ALTER SOURCE".into(),
+        Completion::CreatedIndex => "CREATE INDEX".into(),
+        Completion::DroppedIndex => "DROP INDEX".into(),
     }
 }
 

@@ -11,7 +11,9 @@ use eddy_storage::Db;
 use crate::computed_table::ComputedTable;
 use crate::continuous::{ViewRegistry, ViewTable, views_table};
 use crate::running::{QUERIES_TABLE, RunningQueries};
-use crate::segments::{SEGMENTS_TABLE, segments_schema, segments_table};
+use crate::segments::{
+    INDEXES_TABLE, SEGMENTS_TABLE, indexes_schema, indexes_table, segments_schema, segments_table,
+};
 use crate::sources::{SOURCES_TABLE, sources_schema, sources_table};
 use crate::table::EddyTable;
 use eddy_ingest::sources::SourceManager;
@@ -87,6 +89,11 @@ impl SchemaProvider for EddySchema {
             let table = ComputedTable::new(segments_schema(), move |_| segments_table(&db));
             return Ok(Some(Arc::new(table)));
         }
+        if name == INDEXES_TABLE {
+            let db = self.db.clone();
+            let table = ComputedTable::new(indexes_schema(), move |_| indexes_table(&db));
+            return Ok(Some(Arc::new(table)));
+        }
         if name == QUERIES_TABLE {
             let running = self.running.clone();
             let table =
@@ -117,5 +124,6 @@ impl SchemaProvider for EddySchema {
             || name == QUERIES_TABLE
             || name == SOURCES_TABLE
             || name == SEGMENTS_TABLE
+            || name == INDEXES_TABLE
     }
 }

@@ -1,4 +1,5 @@
-//! `CREATE TABLE` for time-series tables: the primary key names the tags and the time column.
+//! DDL for time-series tables: `CREATE TABLE` (the primary key names the tags and the time
+//! column) and `CREATE INDEX ... USING fulltext`.
 
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName,
@@ -195,5 +196,60 @@ fn field_type(t: &SqlType) -> Option<FieldType> {
         SqlType::Boolean | SqlType::Bool => FieldType::Boolean,
         t if is_text(t) => FieldType::String,
         _ => return None,
+    })
+}
+
+/// `CREATE INDEX [IF NOT EXISTS] [name] ON table USING fulltext (column)`: Eddy's only kind
+/// of declared index (tags are indexed in every segment without asking). Without a name the
+/// index is called `<table>_<column>_fts`, as PostgreSQL names `<table>_<column>_idx`.
+pub fn create_index(
+    ci: &datafusion::sql::sqlparser::ast::CreateIndex,
+) -> Result<crate::engine::Prepared> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, IndexType};
+    let usage = "CREATE INDEX name ON table USING fulltext (column)";
+    match &ci.using {
+        Some(IndexType::Custom(m)) if m.value.eq_ignore_ascii_case("fulltext") => {}
+        other => {
+            let method = other
+                .as_ref()
+                .map_or("btree".to_string(), |m| m.to_string());
+            return Err(QueryError::unsupported(format!(
+                "index method \"{method}\" is not supported: Eddy's indexes are full-text ({usage}); every tag is indexed in every segment already"
+            )));
+        }
+    }
+    if ci.unique
+        || ci.predicate.is_some()
+        || !ci.include.is_empty()
+        || !ci.with.is_empty()
+        || ci.nulls_distinct.is_some()
+    {
+        return Err(QueryError::unsupported(format!(
+            "a full-text index takes no UNIQUE, WHERE, INCLUDE, NULLS or WITH: {usage}"
+        )));
+    }
+    let table = table_name(&ci.table_name)?;
+    let [column] = ci.columns.as_slice() else {
+        return Err(QueryError::unsupported(format!(
+            "a full-text index covers exactly one column: {usage}"
+        )));
+    };
+    let column = match &column.column.expr {
+        SqlExpr::Identifier(id) => ident_name(id),
+        other => {
+            return Err(QueryError::unsupported(format!(
+                "a full-text index covers a column, not the expression {other}: {usage}"
+            )));
+        }
+    };
+    let name = match &ci.name {
+        Some(n) => table_name(n)?,
+        None => format!("{table}_{column}_fts"),
+    };
+    Ok(crate::engine::Prepared::CreateIndex {
+        name,
+        table,
+        column,
+        if_not_exists: ci.if_not_exists,
     })
 }

@@ -113,6 +113,24 @@ pub enum Prepared {
     RefreshView(String),
     /// `CREATE | DROP | ALTER SOURCE`.
     Source(crate::sources::SourceCommand),
+    /// `CREATE INDEX name ON table USING fulltext (column)`.
+    CreateIndex {
+        /// The index name.
+        name: String,
+        /// The table.
+        table: String,
+        /// The text column.
+        column: String,
+        /// `IF NOT EXISTS` was given.
+        if_not_exists: bool,
+    },
+    /// `DROP INDEX`.
+    DropIndex {
+        /// Indexes to drop.
+        names: Vec<String>,
+        /// `IF EXISTS` was given.
+        if_exists: bool,
+    },
     /// `ALTER TABLE ... SET (retention = ...)`.
     SetRetention {
         /// The table.
@@ -145,6 +163,10 @@ pub enum Completion {
     DroppedSource,
     /// A stream source was paused or resumed.
     AlteredSource,
+    /// A full-text index was created.
+    CreatedIndex,
+    /// Full-text indexes were dropped.
+    DroppedIndex,
 }
 
 /// What running a statement produced.
@@ -210,6 +232,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_catalog(DATABASE, catalog as Arc<dyn CatalogProvider>);
         ctx.register_udf(TimeBucket::udf());
+        ctx.register_udf(crate::fulltext::Matches::udf());
         ctx.register_udaf(FirstLast::first());
         ctx.register_udaf(FirstLast::last());
         crate::functions::register_bounded_string_functions(&ctx);
@@ -403,6 +426,16 @@ impl QuerySession {
                 names,
                 ..
             } => Ok(Prepared::DropTable {
+                names: names.iter().map(ddl::table_name).collect::<Result<_>>()?,
+                if_exists,
+            }),
+            SqlStatement::CreateIndex(ci) => ddl::create_index(&ci),
+            SqlStatement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                ..
+            } => Ok(Prepared::DropIndex {
                 names: names.iter().map(ddl::table_name).collect::<Result<_>>()?,
                 if_exists,
             }),
@@ -668,6 +701,27 @@ impl QuerySession {
                     .catalog()
                     .set_retention(table, *retention_ns)?;
                 Ok(Output::Done(Completion::AlteredTable))
+            }
+            Prepared::CreateIndex {
+                name,
+                table,
+                column,
+                if_not_exists,
+            } => {
+                self.engine
+                    .db
+                    .create_text_index(name, table, column, *if_not_exists)?;
+                Ok(Output::Done(Completion::CreatedIndex))
+            }
+            Prepared::DropIndex { names, if_exists } => {
+                for n in names {
+                    match self.engine.db.drop_text_index(n) {
+                        Ok(_) => {}
+                        Err(eddy_storage::StorageError::IndexNotFound(_)) if *if_exists => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Output::Done(Completion::DroppedIndex))
             }
             Prepared::RefreshView(name) => {
                 self.engine.views.refresh(name).await?;

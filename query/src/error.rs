@@ -121,8 +121,13 @@ impl QueryError {
 pub fn storage_kind(e: &StorageError) -> ErrorKind {
     match e {
         StorageError::TableNotFound(_) => ErrorKind::TableNotFound,
-        StorageError::TableExists(_) | StorageError::SourceExists(_) => ErrorKind::AlreadyExists,
-        StorageError::SourceNotFound(_) => ErrorKind::ObjectNotFound,
+        StorageError::TableExists(_)
+        | StorageError::SourceExists(_)
+        | StorageError::IndexExists(_) => ErrorKind::AlreadyExists,
+        StorageError::SourceNotFound(_) | StorageError::IndexNotFound(_) => {
+            ErrorKind::ObjectNotFound
+        }
+        StorageError::InvalidQuery(_) => ErrorKind::InvalidParameter,
         StorageError::TypeConflict { .. } => ErrorKind::TypeMismatch,
         StorageError::InvalidSchema { reason, .. } if reason.contains("may not be null") => {
             ErrorKind::NullValue

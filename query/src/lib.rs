@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod executor;
 mod formatting;
+pub mod fulltext;
 pub mod functions;
 pub mod latest;
 pub mod limits;

@@ -1,5 +1,6 @@
 //! The `eddy_segments` system table: one row per live Parquet segment, so operators can see
-//! what compaction did (files per partition, their size and level).
+//! what compaction did (files per partition, their size and level); and `eddy_indexes`, the
+//! full-text indexes and how many segments each covers so far.
 
 use std::sync::Arc;
 
@@ -73,4 +74,43 @@ pub fn segments_table(db: &Db) -> DfResult<RecordBatch> {
         )),
     ];
     Ok(RecordBatch::try_new(segments_schema(), columns)?)
+}
+
+/// Name of the system table listing full-text indexes and how far they are built.
+pub const INDEXES_TABLE: &str = "eddy_indexes";
+
+/// The schema of `eddy_indexes`.
+pub fn indexes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("index_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("segments", DataType::Int64, false),
+        Field::new("segments_indexed", DataType::Int64, false),
+    ]))
+}
+
+/// The rows of `eddy_indexes`: each full-text index, the live segments of its table and how
+/// many of them have their index built (the others are read whole until it is).
+pub fn indexes_table(db: &Db) -> DfResult<RecordBatch> {
+    let rows = db.text_index_progress();
+    let int = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.table.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.column.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|_| "fulltext"),
+        )),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| int(r.1)))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| int(r.2)))),
+    ];
+    Ok(RecordBatch::try_new(indexes_schema(), columns)?)
 }

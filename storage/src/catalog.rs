@@ -30,6 +30,21 @@ struct CatalogFile {
     tables: Vec<TableDef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sources: Vec<SourceDef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    indexes: Vec<IndexDef>,
+}
+
+/// A full-text index on a text column (`CREATE INDEX name ON table USING fulltext (column)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Index name, unique among indexes.
+    pub name: String,
+    /// The indexed table.
+    pub table: String,
+    /// The table's incarnation: a table dropped and created again does not inherit it.
+    pub table_id: u64,
+    /// The indexed column (a string field or a tag).
+    pub column: String,
 }
 
 /// The set of tables, shared by the write and read paths.
@@ -39,6 +54,8 @@ pub struct Catalog {
     tables: RwLock<BTreeMap<String, Arc<TableSchema>>>,
     /// Stream sources, by name.
     sources: RwLock<BTreeMap<String, SourceDef>>,
+    /// Full-text indexes, by name.
+    indexes: RwLock<BTreeMap<String, IndexDef>>,
     /// Serializes changes so that two writers never persist conflicting versions.
     change: Mutex<u64>,
 }
@@ -82,10 +99,16 @@ impl Catalog {
             .into_iter()
             .map(|s| (s.name.clone(), s))
             .collect();
+        let indexes = file
+            .indexes
+            .into_iter()
+            .map(|i| (i.name.clone(), i))
+            .collect();
         Ok(Self {
             path,
             tables: RwLock::new(tables),
             sources: RwLock::new(sources),
+            indexes: RwLock::new(indexes),
             change: Mutex::new(file.next_table_id.max(1)),
         })
     }
@@ -217,8 +240,12 @@ impl Catalog {
         let removed = tables
             .remove(name)
             .ok_or_else(|| StorageError::TableNotFound(name.to_string()))?;
-        self.persist(&tables, *next_id)?;
+        let mut indexes = self.indexes.read().clone();
+        indexes.retain(|_, i| i.table != name);
+        let sources = self.sources.read().clone();
+        self.persist_all(&tables, &sources, &indexes, *next_id)?;
         *self.tables.write() = tables;
+        *self.indexes.write() = indexes;
         Ok(removed)
     }
 
@@ -282,6 +309,101 @@ impl Catalog {
         Ok(changed)
     }
 
+    /// Every full-text index, sorted by name.
+    pub fn indexes(&self) -> Vec<IndexDef> {
+        self.indexes.read().values().cloned().collect()
+    }
+
+    /// The full-text indexes of a table.
+    pub fn indexes_of(&self, table: &str) -> Vec<IndexDef> {
+        self.indexes
+            .read()
+            .values()
+            .filter(|i| i.table == table)
+            .cloned()
+            .collect()
+    }
+
+    /// Adds a full-text index on a text column (a string field or a tag) of an existing
+    /// table; one per column. With `if_not_exists`, an existing index of that name is
+    /// returned unchanged.
+    pub fn create_index(
+        &self,
+        name: &str,
+        table: &str,
+        column: &str,
+        if_not_exists: bool,
+    ) -> Result<IndexDef> {
+        let next_id = self.change.lock();
+        if let Some(i) = self.indexes.read().get(name) {
+            return if if_not_exists {
+                Ok(i.clone())
+            } else {
+                Err(StorageError::IndexExists(name.to_string()))
+            };
+        }
+        crate::schema::validate_name(name).map_err(|reason| StorageError::InvalidSchema {
+            table: table.to_string(),
+            reason: format!("index name: {reason}"),
+        })?;
+        let schema = self
+            .get(table)
+            .ok_or_else(|| StorageError::TableNotFound(table.to_string()))?;
+        let invalid = |reason: String| StorageError::InvalidSchema {
+            table: table.to_string(),
+            reason,
+        };
+        match schema.column(column) {
+            None => return Err(invalid(format!("column \"{column}\" does not exist"))),
+            Some((_, c)) => match c.kind {
+                ColumnKind::Tag | ColumnKind::Field(crate::schema::FieldType::String) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "a full-text index needs a text column; \"{column}\" is {}",
+                        c.kind.describe()
+                    )));
+                }
+            },
+        }
+        if let Some(other) = self
+            .indexes_of(table)
+            .into_iter()
+            .find(|i| i.column == column)
+        {
+            return Err(invalid(format!(
+                "column \"{column}\" already has the full-text index \"{}\"",
+                other.name
+            )));
+        }
+        let def = IndexDef {
+            name: name.to_string(),
+            table: table.to_string(),
+            table_id: schema.def().id,
+            column: column.to_string(),
+        };
+        let mut indexes = self.indexes.read().clone();
+        indexes.insert(name.to_string(), def.clone());
+        let tables = self.tables.read().clone();
+        let sources = self.sources.read().clone();
+        self.persist_all(&tables, &sources, &indexes, *next_id)?;
+        *self.indexes.write() = indexes;
+        Ok(def)
+    }
+
+    /// Removes a full-text index.
+    pub fn drop_index(&self, name: &str) -> Result<IndexDef> {
+        let next_id = self.change.lock();
+        let mut indexes = self.indexes.read().clone();
+        let removed = indexes
+            .remove(name)
+            .ok_or_else(|| StorageError::IndexNotFound(name.to_string()))?;
+        let tables = self.tables.read().clone();
+        let sources = self.sources.read().clone();
+        self.persist_all(&tables, &sources, &indexes, *next_id)?;
+        *self.indexes.write() = indexes;
+        Ok(removed)
+    }
+
     /// Columns of `wanted` that `table` lacks; an error if one exists with another kind.
     fn missing(table: &TableSchema, wanted: &[ColumnDef]) -> Result<Vec<ColumnDef>> {
         let mut out = Vec::new();
@@ -319,10 +441,22 @@ impl Catalog {
         sources: &BTreeMap<String, SourceDef>,
         next_table_id: u64,
     ) -> Result<()> {
+        let indexes = self.indexes.read().clone();
+        self.persist_all(tables, sources, &indexes, next_table_id)
+    }
+
+    fn persist_all(
+        &self,
+        tables: &BTreeMap<String, Arc<TableSchema>>,
+        sources: &BTreeMap<String, SourceDef>,
+        indexes: &BTreeMap<String, IndexDef>,
+        next_table_id: u64,
+    ) -> Result<()> {
         let file = CatalogFile {
             next_table_id,
             tables: tables.values().map(|t| t.def().clone()).collect(),
             sources: sources.values().cloned().collect(),
+            indexes: indexes.values().cloned().collect(),
         };
         let bytes = to_json(&self.path, &file, CATALOG_FORMAT_VERSION, true)?;
         write_atomic(&self.path, &bytes)

@@ -172,6 +172,7 @@ impl Inner {
         if !self.finish_job(job, output, &output_path)? {
             return Ok(Step::Abandoned);
         }
+        self.request_text_indexes(false);
         let outcome = CompactionOutcome {
             table: job.table.name().to_string(),
             partition: job.partition,

@@ -82,7 +82,11 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<DataFile>> {
         for entry in std::fs::read_dir(&d).at(&d)? {
             let path = entry.at(&d)?.path();
             if path.is_dir() {
-                stack.push(path);
+                // Full-text indexes (`<segment>.fts/`) are the indexer's, which removes those
+                // no segment needs (text_index.rs).
+                if path.extension().is_none_or(|e| e != "fts") {
+                    stack.push(path);
+                }
                 continue;
             }
             let kind = path

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) flush_wake: (Mutex<FlushSignal>, Condvar),
     /// Wakes the compactor, or tells it to stop.
     pub(crate) compact_wake: (Mutex<crate::compaction::CompactSignal>, Condvar),
+    /// Wakes the full-text indexer, or tells it to stop.
+    pub(crate) index_wake: (Mutex<crate::text_index::IndexSignal>, Condvar),
     /// Partitions being compacted, and those waiting after a failed compaction.
     pub(crate) compaction_book: Mutex<crate::compaction::CompactionBook>,
     /// Notified when a flush completes, for writers waiting on memory.
@@ -176,6 +178,7 @@ impl Db {
             commit_tx: Mutex::new(Some(tx)),
             flush_wake: (Mutex::new(FlushSignal::default()), Condvar::new()),
             compact_wake: (Mutex::new(Default::default()), Condvar::new()),
+            index_wake: (Mutex::new(Default::default()), Condvar::new()),
             compaction_book: Mutex::new(Default::default()),
             flushed: Notify::new(),
             flush_lock: Mutex::new(()),
@@ -214,7 +217,17 @@ impl Db {
                 .spawn(move || crate::compaction::run_compactor(&inner))
                 .at("<spawn compactor>")?
         };
-        inner.threads.lock().extend([committer, flusher, compactor]);
+        let indexer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("eddy-index".into())
+                .spawn(move || crate::text_index::run_indexer(&inner))
+                .at("<spawn indexer>")?
+        };
+        inner
+            .threads
+            .lock()
+            .extend([committer, flusher, compactor, indexer]);
         Ok(Db { inner })
     }
 
@@ -385,6 +398,9 @@ impl Db {
             let (lock, cv) = &self.inner.compact_wake;
             lock.lock().stop = true;
             cv.notify_all();
+            let (lock, cv) = &self.inner.index_wake;
+            lock.lock().stop = true;
+            cv.notify_all();
         }
         let flushed = self.inner.flush_all();
         if let Some(h) = self.inner.hook.read().clone() {
@@ -402,6 +418,53 @@ impl Db {
         }
         self.inner.wal.lock().sync()?;
         flushed
+    }
+
+    /// Creates a full-text index on a text column (see [`Catalog::create_index`]); the
+    /// indexer then builds it for every segment of the table, in the background.
+    pub fn create_text_index(
+        &self,
+        name: &str,
+        table: &str,
+        column: &str,
+        if_not_exists: bool,
+    ) -> Result<crate::catalog::IndexDef> {
+        let def = self
+            .inner
+            .catalog
+            .create_index(name, table, column, if_not_exists)?;
+        self.inner.request_text_indexes(false);
+        Ok(def)
+    }
+
+    /// Drops a full-text index; its files are removed in the background.
+    pub fn drop_text_index(&self, name: &str) -> Result<crate::catalog::IndexDef> {
+        let def = self.inner.catalog.drop_index(name)?;
+        self.inner.request_text_indexes(true);
+        Ok(def)
+    }
+
+    /// For each full-text index, the live segments of its table and how many of them have
+    /// their index built.
+    pub fn text_index_progress(&self) -> Vec<(crate::catalog::IndexDef, usize, usize)> {
+        let files: Vec<Arc<SegmentFile>> =
+            self.inner.state.read().files.values().cloned().collect();
+        self.inner
+            .catalog
+            .indexes()
+            .into_iter()
+            .map(|idx| {
+                let of_table: Vec<_> = files
+                    .iter()
+                    .filter(|f| f.meta.table_id == idx.table_id)
+                    .collect();
+                let built = of_table
+                    .iter()
+                    .filter(|f| crate::text_index::text_index_dir(&f.path, &idx.column).exists())
+                    .count();
+                (idx, of_table.len(), built)
+            })
+            .collect()
     }
 
     /// Memory held by memtables (active and being flushed), in bytes.

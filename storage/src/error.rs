@@ -40,6 +40,15 @@ pub enum StorageError {
     /// A source of that name exists already.
     #[error("source \"{0}\" already exists")]
     SourceExists(String),
+    /// An index named in a request does not exist.
+    #[error("index \"{0}\" does not exist")]
+    IndexNotFound(String),
+    /// An index of that name exists already.
+    #[error("index \"{0}\" already exists")]
+    IndexExists(String),
+    /// A full-text query is not valid tantivy query syntax.
+    #[error("invalid full-text query: {0}")]
+    InvalidQuery(String),
     /// A value's type does not match the column's type in the table schema.
     #[error("column \"{column}\" of table \"{table}\" is {expected}, got {found}")]
     TypeConflict {

@@ -87,10 +87,22 @@ impl Inner {
         cv.notify_all();
     }
 
-    /// Wakes the compactor: a flush added segments, so a partition may be due.
+    /// Wakes the compactor: a flush added segments, so a partition may be due. The new
+    /// segments may need full-text indexes too.
     pub(crate) fn request_compaction(&self) {
         let (lock, cv) = &self.compact_wake;
         lock.lock().requested = true;
+        cv.notify_all();
+        self.request_text_indexes(false);
+    }
+
+    /// Wakes the full-text indexer; with `sweep`, it also removes directories of dropped
+    /// indexes.
+    pub(crate) fn request_text_indexes(&self, sweep: bool) {
+        let (lock, cv) = &self.index_wake;
+        let mut sig = lock.lock();
+        sig.requested = true;
+        sig.sweep |= sweep;
         cv.notify_all();
     }
 

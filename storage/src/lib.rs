@@ -16,9 +16,11 @@ pub mod checksum;
 pub mod dedup;
 pub mod format;
 pub mod fsutil;
+pub mod fulltext;
 pub mod manifest;
 pub mod schema;
 pub mod segment;
+pub mod segment_tags;
 pub mod source;
 pub mod tag_index;
 pub mod time;
@@ -40,8 +42,9 @@ mod read;
 mod recovery;
 mod retention;
 mod stall;
+mod text_index;
 
-pub use catalog::{Catalog, DEFAULT_TIME_COLUMN};
+pub use catalog::{Catalog, DEFAULT_TIME_COLUMN, IndexDef};
 pub use commit::WritePart;
 pub use commit::{CommitHook, Prepared as CommitPrepared};
 pub use compaction::CompactionOutcome;
@@ -55,6 +58,7 @@ pub use recovery::RecoveryReport;
 pub use schema::{ColumnDef, ColumnKind, FieldType, TableDef, TableSchema};
 pub use segment::{SegmentFile, SegmentReader};
 pub use source::{SourceDef, SourceOffsets, SourceProgress};
+pub use text_index::{text_index_dir, text_root};
 
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)] // one byte range is what a reader asks for

@@ -526,6 +526,7 @@ async fn metadata_commands_answer_the_spec_schemas() {
         ("eddy_views", "SYSTEM TABLE"),
         ("eddy_sources", "SYSTEM TABLE"),
         ("eddy_segments", "SYSTEM TABLE"),
+        ("eddy_indexes", "SYSTEM TABLE"),
     ] {
         assert!(
             listed.contains(&(name.to_string(), kind.to_string())),

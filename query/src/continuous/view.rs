@@ -245,6 +245,7 @@ impl ContinuousAggregate {
         catalog.register_schema(SCHEMA, schema).map_err(df_err)?;
         ctx.register_catalog(DATABASE, catalog);
         ctx.register_udf(TimeBucket::udf());
+        ctx.register_udf(crate::fulltext::Matches::udf());
         ctx.register_udaf(crate::functions::FirstLast::first());
         ctx.register_udaf(crate::functions::FirstLast::last());
         // A view's aggregates must fail on overflow as the same query would.

@@ -28,7 +28,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_query::QueryEngine;
 use eddy_query::catalog::{DATABASE, SCHEMA, VIEWS_TABLE};
 use eddy_query::running::QUERIES_TABLE;
-use eddy_query::segments::SEGMENTS_TABLE;
+use eddy_query::segments::{INDEXES_TABLE, SEGMENTS_TABLE};
 use eddy_query::sources::SOURCES_TABLE;
 use eddy_storage::ColumnKind;
 use tonic::Status;
@@ -41,8 +41,13 @@ pub(super) const VIEW: &str = "VIEW";
 pub(super) const SYSTEM_TABLE: &str = "SYSTEM TABLE";
 
 /// The computed system tables (the storage table `eddy_dead_letters` is a base table).
-pub(super) const SYSTEM_TABLES: [&str; 4] =
-    [VIEWS_TABLE, QUERIES_TABLE, SOURCES_TABLE, SEGMENTS_TABLE];
+pub(super) const SYSTEM_TABLES: [&str; 5] = [
+    VIEWS_TABLE,
+    QUERIES_TABLE,
+    SOURCES_TABLE,
+    SEGMENTS_TABLE,
+    INDEXES_TABLE,
+];
 
 /// The Arrow version the server speaks (arrow-rs; Eddy moves with DataFusion's).
 const ARROW_VERSION: &str = "59";

@@ -443,6 +443,8 @@ fn done(completion: Completion) -> Response {
         Completion::CreatedSource => ("CREATE SOURCE", None),
         Completion::DroppedSource => ("DROP SOURCE", None),
         Completion::AlteredSource => ("ALTER SOURCE", None),
+        Completion::CreatedIndex => ("CREATE INDEX", None),
+        Completion::DroppedIndex => ("DROP INDEX", None),
     };
     let mut body = json!({"ok": true, "command": command});
     if let Some(n) = rows {
