@@ -263,7 +263,7 @@ impl TableSnapshot {
                         // day that overlaps the memtable then sorts a handful of rows, not
                         // the whole segment.
                         let time = self.schema.time_column();
-                        for b in read_segment_range(&s.path, schema, time, lo, hi)? {
+                        for b in read_segment_range(&s.path, schema, time, lo, hi, tags)? {
                             let b = select(&b)?;
                             let b = match tag_mask(&b, tags)? {
                                 Some(mask) => {

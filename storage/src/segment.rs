@@ -46,6 +46,8 @@ use crate::limits::{
 use crate::manifest::SegmentMeta;
 use crate::schema::{ColumnKind, FieldType, TableSchema};
 use crate::segment_tags::{SegmentTagIndex, TAG_INDEX_KEY, TagIndexBuilder};
+use crate::tag_index::TagSelection;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 /// A live segment file as the engine and its readers hold it (`Arc<SegmentFile>`). A segment
 /// that leaves the manifest (retention, `DROP TABLE`) is retired, and its file is deleted when
@@ -578,6 +580,7 @@ pub fn read_segment_range(
     time_column: &str,
     lo: i64,
     hi: i64,
+    tags: &TagSelection,
 ) -> Result<Vec<RecordBatch>> {
     use datafusion::arrow::array::{AsArray, BooleanArray};
     use datafusion::arrow::datatypes::TimestampNanosecondType;
@@ -585,7 +588,7 @@ pub fn read_segment_range(
     use datafusion::parquet::arrow::arrow_reader::{
         ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter,
     };
-    if lo == i64::MIN && hi == i64::MAX {
+    if lo == i64::MIN && hi == i64::MAX && tags.is_empty() {
         return read_segment(path, schema);
     }
     let data = read_segment_bytes(path)?;
@@ -594,7 +597,19 @@ pub fn read_segment_range(
         offset: 0,
         reason: format!("cannot decode: {e}"),
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| undecodable(&e))?;
+    let policy = if tags.is_empty() {
+        PageIndexPolicy::Skip
+    } else {
+        PageIndexPolicy::Optional
+    };
+    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(data, options)
+        .map_err(|e| undecodable(&e))?;
+    // Pages whose tag statistics rule out every selected value are not decoded (the caller
+    // still filters the rows it gets by tag).
+    if let Some(pages) = tag_pages(builder.metadata(), tags) {
+        builder = builder.with_row_selection(pages);
+    }
     let Some(time_leaf) = builder
         .parquet_schema()
         .columns()
@@ -626,6 +641,69 @@ pub fn read_segment_range(
         }
     }
     Ok(out)
+}
+
+/// The rows of a segment in pages whose statistics (the page index) allow one of the selected
+/// values of every selected tag column; `None` when there is nothing to narrow by.
+fn tag_pages(metadata: &ParquetMetaData, tags: &TagSelection) -> Option<RowSelection> {
+    use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
+    let (columns, offsets) = (metadata.column_index()?, metadata.offset_index()?);
+    let leaves = metadata.file_metadata().schema_descr();
+    let mut selection: Option<RowSelection> = None;
+    for (column, values) in &tags.any_of {
+        // A tag the segment predates is null in all its rows: the caller's filter drops them.
+        let Some(leaf) = leaves.columns().iter().position(|c| c.name() == column) else {
+            continue;
+        };
+        let mut selectors = Vec::new();
+        for rg in 0..metadata.num_row_groups() {
+            let first = selectors.len();
+            let rows = metadata.row_group(rg).num_rows().max(0) as usize;
+            let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(pages)) = (
+                columns.get(rg).and_then(|c| c.get(leaf)),
+                offsets.get(rg).and_then(|o| o.get(leaf)),
+            ) else {
+                selectors.push(RowSelector::select(rows));
+                continue;
+            };
+            let pages = pages.page_locations();
+            for (p, page) in pages.iter().enumerate() {
+                let start = (page.first_row_index.max(0) as usize).min(rows);
+                let end = pages
+                    .get(p + 1)
+                    .map_or(rows, |n| (n.first_row_index.max(0) as usize).min(rows));
+                let keep = !index.is_null_page(p)
+                    && match (index.min_value(p), index.max_value(p)) {
+                        (Some(min), Some(max)) => values
+                            .iter()
+                            .any(|v| min <= v.as_bytes() && v.as_bytes() <= max),
+                        _ => true,
+                    };
+                let n = end.saturating_sub(start);
+                selectors.push(if keep {
+                    RowSelector::select(n)
+                } else {
+                    RowSelector::skip(n)
+                });
+            }
+            // Pages that do not tile the row group (never written so): read it all.
+            if selectors[first..]
+                .iter()
+                .map(|s| s.row_count)
+                .sum::<usize>()
+                != rows
+            {
+                selectors.truncate(first);
+                selectors.push(RowSelector::select(rows));
+            }
+        }
+        let s = RowSelection::from(selectors);
+        selection = Some(match selection {
+            Some(a) => a.intersection(&s),
+            None => s,
+        });
+    }
+    selection
 }
 
 /// Reads a whole segment, conformed to `schema` (columns added since it was written are null),
