@@ -27,7 +27,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{BinaryExpr, Expr, Like, Operator, TableProviderFilterPushDown};
-use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
@@ -35,6 +35,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use eddy_ingest::{FrontEnd, Ingest};
 use eddy_storage::KeyFilter;
+use eddy_storage::segment::row_selection;
 use eddy_storage::segment_tags::TagPredicate;
 use eddy_storage::tag_index::TagSelection;
 use eddy_storage::{Db, SegmentFile, TableSchema};
@@ -104,14 +105,16 @@ impl TableProvider for EddyTable {
         let schema = self.schema.arrow_schema().clone();
         let (lo, hi) = time_range(filters, self.schema.time_column());
         let keep = key_filter(state, &self.schema, filters)?;
-        let (tags, predicates) = tag_selection(&self.schema, filters);
+        let predicates = tag_predicates(&self.schema, filters);
+        let tags = TagSelection::of(&predicates);
         let texts = crate::fulltext::text_predicates(filters);
+        let db = self.db.clone();
         let plan = tokio::task::spawn_blocking(move || {
             let plan = snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())?;
             let selections = plan
                 .files
                 .iter()
-                .map(|f| index_selection(f, &predicates, &texts))
+                .map(|f| index_selection(&db, f, &predicates, &texts))
                 .collect::<eddy_storage::Result<Vec<_>>>()?;
             Ok::<_, eddy_storage::StorageError>((plan, selections))
         })
@@ -389,6 +392,7 @@ fn key_filter(
 /// otherwise the rows to read. The tag index answers tag predicates by granules; a full-text
 /// index answers `matches(column, 'query')` by rows.
 fn index_selection(
+    db: &Db,
     file: &SegmentFile,
     predicates: &[TagPredicate],
     texts: &[(String, String)],
@@ -402,7 +406,7 @@ fn index_selection(
         });
     };
     if !predicates.is_empty()
-        && let Some(index) = file.tag_index()?
+        && let Some(index) = db.segment_tag_index(file)?
         && let Some(granules) = index.granules(predicates)
     {
         let ranges = index.row_ranges(&granules);
@@ -436,30 +440,10 @@ fn runs(rows: &roaring::RoaringBitmap) -> impl Iterator<Item = std::ops::Range<u
     })
 }
 
-/// A selection of `total` rows that reads the given ascending, disjoint ranges.
-fn row_selection(ranges: impl Iterator<Item = std::ops::Range<u64>>, total: u64) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut at = 0u64;
-    for r in ranges {
-        let (start, end) = (r.start.min(total), r.end.min(total));
-        if start > at {
-            selectors.push(RowSelector::skip((start - at) as usize));
-        }
-        if end > start.max(at) {
-            selectors.push(RowSelector::select((end - start.max(at)) as usize));
-            at = end;
-        }
-    }
-    if total > at {
-        selectors.push(RowSelector::skip((total - at) as usize));
-    }
-    RowSelection::from(selectors)
-}
-
-/// From the filters on tags: the values they require (`tag = 'v'`, `tag IN ('v', 'w')`),
-/// which the memtable's tag index answers without scanning, and every predicate a segment's
-/// tag index can answer (those, plus `<>`, `NOT IN`, `LIKE 'prefix%'` and `IS NULL`).
-fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<TagPredicate>) {
+/// From the filters on tags, every predicate a segment's tag index can answer (`=`, `IN`,
+/// `<>`, `NOT IN`, `LIKE 'prefix%'` and `IS NULL`); the `=` and `IN` ones are also what the
+/// memtable's tag index answers ([`TagSelection::of`]).
+fn tag_predicates(table: &TableSchema, filters: &[Expr]) -> Vec<TagPredicate> {
     let schema = table.arrow_schema();
     let tag = |e: &Expr| match e {
         Expr::Column(c) => schema
@@ -478,7 +462,6 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<Ta
         ) => Some(s.clone()),
         _ => None,
     };
-    let mut selection = TagSelection::default();
     let mut predicates = Vec::new();
     let mut conjuncts = Vec::new();
     for f in filters {
@@ -497,7 +480,6 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<Ta
                 };
                 if let Some((column, v)) = pair {
                     if *op == Operator::Eq {
-                        selection.any_of.push((column.clone(), vec![v.clone()]));
                         predicates.push(TagPredicate::In {
                             column,
                             values: vec![v],
@@ -517,7 +499,6 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<Ta
                         if list.negated {
                             predicates.push(TagPredicate::NotIn { column, values });
                         } else {
-                            selection.any_of.push((column.clone(), values.clone()));
                             predicates.push(TagPredicate::In { column, values });
                         }
                     }
@@ -544,7 +525,7 @@ fn tag_selection(table: &TableSchema, filters: &[Expr]) -> (TagSelection, Vec<Ta
             _ => {}
         }
     }
-    (selection, predicates)
+    predicates
 }
 
 /// The literal prefix of a `LIKE` pattern of the form `'prefix%'` (no other wildcard, no

@@ -232,6 +232,19 @@ fn a_changed_byte_anywhere_in_a_segment_fails_every_read_naming_the_file() {
                 .expect("undamaged range");
             assert_eq!(&got[0][..], &good[other.start + 3..other.end - 5]);
 
+            // A partial read (overlapping segments merged for a time range): only the pages
+            // it needs are read, each verified; every page is needed here.
+            let err = crate::segment::read_segment_range(
+                &file,
+                &Mutex::new(MetadataCache::new(1 << 20)),
+                &schema,
+                "time",
+                (i64::MIN + 1, i64::MAX),
+                &Default::default(),
+            )
+            .expect_err("damaged partial read");
+            assert_corrupt(&err, &name);
+
             // The query engine's reader: footer, page index and pages all verified.
             let err = rt
                 .block_on(read_async(reader(file)))

@@ -491,6 +491,15 @@ impl Db {
         SegmentReader::new(file, self.inner.segment_metadata.clone())
     }
 
+    /// The tag index of a segment (see `segment_tags.rs`), decoded once from its footer as
+    /// the engine's footer cache holds it; `None` when the segment has none this version reads.
+    pub fn segment_tag_index(
+        &self,
+        file: &SegmentFile,
+    ) -> Result<Option<Arc<crate::segment_tags::SegmentTagIndex>>> {
+        file.tag_index(&self.inner.segment_metadata)
+    }
+
     /// The engine's metrics, to register with the node's Prometheus registry.
     pub fn metrics(&self) -> &StorageMetrics {
         &self.inner.metrics

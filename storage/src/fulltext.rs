@@ -463,6 +463,18 @@ impl SegmentTextIndex {
                     format!("not a full-text index of this version (commit payload {payload:?})"),
                 )
             })?;
+        // Tantivy checks its files' footers only when asked. An index is opened once per
+        // segment and process, so reading it whole here is cheap next to a wrong answer from
+        // a flipped byte (a damaged posting list would silently drop matching rows).
+        let damaged = index.validate_checksum().map_err(fail)?;
+        if !damaged.is_empty() {
+            let mut names: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            return Err(index_error(
+                dir,
+                format!("checksum mismatch in {}", names.join(", ")),
+            ));
+        }
         // Manual: the default policy watches meta.json with a thread, useless for a frozen index.
         let reader = index
             .reader_builder()
@@ -476,12 +488,27 @@ impl SegmentTextIndex {
         })
     }
 
-    /// The row numbers whose text matches `query`.
+    /// The row numbers whose text matches `query`. A row number beyond the rows indexed, or
+    /// a panic inside tantivy, is an error of the index (the caller reads the segment
+    /// without it), never an answer.
     pub fn search(&self, query: &str) -> Result<RoaringBitmap> {
         let query = compile(query)?;
-        self.searcher
-            .search(query.as_ref(), &RowCollector)
-            .map_err(|e| index_error(&self.path, e.to_string()))
+        let searched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.searcher.search(query.as_ref(), &RowCollector)
+        }));
+        let matched = match searched {
+            Ok(found) => found.map_err(|e| index_error(&self.path, e.to_string()))?,
+            Err(_) => return Err(index_error(&self.path, "the search panicked")),
+        };
+        if let Some(max) = matched.max()
+            && u64::from(max) >= self.rows
+        {
+            return Err(index_error(
+                &self.path,
+                format!("row {max} matched, but the index has {} rows", self.rows),
+            ));
+        }
+        Ok(matched)
     }
 
     /// Rows indexed.
@@ -925,6 +952,83 @@ mod tests {
         assert!(
             message.starts_with("invalid full-text query: syntax error"),
             "{message}"
+        );
+    }
+
+    /// Copies the files of `from` into a new directory `to`.
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_is_an_index_error_or_the_right_answer() {
+        let mut rng = Rng(0x51ED_2701_8A3C_44B9);
+        let rows = random_rows(&mut rng, 2_000);
+        let tmp = tempfile::tempdir().unwrap();
+        let good = tmp.path().join("good");
+        build_index(&good, values(&rows)).unwrap();
+        let queries: Vec<String> = (0..6).map(|_| flat_query(&mut rng).render()).collect();
+        let index = SegmentTextIndex::open(&good).unwrap();
+        let expected: Vec<RoaringBitmap> =
+            queries.iter().map(|q| index.search(q).unwrap()).collect();
+        drop(index);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&good)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        assert!(files.len() > 3, "{files:?}");
+        let (mut tried, mut refused) = (0, 0);
+        for file in &files {
+            let len = std::fs::metadata(file).unwrap().len();
+            if len == 0 {
+                continue;
+            }
+            let name = file.file_name().unwrap();
+            let mut spots: Vec<u64> = (0..12).map(|i| i * len / 12).collect();
+            spots.push(len - 1);
+            spots.dedup();
+            for spot in spots {
+                let dir = tmp.path().join(format!("flip-{tried}"));
+                copy_dir(&good, &dir);
+                let target = dir.join(name);
+                let mut bytes = std::fs::read(&target).unwrap();
+                bytes[spot as usize] ^= 0x10;
+                std::fs::write(&target, &bytes).unwrap();
+                tried += 1;
+                // What a query must see: an error (the segment is then read without the
+                // index), a row count the caller refuses, or the undamaged answers.
+                let outcome = std::panic::catch_unwind(|| {
+                    let index = SegmentTextIndex::open(&dir)?;
+                    if index.rows() != 2_000 {
+                        return Ok(None);
+                    }
+                    queries
+                        .iter()
+                        .map(|q| index.search(q))
+                        .collect::<Result<Vec<_>>>()
+                        .map(Some)
+                });
+                match outcome {
+                    Err(_) => panic!("{name:?} byte {spot}: panicked"),
+                    Ok(Err(FullTextError::Index { .. })) | Ok(Ok(None)) => refused += 1,
+                    Ok(Err(e)) => panic!("{name:?} byte {spot}: {e}"),
+                    Ok(Ok(Some(found))) => {
+                        assert_eq!(found, expected, "{name:?} byte {spot}: a wrong answer")
+                    }
+                }
+                std::fs::remove_dir_all(&dir).unwrap();
+            }
+        }
+        // Most flips land in checksummed segment files; all of those must be caught.
+        assert!(
+            refused * 2 > tried,
+            "only {refused} of {tried} flips refused"
         );
     }
 

@@ -150,3 +150,7 @@ pub const TAG_INDEX_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// How often the full-text indexer looks for segments without their index when nothing
 /// woke it (flushes, compactions and `CREATE INDEX` do).
 pub const TEXT_INDEXER_WAKE_MS: u64 = 2000;
+
+/// How long the full-text indexer waits before it tries again to build an index whose build
+/// failed (the segment is read without it meanwhile).
+pub const TEXT_INDEX_RETRY_SECS: u64 = 300;

@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -17,7 +19,7 @@ use crate::error::Result;
 use crate::latest::SegmentLatest;
 use crate::memtable::MemChunk;
 use crate::schema::TableSchema;
-use crate::segment::{SegmentFile, read_segment, read_segment_range};
+use crate::segment::{MetadataCache, SegmentFile, read_segment, read_segment_range};
 use crate::tag_index::TagSelection;
 
 /// The data of one table as of one instant, for a reader.
@@ -29,6 +31,8 @@ pub struct TableSnapshot {
     pub segments: Vec<Arc<SegmentFile>>,
     /// In-memory chunks, oldest first.
     pub memory: Vec<MemChunk>,
+    /// The engine's cache of verified segment footers.
+    pub(crate) footers: Arc<Mutex<MetadataCache>>,
 }
 
 /// How to read a snapshot for a time range: files that can be scanned as they are, plus rows
@@ -99,6 +103,7 @@ impl Inner {
             schema: schema.clone(),
             segments,
             memory,
+            footers: self.segment_metadata.clone(),
         }
     }
 
@@ -263,7 +268,9 @@ impl TableSnapshot {
                         // day that overlaps the memtable then sorts a handful of rows, not
                         // the whole segment.
                         let time = self.schema.time_column();
-                        for b in read_segment_range(&s.path, schema, time, lo, hi, tags)? {
+                        let read =
+                            read_segment_range(s, &self.footers, schema, time, (lo, hi), tags)?;
+                        for b in read.batches {
                             let b = select(&b)?;
                             let b = match tag_mask(&b, tags)? {
                                 Some(mask) => {

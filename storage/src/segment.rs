@@ -15,7 +15,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -90,15 +90,18 @@ impl SegmentFile {
         &self.text_indexes
     }
 
-    /// The segment's tag index (see `segment_tags.rs`), read from its verified footer once;
-    /// `None` for a segment written without one (by an older Eddy, or with no indexable tag)
-    /// or whose index this version cannot read, which is then scanned without it. A failed
-    /// read is the caller's to report and is tried again next time.
-    pub fn tag_index(&self) -> Result<Option<Arc<SegmentTagIndex>>> {
+    /// The segment's tag index (see `segment_tags.rs`), decoded from its verified footer
+    /// (taken from `cache`) once; `None` for a segment written without one (by an older Eddy,
+    /// or with no indexable tag) or whose index this version cannot read, which is then
+    /// scanned without it. A failed read is the caller's to report and is tried again next time.
+    pub(crate) fn tag_index(
+        &self,
+        cache: &Mutex<MetadataCache>,
+    ) -> Result<Option<Arc<SegmentTagIndex>>> {
         if let Some(index) = self.tag_index.get() {
             return Ok(index.clone());
         }
-        let metadata = self.read_metadata()?;
+        let metadata = cached_metadata(self, cache)?;
         let text = metadata
             .file_metadata()
             .key_value_metadata()
@@ -287,6 +290,164 @@ impl MetadataCache {
     }
 }
 
+/// The verified footer and page index of `file`: from `cache`, or read and cached.
+pub(crate) fn cached_metadata(
+    file: &SegmentFile,
+    cache: &Mutex<MetadataCache>,
+) -> Result<Arc<ParquetMetaData>> {
+    if let Some(metadata) = cache.lock().get(file.meta.id) {
+        return Ok(metadata);
+    }
+    let metadata = Arc::new(file.read_metadata()?);
+    cache.lock().insert(file.meta.id, metadata.clone());
+    Ok(metadata)
+}
+
+/// Parquet's synchronous reader over one segment, for reads inside storage that want part of
+/// it (a time range, some pages, one column): like [`SegmentReader`], every range it hands
+/// out was read in whole checksum blocks and verified, and nothing else is read. The last
+/// span read is kept, as consecutive pages of a column usually share a block.
+pub(crate) struct VerifiedChunks {
+    path: PathBuf,
+    sums: Arc<BlockChecksums>,
+    file: Mutex<File>,
+    last: Mutex<Option<(Range<u64>, Bytes)>>,
+    read: Arc<AtomicU64>,
+}
+
+impl VerifiedChunks {
+    /// A reader of `file`'s verified bytes.
+    pub(crate) fn open(file: &SegmentFile) -> Result<Self> {
+        Ok(Self {
+            path: file.path.clone(),
+            sums: file.checksums()?,
+            file: Mutex::new(File::open(&file.path).at(&file.path)?),
+            last: Mutex::new(None),
+            read: Default::default(),
+        })
+    }
+
+    /// `range` of the file, verified.
+    fn bytes(&self, range: Range<u64>) -> Result<Bytes> {
+        if let Some((span, data)) = &*self.last.lock()
+            && span.start <= range.start
+            && range.end <= span.end
+        {
+            let from = (range.start - span.start) as usize;
+            return Ok(data.slice(from..from + (range.end - range.start) as usize));
+        }
+        let span = self.sums.aligned(&self.path, &range)?;
+        let data = read_range(&self.path, &self.sums, &mut self.file.lock(), span.clone())?;
+        self.read
+            .fetch_add(span.end - span.start, Ordering::Relaxed);
+        let from = (range.start - span.start) as usize;
+        let out = data.slice(from..from + (range.end - range.start) as usize);
+        *self.last.lock() = Some((span, data));
+        Ok(out)
+    }
+}
+
+impl datafusion::parquet::file::reader::Length for VerifiedChunks {
+    fn len(&self) -> u64 {
+        self.sums.file_len()
+    }
+}
+
+impl datafusion::parquet::file::reader::ChunkReader for VerifiedChunks {
+    type T = VerifiedRead;
+
+    // Parquet reads page headers through this when a column has no offset index (segments
+    // of older versions); the header's length is unknown, so blocks are read as consumed.
+    fn get_read(&self, start: u64) -> ParquetResult<VerifiedRead> {
+        let file = self
+            .file
+            .lock()
+            .try_clone()
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        Ok(VerifiedRead {
+            path: self.path.clone(),
+            sums: self.sums.clone(),
+            file,
+            pos: start,
+            buffered: Bytes::new(),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> ParquetResult<Bytes> {
+        let end = start
+            .checked_add(length as u64)
+            .filter(|end| *end <= self.sums.file_len())
+            .ok_or_else(|| {
+                ParquetError::External(Box::new(StorageError::Corrupt {
+                    path: self.path.clone(),
+                    offset: start,
+                    reason: format!("a read of {length} bytes runs past the end of the file"),
+                }))
+            })?;
+        self.bytes(start..end)
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+/// A sequential reader of a segment's verified bytes from some offset on, one checksum block
+/// at a time.
+pub(crate) struct VerifiedRead {
+    path: PathBuf,
+    sums: Arc<BlockChecksums>,
+    file: File,
+    pos: u64,
+    buffered: Bytes,
+}
+
+impl std::io::Read for VerifiedRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        if self.buffered.is_empty() {
+            let len = self.sums.file_len();
+            if self.pos >= len {
+                return Ok(0);
+            }
+            let block = self.sums.block_bytes();
+            let end = ((self.pos / block + 1) * block).min(len);
+            self.buffered = read_range(&self.path, &self.sums, &mut self.file, self.pos..end)
+                .map_err(std::io::Error::other)?;
+            self.pos = end;
+        }
+        let n = out.len().min(self.buffered.len());
+        out[..n].copy_from_slice(&self.buffered[..n]);
+        self.buffered.advance(n);
+        Ok(n)
+    }
+}
+
+/// A synchronous Parquet reader of `file` that reads only the verified ranges it needs, with
+/// the footer and page index from `cache`, and the count of bytes it has read from the file.
+pub(crate) fn partial_reader(
+    file: &SegmentFile,
+    cache: &Mutex<MetadataCache>,
+) -> Result<(
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<VerifiedChunks>,
+    Arc<AtomicU64>,
+)> {
+    use datafusion::parquet::arrow::arrow_reader::{
+        ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
+    };
+    let metadata = cached_metadata(file, cache)?;
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let metadata =
+        ArrowReaderMetadata::try_new(metadata, options).map_err(|e| StorageError::Corrupt {
+            path: file.path.clone(),
+            offset: 0,
+            reason: format!("cannot read its schema: {e}"),
+        })?;
+    let chunks = VerifiedChunks::open(file)?;
+    let read = chunks.read.clone();
+    Ok((
+        ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, metadata),
+        read,
+    ))
+}
+
 /// Parquet's asynchronous reader over one segment (what the query engine scans through):
 /// every range it hands out was read in whole blocks and verified, and the footer and page
 /// index come through the same verified reads. A damaged block fails the read with
@@ -381,9 +542,7 @@ impl AsyncFileReader for SegmentReader {
             if let Some(metadata) = cached {
                 return Ok(metadata);
             }
-            let metadata = blocking(move || file.read_metadata().map(Arc::new)).await?;
-            cache.lock().insert(id, metadata.clone());
-            Ok(metadata)
+            blocking(move || cached_metadata(&file, &cache)).await
         })
     }
 }
@@ -479,7 +638,7 @@ impl SegmentWriter {
                 self.tmp.display()
             )));
         };
-        let tags = std::mem::replace(&mut self.tags, TagIndexBuilder::new_empty());
+        let tags = std::mem::take(&mut self.tags);
         if let Some(index) = tags.encode() {
             writer.append_key_value_metadata(KeyValue::new(TAG_INDEX_KEY.to_string(), index));
         }
@@ -571,40 +730,49 @@ fn writer_properties(table: &TableSchema, style: SegmentStyle) -> Result<WriterP
     Ok(props.build())
 }
 
-/// The rows of a segment with time in `[lo, hi]`, verified, conformed to `schema`. The time
-/// column is decoded first and the other columns only for the rows it keeps, so a range of a
-/// large (compacted) segment costs a fraction of reading it whole.
-pub fn read_segment_range(
-    path: &Path,
+/// What [`read_segment_range`] read: the rows, and how many bytes of the file it read for
+/// them.
+#[derive(Debug)]
+pub struct SegmentRange {
+    /// The rows, conformed to the schema asked for.
+    pub batches: Vec<RecordBatch>,
+    /// Bytes read from the file (whole checksum blocks, footer excluded when cached).
+    pub bytes_read: u64,
+}
+
+/// The rows of a segment with time in `[lo, hi]` (and, with a tag selection, in pages that
+/// may hold a selected value), verified, conformed to `schema`. Only the pages needed are
+/// read from the file: the time column first, then the other columns for the rows it keeps;
+/// the footer and page index come from `cache`. A range of a large segment then costs a
+/// fraction of reading it whole.
+pub(crate) fn read_segment_range(
+    file: &SegmentFile,
+    cache: &Mutex<MetadataCache>,
     schema: &SchemaRef,
     time_column: &str,
-    lo: i64,
-    hi: i64,
+    (lo, hi): (i64, i64),
     tags: &TagSelection,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<SegmentRange> {
     use datafusion::arrow::array::{AsArray, BooleanArray};
     use datafusion::arrow::datatypes::TimestampNanosecondType;
     use datafusion::parquet::arrow::ProjectionMask;
-    use datafusion::parquet::arrow::arrow_reader::{
-        ArrowPredicateFn, ParquetRecordBatchReaderBuilder, RowFilter,
+    use datafusion::parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+    let path = &file.path;
+    let whole = |path: &Path| -> Result<SegmentRange> {
+        Ok(SegmentRange {
+            batches: read_segment(path, schema)?,
+            bytes_read: file.meta.bytes,
+        })
     };
     if lo == i64::MIN && hi == i64::MAX && tags.is_empty() {
-        return read_segment(path, schema);
+        return whole(path);
     }
-    let data = read_segment_bytes(path)?;
     let undecodable = |e: &dyn std::fmt::Display| StorageError::Corrupt {
         path: path.to_path_buf(),
         offset: 0,
         reason: format!("cannot decode: {e}"),
     };
-    let policy = if tags.is_empty() {
-        PageIndexPolicy::Skip
-    } else {
-        PageIndexPolicy::Optional
-    };
-    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(data, options)
-        .map_err(|e| undecodable(&e))?;
+    let (mut builder, bytes_read) = partial_reader(file, cache)?;
     // Pages whose tag statistics rule out every selected value are not decoded (the caller
     // still filters the rows it gets by tag).
     if let Some(pages) = tag_pages(builder.metadata(), tags) {
@@ -616,7 +784,7 @@ pub fn read_segment_range(
         .iter()
         .position(|c| c.name() == time_column)
     else {
-        return read_segment(path, schema);
+        return whole(path);
     };
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [time_leaf]);
     let in_range = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
@@ -633,14 +801,17 @@ pub fn read_segment_range(
         .with_batch_size(SEGMENT_READ_BATCH_ROWS)
         .build()
         .map_err(|e| undecodable(&e))?;
-    let mut out = Vec::new();
+    let mut batches = Vec::new();
     for b in reader {
         let b = b.map_err(|e| undecodable(&e))?;
         if b.num_rows() > 0 {
-            out.push(conform(&b, schema)?);
+            batches.push(conform(&b, schema)?);
         }
     }
-    Ok(out)
+    Ok(SegmentRange {
+        batches,
+        bytes_read: bytes_read.load(Ordering::Relaxed),
+    })
 }
 
 /// The rows of a segment in pages whose statistics (the page index) allow one of the selected
@@ -649,61 +820,80 @@ fn tag_pages(metadata: &ParquetMetaData, tags: &TagSelection) -> Option<RowSelec
     use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
     let (columns, offsets) = (metadata.column_index()?, metadata.offset_index()?);
     let leaves = metadata.file_metadata().schema_descr();
+    let total = metadata.file_metadata().num_rows().max(0) as u64;
     let mut selection: Option<RowSelection> = None;
     for (column, values) in &tags.any_of {
         // A tag the segment predates is null in all its rows: the caller's filter drops them.
         let Some(leaf) = leaves.columns().iter().position(|c| c.name() == column) else {
             continue;
         };
-        let mut selectors = Vec::new();
+        // Kept rows, as ranges over the whole file.
+        let mut keep: Vec<Range<u64>> = Vec::new();
+        let mut group_start = 0u64;
         for rg in 0..metadata.num_row_groups() {
-            let first = selectors.len();
-            let rows = metadata.row_group(rg).num_rows().max(0) as usize;
-            let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(pages)) = (
+            let rows = metadata.row_group(rg).num_rows().max(0) as u64;
+            let whole = group_start..group_start + rows;
+            let first = keep.len();
+            if let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(pages)) = (
                 columns.get(rg).and_then(|c| c.get(leaf)),
                 offsets.get(rg).and_then(|o| o.get(leaf)),
-            ) else {
-                selectors.push(RowSelector::select(rows));
-                continue;
-            };
-            let pages = pages.page_locations();
-            for (p, page) in pages.iter().enumerate() {
-                let start = (page.first_row_index.max(0) as usize).min(rows);
-                let end = pages
-                    .get(p + 1)
-                    .map_or(rows, |n| (n.first_row_index.max(0) as usize).min(rows));
-                let keep = !index.is_null_page(p)
-                    && match (index.min_value(p), index.max_value(p)) {
-                        (Some(min), Some(max)) => values
-                            .iter()
-                            .any(|v| min <= v.as_bytes() && v.as_bytes() <= max),
-                        _ => true,
-                    };
-                let n = end.saturating_sub(start);
-                selectors.push(if keep {
-                    RowSelector::select(n)
-                } else {
-                    RowSelector::skip(n)
-                });
+            ) {
+                let pages = pages.page_locations();
+                let mut tiled = 0u64;
+                for (p, page) in pages.iter().enumerate() {
+                    let start = (page.first_row_index.max(0) as u64).min(rows);
+                    let end = pages
+                        .get(p + 1)
+                        .map_or(rows, |n| (n.first_row_index.max(0) as u64).min(rows));
+                    tiled += end.saturating_sub(start);
+                    let may_hold = !index.is_null_page(p)
+                        && match (index.min_value(p), index.max_value(p)) {
+                            (Some(min), Some(max)) => values
+                                .iter()
+                                .any(|v| min <= v.as_bytes() && v.as_bytes() <= max),
+                            _ => true,
+                        };
+                    if may_hold && end > start {
+                        keep.push(group_start + start..group_start + end);
+                    }
+                }
+                // Pages that do not tile the row group (never written so): read it all.
+                if tiled != rows {
+                    keep.truncate(first);
+                    keep.push(whole);
+                }
+            } else {
+                keep.push(whole);
             }
-            // Pages that do not tile the row group (never written so): read it all.
-            if selectors[first..]
-                .iter()
-                .map(|s| s.row_count)
-                .sum::<usize>()
-                != rows
-            {
-                selectors.truncate(first);
-                selectors.push(RowSelector::select(rows));
-            }
+            group_start += rows;
         }
-        let s = RowSelection::from(selectors);
+        let s = row_selection(keep.into_iter(), total);
         selection = Some(match selection {
             Some(a) => a.intersection(&s),
             None => s,
         });
     }
     selection
+}
+
+/// A selection of `total` rows that reads the given ascending, disjoint ranges of them.
+pub fn row_selection(ranges: impl Iterator<Item = Range<u64>>, total: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for r in ranges {
+        let (start, end) = (r.start.min(total), r.end.min(total));
+        if start > at {
+            selectors.push(RowSelector::skip((start - at) as usize));
+        }
+        if end > start.max(at) {
+            selectors.push(RowSelector::select((end - start.max(at)) as usize));
+            at = end;
+        }
+    }
+    if total > at {
+        selectors.push(RowSelector::skip((total - at) as usize));
+    }
+    RowSelection::from(selectors)
 }
 
 /// Reads a whole segment, conformed to `schema` (columns added since it was written are null),

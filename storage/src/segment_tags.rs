@@ -270,8 +270,8 @@ struct ColumnBuilder {
     dropped: bool,
 }
 
-/// Builds a segment's tag index from its rows in file order.
-#[derive(Debug)]
+/// Builds a segment's tag index from its rows in file order (the default indexes nothing).
+#[derive(Debug, Default)]
 pub struct TagIndexBuilder {
     rows: u64,
     columns: Vec<ColumnBuilder>,
@@ -294,14 +294,6 @@ impl TagIndexBuilder {
             })
             .collect();
         Self { rows: 0, columns }
-    }
-
-    /// A builder that indexes nothing (what a finished writer keeps).
-    pub fn new_empty() -> Self {
-        Self {
-            rows: 0,
-            columns: Vec::new(),
-        }
     }
 
     /// Adds the rows of `batch` (conformed to the table schema), which follow every row added

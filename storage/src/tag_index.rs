@@ -23,6 +23,19 @@ pub struct TagSelection {
 }
 
 impl TagSelection {
+    /// The values the `=` and `IN` predicates among `predicates` require.
+    pub fn of(predicates: &[crate::segment_tags::TagPredicate]) -> Self {
+        use crate::segment_tags::TagPredicate;
+        let any_of = predicates
+            .iter()
+            .filter_map(|p| match p {
+                TagPredicate::In { column, values } => Some((column.clone(), values.clone())),
+                _ => None,
+            })
+            .collect();
+        Self { any_of }
+    }
+
     /// Whether the selection restricts nothing.
     pub fn is_empty(&self) -> bool {
         self.any_of.is_empty()

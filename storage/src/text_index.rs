@@ -14,21 +14,20 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parking_lot::Mutex;
 use roaring::RoaringBitmap;
 
-use crate::checksum::read_segment_bytes;
 use crate::engine::Inner;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::sync_dir;
 use crate::fulltext::{SegmentTextIndex, build_index};
-use crate::limits::{SEGMENT_READ_BATCH_ROWS, TEXT_INDEXER_WAKE_MS};
-use crate::segment::SegmentFile;
+use crate::limits::{SEGMENT_READ_BATCH_ROWS, TEXT_INDEX_RETRY_SECS, TEXT_INDEXER_WAKE_MS};
+use crate::segment::{MetadataCache, SegmentFile, partial_reader};
 
 /// The directory that holds a segment's full-text indexes.
 pub fn text_root(segment: &Path) -> PathBuf {
@@ -53,37 +52,87 @@ pub(crate) struct IndexSignal {
     pub(crate) sweep: bool,
 }
 
-/// Opened indexes of one segment, by column.
+/// Opened indexes of one segment, by column; `None` for an index found damaged, which this
+/// segment is read without until the indexer has built it again.
 #[derive(Debug, Default)]
 pub(crate) struct OpenTextIndexes {
-    by_column: HashMap<String, Arc<SegmentTextIndex>>,
+    by_column: HashMap<String, Option<Arc<SegmentTextIndex>>>,
 }
 
 impl SegmentFile {
     /// The rows of this segment whose `column` matches the full-text `query`, by its index;
-    /// `None` when the segment has no index of the column (yet), so the caller reads it whole.
+    /// `None` when the segment has no usable index of the column, so the caller reads it
+    /// whole. Only a bad query is an error: an index that cannot be opened or searched (a
+    /// flipped byte, a missing file) is logged and removed, the segment is read without it,
+    /// and the indexer builds it again on its next pass.
     pub fn text_search(&self, column: &str, query: &str) -> Result<Option<RoaringBitmap>> {
         let open = self.text_indexes().lock().by_column.get(column).cloned();
         let index = match open {
-            Some(index) => index,
+            Some(Some(index)) => index,
+            Some(None) => return Ok(None),
             None => {
                 let dir = text_index_dir(&self.path, column);
                 if !dir.exists() {
                     return Ok(None);
                 }
-                let index = Arc::new(SegmentTextIndex::open(&dir).map_err(text_error)?);
-                if index.rows() != self.meta.rows {
-                    tracing::warn!(dir = %dir.display(), rows = index.rows(), expected = self.meta.rows, "full-text index covers another row count: segment read without it");
-                    return Ok(None);
-                }
+                let opened = std::panic::catch_unwind(|| SegmentTextIndex::open(&dir))
+                    .unwrap_or_else(|_| {
+                        Err(crate::fulltext::FullTextError::Index {
+                            path: dir.clone(),
+                            message: "opening it panicked".into(),
+                        })
+                    });
+                let index = match opened {
+                    Ok(index) if index.rows() == self.meta.rows => Arc::new(index),
+                    Ok(index) => {
+                        let reason = format!(
+                            "it covers {} rows, the segment has {}",
+                            index.rows(),
+                            self.meta.rows
+                        );
+                        self.discard_text_index(column, &dir, &reason);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.discard_text_index(column, &dir, &e.to_string());
+                        return Ok(None);
+                    }
+                };
                 self.text_indexes()
                     .lock()
                     .by_column
-                    .insert(column.to_string(), index.clone());
+                    .insert(column.to_string(), Some(index.clone()));
                 index
             }
         };
-        index.search(query).map(Some).map_err(text_error)
+        match index.search(query) {
+            Ok(rows) => Ok(Some(rows)),
+            Err(e @ crate::fulltext::FullTextError::Query(_)) => Err(text_error(e)),
+            Err(e) => {
+                let dir = text_index_dir(&self.path, column);
+                self.discard_text_index(column, &dir, &e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stops using a damaged index of `column` and removes it, so the indexer rebuilds it.
+    fn discard_text_index(&self, column: &str, dir: &Path, reason: &str) {
+        tracing::warn!(dir = %dir.display(), %reason, "damaged full-text index: the segment is read without it, and it will be built again");
+        self.text_indexes()
+            .lock()
+            .by_column
+            .insert(column.to_string(), None);
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a damaged full-text index");
+        }
+    }
+
+    /// Forgets what scans knew of the index of `column` (it was just built again).
+    fn forget_text_index(&self, column: &str) {
+        self.text_indexes().lock().by_column.remove(column);
     }
 }
 
@@ -99,16 +148,20 @@ pub(crate) fn text_error(e: crate::fulltext::FullTextError) -> StorageError {
     }
 }
 
-/// The column's values of a segment, verified, for indexing.
-fn read_column(file: &SegmentFile, column: &str) -> Result<Vec<Arc<dyn Array>>> {
+/// The column's values of a segment, verified, for indexing: only that column's pages are
+/// read from the file.
+fn read_column(
+    file: &SegmentFile,
+    footers: &Mutex<MetadataCache>,
+    column: &str,
+) -> Result<Vec<Arc<dyn Array>>> {
     let path = &file.path;
-    let data = read_segment_bytes(path)?;
     let undecodable = |e: &dyn std::fmt::Display| StorageError::Corrupt {
         path: path.clone(),
         offset: 0,
         reason: format!("cannot decode: {e}"),
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| undecodable(&e))?;
+    let (builder, _) = partial_reader(file, footers)?;
     let Some(index) = builder
         .schema()
         .fields()
@@ -133,7 +186,7 @@ fn read_column(file: &SegmentFile, column: &str) -> Result<Vec<Arc<dyn Array>>> 
 }
 
 /// Builds the index of `column` for `file` under a temporary name and renames it into place.
-fn build(file: &SegmentFile, column: &str) -> Result<u64> {
+fn build(file: &SegmentFile, footers: &Mutex<MetadataCache>, column: &str) -> Result<u64> {
     let dir = text_index_dir(&file.path, column);
     let mut tmp = dir.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -143,7 +196,7 @@ fn build(file: &SegmentFile, column: &str) -> Result<u64> {
     }
     let root = text_root(&file.path);
     std::fs::create_dir_all(&root).at(&root)?;
-    let arrays = read_column(file, column)?;
+    let arrays = read_column(file, footers, column)?;
     let rows: usize = arrays.iter().map(|a| a.len()).sum();
     let strings: Vec<_> = arrays
         .iter()
@@ -175,6 +228,7 @@ fn build(file: &SegmentFile, column: &str) -> Result<u64> {
     };
     std::fs::rename(&tmp, &dir).at(&dir)?;
     sync_dir(&root)?;
+    file.forget_text_index(column);
     Ok(indexed)
 }
 
@@ -184,7 +238,7 @@ impl Inner {
     /// stops early when asked to stop.
     pub(crate) fn build_text_indexes(
         &self,
-        failed: &mut HashSet<(u64, String)>,
+        failed: &mut HashMap<(u64, String), Instant>,
         sweep: bool,
     ) -> Result<usize> {
         let indexes = self.catalog.indexes();
@@ -200,6 +254,8 @@ impl Inner {
                     .push(idx.column.clone());
             }
         }
+        let live: HashSet<u64> = files.iter().map(|f| f.meta.id).collect();
+        failed.retain(|(id, _), _| live.contains(id));
         let mut built = 0;
         for f in &files {
             for column in wanted.get(&f.meta.table_id).into_iter().flatten() {
@@ -207,12 +263,16 @@ impl Inner {
                     return Ok(built);
                 }
                 let key = (f.meta.id, column.clone());
-                if failed.contains(&key) || text_index_dir(&f.path, column).exists() {
+                let waiting = failed
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(TEXT_INDEX_RETRY_SECS));
+                if waiting || text_index_dir(&f.path, column).exists() {
                     continue;
                 }
                 let started = std::time::Instant::now();
-                match build(f, column) {
+                match build(f, &self.segment_metadata, column) {
                     Ok(rows) => {
+                        failed.remove(&key);
                         built += 1;
                         tracing::info!(
                             segment = %f.path.display(),
@@ -224,9 +284,9 @@ impl Inner {
                     }
                     Err(e) if e.is_disk_full() => return Err(e),
                     Err(e) => {
-                        // Not retried until the next start: the segment is read whole meanwhile.
-                        tracing::error!(segment = %f.path.display(), column = %column, error = %e, "cannot build full-text index; queries read this segment without it");
-                        failed.insert(key);
+                        // Retried after a while: the segment is read whole meanwhile.
+                        tracing::error!(segment = %f.path.display(), column = %column, error = %e, retry_in_s = TEXT_INDEX_RETRY_SECS, "cannot build full-text index; queries read this segment without it");
+                        failed.insert(key, Instant::now());
                     }
                 }
             }
@@ -297,7 +357,7 @@ pub(crate) fn run_indexer(inner: &Inner) {
     use crate::limits::{FLUSH_RETRY_DELAY_MAX_MS, FLUSH_RETRY_DELAY_MIN_MS};
     use crate::stall::Backoff;
     let (lock, cv) = &inner.index_wake;
-    let mut failed = HashSet::new();
+    let mut failed = HashMap::new();
     // Directories left by a crash or a dropped index are looked for once at start, then
     // after each `DROP INDEX` (a retired segment removes its own).
     let mut sweep = true;
