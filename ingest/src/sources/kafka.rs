@@ -10,7 +10,7 @@
 //! source commits its durable offsets synchronously, so a clean hand-over has neither a gap
 //! nor a duplicate.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,10 +30,15 @@ use crate::sources::options::{KafkaOptions, SourceSpec, Start};
 use crate::sources::stats::SourceState;
 use crate::sources::{Control, SourceTask, Stopped};
 
+/// Batches decoded and written while the consumer reads the next: one being written, one
+/// being decoded. More would only hold more memory; two cores are busy with these two.
+const BATCHES_IN_FLIGHT: usize = 2;
 /// Longest a batch waits for more messages once it has one.
 const LINGER: Duration = Duration::from_millis(50);
 /// How often partition lag is refreshed.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest the group's committed offsets trail storage's while messages flow.
+const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long broker requests made inside a rebalance may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -48,17 +53,38 @@ struct Shared {
     generation: AtomicU64,
     /// Partitions owned now.
     assigned: Mutex<BTreeSet<i32>>,
-    /// The write of the previous batch, running while the next one is read and decoded.
-    inflight: Mutex<Option<tokio::task::JoinHandle<Result<u64, Stopped>>>>,
+    /// Batches being decoded and written (at most `BATCHES_IN_FLIGHT`, oldest first), while
+    /// the next one is read. Each writes only after the one before it is durable.
+    inflight: Mutex<VecDeque<tokio::task::JoinHandle<Result<u64, Stopped>>>>,
     /// The runtime writes run on.
     handle: tokio::runtime::Handle,
 }
 
 impl Shared {
-    /// Waits for the write in flight, if any; `Some(false)` if the source was stopped before
-    /// it was durable.
+    /// Waits for the batches in flight, if any; `Some(false)` if the source was stopped before
+    /// one was durable.
     fn finish_inflight(&self) -> Option<bool> {
-        let h = self.inflight.lock().take()?;
+        let handles: Vec<_> = self.inflight.lock().drain(..).collect();
+        if handles.is_empty() {
+            return None;
+        }
+        let mut durable = true;
+        for h in handles {
+            durable &= matches!(self.handle.block_on(h), Ok(Ok(_)));
+        }
+        Some(durable)
+    }
+
+    /// Waits for the oldest batch in flight if `BATCHES_IN_FLIGHT` are; as
+    /// [`Shared::finish_inflight`].
+    fn finish_oldest_if_full(&self) -> Option<bool> {
+        let h = {
+            let mut inflight = self.inflight.lock();
+            if inflight.len() < BATCHES_IN_FLIGHT {
+                return None;
+            }
+            inflight.pop_front()?
+        };
         Some(matches!(self.handle.block_on(h), Ok(Ok(_))))
     }
 }
@@ -260,7 +286,7 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
     let shared = Arc::new(Shared {
         generation: AtomicU64::new(0),
         assigned: Mutex::new(BTreeSet::new()),
-        inflight: Mutex::new(None),
+        inflight: Mutex::new(VecDeque::new()),
         handle: handle.clone(),
     });
     let context = EddyContext {
@@ -305,7 +331,11 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
     let mut last_lag = Instant::now() - LAG_INTERVAL;
     // The group's committed offsets are behind storage's (a commit failed during a rebalance).
     let mut group_behind = false;
+    let mut last_commit = Instant::now();
+    // Whether the last batch handed off was written, for the next one to wait on.
+    let mut previous_done: Option<tokio::sync::oneshot::Receiver<bool>> = None;
     let common = task.spec.common();
+    let mut clock = StageClock::new();
     loop {
         match task.wanted() {
             Control::Stop => break,
@@ -335,7 +365,9 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
         if last_lag.elapsed() >= LAG_INTERVAL {
             refresh_lag(task, &consumer, &k.topic, &shared);
             last_lag = Instant::now();
+            clock.report(name);
         }
+        let polling = Instant::now();
         // Collect a batch.
         let durable = task.ingest.db().source_offsets(task.def.id);
         let generation = shared.generation.load(Ordering::SeqCst);
@@ -390,13 +422,16 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
             continue;
         }
         if messages.is_empty() {
+            clock.idle += polling.elapsed();
             match shared.finish_inflight() {
                 Some(false) => break,
                 Some(true) => group_behind = true,
                 None => {}
             }
+            // Idle: the group catches up at once.
             if group_behind {
                 group_behind = !commit_to_group(task, &consumer);
+                last_commit = Instant::now();
             }
             continue;
         }
@@ -404,19 +439,54 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
             source_id: task.def.id,
             offsets: last,
         };
-        // Decoded while the previous batch is being written.
-        let prepared = task.prepare(&messages);
-        match shared.finish_inflight() {
+        clock.poll += polling.elapsed();
+        let waiting = Instant::now();
+        let finished = shared.finish_oldest_if_full();
+        clock.wait += waiting.elapsed();
+        clock.batches += 1;
+        clock.messages += messages.len() as u64;
+        match finished {
             Some(false) => break,
-            // At once, so that a partition that moves to another node (a rebalance) starts
-            // there after these messages, not before them.
-            Some(true) => group_behind = !commit_to_group(task, &consumer),
+            Some(true) => group_behind = true,
             None => {}
         }
+        // A commit to the group is a broker round trip, so while messages flow it is made at
+        // most every GROUP_COMMIT_INTERVAL. Exactness does not depend on it (storage's
+        // offsets decide where this node resumes); a rebalance and a stop commit first, so a
+        // partition that moves starts on the next node after the messages written here.
+        if group_behind && last_commit.elapsed() >= GROUP_COMMIT_INTERVAL {
+            let committing = Instant::now();
+            group_behind = !commit_to_group(task, &consumer);
+            clock.commit += committing.elapsed();
+            last_commit = Instant::now();
+        }
+        // Decoded off this thread, which goes on reading, and written once the batch before
+        // it is durable: a partition's offsets only ever move forward.
+        let (done, next_done) = tokio::sync::oneshot::channel::<bool>();
+        let before = previous_done.replace(next_done);
         let writer = task.clone();
-        *shared.inflight.lock() = Some(
-            handle.spawn(async move { writer.write(prepared, &messages, Some(progress)).await }),
-        );
+        let batch = handle.spawn(async move {
+            let decoder = writer.clone();
+            let decoded = tokio::task::spawn_blocking(move || {
+                let prepared = decoder.prepare(&messages);
+                (prepared, messages)
+            })
+            .await;
+            let Ok((prepared, messages)) = decoded else {
+                let _ = done.send(false);
+                return Err(Stopped);
+            };
+            if let Some(before) = before
+                && before.await != Ok(true)
+            {
+                let _ = done.send(false);
+                return Err(Stopped);
+            }
+            let written = writer.write(prepared, &messages, Some(progress)).await;
+            let _ = done.send(written.is_ok());
+            written
+        });
+        shared.inflight.lock().push_back(batch);
     }
     if shared.finish_inflight() == Some(false) {
         tracing::info!(source = %name, "stopped before the last batch was durable; it is read again at the next start");
@@ -431,6 +501,50 @@ fn run(task: &Arc<SourceTask>, handle: tokio::runtime::Handle) {
     }
     consumer.unsubscribe();
     tracing::info!(source = %name, "Kafka source stopped");
+}
+
+/// Where the consumer thread's time goes, logged at debug level every `LAG_INTERVAL`: reading
+/// messages from librdkafka, waiting for a batch in flight to be written (storage or decoding
+/// is slower than reading), committing to the group, and polls that found nothing.
+struct StageClock {
+    since: Instant,
+    poll: Duration,
+    wait: Duration,
+    commit: Duration,
+    idle: Duration,
+    batches: u64,
+    messages: u64,
+}
+
+impl StageClock {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            poll: Duration::ZERO,
+            wait: Duration::ZERO,
+            commit: Duration::ZERO,
+            idle: Duration::ZERO,
+            batches: 0,
+            messages: 0,
+        }
+    }
+
+    fn report(&mut self, source: &str) {
+        if self.batches > 0 {
+            tracing::debug!(
+                source,
+                elapsed_ms = self.since.elapsed().as_millis() as u64,
+                poll_ms = self.poll.as_millis() as u64,
+                wait_for_write_ms = self.wait.as_millis() as u64,
+                commit_ms = self.commit.as_millis() as u64,
+                idle_ms = self.idle.as_millis() as u64,
+                batches = self.batches,
+                messages = self.messages,
+                "Kafka source stages"
+            );
+        }
+        *self = Self::new();
+    }
 }
 
 /// With `--wal-sync interval` a write returns before its fsync: the WAL is synced first, so
