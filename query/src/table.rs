@@ -108,9 +108,17 @@ impl TableProvider for EddyTable {
         let predicates = tag_predicates(&self.schema, filters);
         let tags = TagSelection::of(&predicates);
         let texts = crate::fulltext::text_predicates(filters);
+        // Columns the plan reads: overlapping segments merged below decode only these (and
+        // the key columns), since a page of each column costs a decompression per segment.
+        let columns: Option<Vec<String>> = projection.map(|p| {
+            p.iter()
+                .filter_map(|&i| schema.fields().get(i).map(|f| f.name().clone()))
+                .collect()
+        });
         let db = self.db.clone();
         let plan = tokio::task::spawn_blocking(move || {
-            let plan = snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref())?;
+            let plan =
+                snapshot.read_plan_filtered(lo, hi, &tags, keep.as_deref(), columns.as_deref())?;
             let selections = plan
                 .files
                 .iter()

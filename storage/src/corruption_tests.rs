@@ -241,6 +241,7 @@ fn a_changed_byte_anywhere_in_a_segment_fails_every_read_naming_the_file() {
                 "time",
                 (i64::MIN + 1, i64::MAX),
                 &Default::default(),
+                None,
             )
             .expect_err("damaged partial read");
             assert_corrupt(&err, &name);

@@ -15,11 +15,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::dedup::{conform, filter_time, sort_dedup};
 use crate::engine::Inner;
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 use crate::latest::SegmentLatest;
 use crate::memtable::MemChunk;
 use crate::schema::TableSchema;
-use crate::segment::{MetadataCache, SegmentFile, read_segment, read_segment_range};
+use crate::segment::{MetadataCache, SegmentFile, SegmentRange, read_segment, read_segment_range};
 use crate::tag_index::TagSelection;
 
 /// The data of one table as of one instant, for a reader.
@@ -56,8 +56,7 @@ pub type KeyFilter =
 /// The rows of `batch` (in the table schema) that `tags` accepts, as the memtable's tag index
 /// would select them (a null tag matches no value); `None` when `tags` selects nothing.
 fn tag_mask(batch: &RecordBatch, tags: &TagSelection) -> Result<Option<BooleanArray>> {
-    use datafusion::arrow::array::{Scalar, StringArray};
-    use datafusion::arrow::compute::kernels::{boolean, cmp};
+    use datafusion::arrow::compute::kernels::boolean;
     if tags.is_empty() {
         return Ok(None);
     }
@@ -66,12 +65,7 @@ fn tag_mask(batch: &RecordBatch, tags: &TagSelection) -> Result<Option<BooleanAr
         let Ok(idx) = batch.schema().index_of(column) else {
             return Ok(Some(BooleanArray::from(vec![false; batch.num_rows()])));
         };
-        let col = batch.column(idx);
-        let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
-        for v in values {
-            let hit = cmp::eq(col, &Scalar::new(StringArray::from(vec![v.as_str()])))?;
-            any = boolean::or_kleene(&any, &hit)?;
-        }
+        let any = crate::tag_index::any_of_mask(batch.column(idx), values)?;
         all = Some(match all {
             Some(a) => boolean::and_kleene(&a, &any)?,
             None => any,
@@ -171,7 +165,74 @@ impl TableSnapshot {
     /// source are read as they are; overlapping ones (and memory that may hold duplicate
     /// keys) are merged and deduplicated here, so the reader sees each key once.
     pub fn read_plan(&self, lo: i64, hi: i64) -> Result<ReadPlan> {
-        self.read_plan_filtered(lo, hi, &TagSelection::default(), None)
+        self.read_plan_filtered(lo, hi, &TagSelection::default(), None, None)
+    }
+
+    /// The rows of overlapping segments for a merge (see [`read_segment_range`]), in the order
+    /// given. Several are read at once, one thread per core: a point query pays a few
+    /// milliseconds of page decoding in each, and they are independent.
+    fn read_overlapping(
+        &self,
+        segments: &[&Arc<SegmentFile>],
+        range: (i64, i64),
+        tags: &TagSelection,
+        columns: Option<&[String]>,
+    ) -> Vec<Result<SegmentRange>> {
+        let schema = self.schema.arrow_schema();
+        let time = self.schema.time_column();
+        let read = |s: &SegmentFile| {
+            let started = std::time::Instant::now();
+            let read = read_segment_range(s, &self.footers, schema, time, range, tags, columns);
+            if let Ok(r) = &read {
+                tracing::debug!(
+                    segment = s.meta.id,
+                    rows = r.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+                    bytes_read = r.bytes_read,
+                    us = started.elapsed().as_micros() as u64,
+                    "read an overlapping segment for a merge"
+                );
+            }
+            read
+        };
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(segments.len());
+        if threads <= 1 {
+            return segments.iter().map(|s| read(s)).collect();
+        }
+        let mut out: Vec<Option<Result<SegmentRange>>> = segments.iter().map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|k| {
+                    let read = &read;
+                    scope.spawn(move || {
+                        segments
+                            .iter()
+                            .enumerate()
+                            .skip(k)
+                            .step_by(threads)
+                            .map(|(i, s)| (i, read(s)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for w in workers {
+                match w.join() {
+                    Ok(done) => {
+                        for (i, r) in done {
+                            out[i] = Some(r);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(StorageError::ShutDown("a segment read was lost".into())))
+            })
+            .collect()
     }
 
     /// [`read_plan`](Self::read_plan) keeping, among the rows that are read here (memory and
@@ -179,13 +240,29 @@ impl TableSnapshot {
     /// select. Both must look at key columns (tags, time) only: every version of a key then
     /// shares their verdict, so filtering before deduplication gives the same rows as filtering
     /// after it, and a point query merges a handful of rows instead of the memtable.
+    ///
+    /// With `columns`, rows merged from overlapping segments hold only those columns and the
+    /// key columns (the others are null): the reader projects them away anyway.
     pub fn read_plan_filtered(
         &self,
         lo: i64,
         hi: i64,
         tags: &TagSelection,
         keep: Option<&KeyFilter>,
+        columns: Option<&[String]>,
     ) -> Result<ReadPlan> {
+        let columns: Option<Vec<String>> = columns.map(|c| {
+            let fields = self.schema.arrow_schema().fields();
+            let mut names: Vec<String> = c.to_vec();
+            names.push(self.schema.time_column().to_string());
+            names.extend(
+                self.schema
+                    .tag_indices()
+                    .iter()
+                    .filter_map(|&i| fields.get(i).map(|f| f.name().clone())),
+            );
+            names
+        });
         let select = |b: &RecordBatch| -> Result<RecordBatch> {
             let b = conform(b, self.schema.arrow_schema())?;
             match keep {
@@ -230,7 +307,6 @@ impl TableSnapshot {
                 }
             }
         }
-        let schema = self.schema.arrow_schema();
         let mut plan = ReadPlan {
             files: Vec::new(),
             batches: Vec::new(),
@@ -260,17 +336,24 @@ impl TableSnapshot {
                 Source::Segment(s) => (0, s.meta.id),
                 Source::Memory(i, _) => (1, *i as u64),
             });
+            // Only the selected series go into the merge: a point query over a day that
+            // overlaps the memtable then sorts a handful of rows, not the whole segment.
+            let segments: Vec<&Arc<SegmentFile>> = cluster
+                .iter()
+                .filter_map(|(_, _, s)| match s {
+                    Source::Segment(s) => Some(*s),
+                    Source::Memory(..) => None,
+                })
+                .collect();
+            let mut reads = self
+                .read_overlapping(&segments, (lo, hi), tags, columns.as_deref())
+                .into_iter();
             let mut batches = Vec::new();
             for (_, _, s) in &cluster {
                 match s {
-                    Source::Segment(s) => {
-                        // Only the selected series go into the merge: a point query over a
-                        // day that overlaps the memtable then sorts a handful of rows, not
-                        // the whole segment.
-                        let time = self.schema.time_column();
-                        let read =
-                            read_segment_range(s, &self.footers, schema, time, (lo, hi), tags)?;
-                        for b in read.batches {
+                    Source::Segment(_) => {
+                        let Some(read) = reads.next() else { break };
+                        for b in read?.batches {
                             let b = select(&b)?;
                             let b = match tag_mask(&b, tags)? {
                                 Some(mask) => {
@@ -284,15 +367,25 @@ impl TableSnapshot {
                         }
                     }
                     Source::Memory(_, m) => {
+                        let started = std::time::Instant::now();
                         for b in &m.select(tags)? {
                             batches.push(select(b)?);
                         }
+                        tracing::debug!(
+                            us = started.elapsed().as_micros() as u64,
+                            "selected memory rows for a merge"
+                        );
                     }
                 }
             }
+            let started = std::time::Instant::now();
             if let Some(b) = sort_dedup(&self.schema, &batches)? {
                 plan.batches.push(b);
             }
+            tracing::debug!(
+                us = started.elapsed().as_micros() as u64,
+                "merged overlapping sources"
+            );
         }
         Ok(plan)
     }

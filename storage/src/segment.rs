@@ -741,8 +741,10 @@ pub struct SegmentRange {
 }
 
 /// The rows of a segment with time in `[lo, hi]` (and, with a tag selection, in pages that
-/// may hold a selected value), verified, conformed to `schema`. Only the pages needed are
-/// read from the file: the time column first, then the other columns for the rows it keeps;
+/// may hold a selected value), verified, conformed to `schema` (with `columns`, only those are
+/// read, and the others are null). Only the pages needed are
+/// read from the file: the selected tags' and the time column first, then the other columns
+/// for the rows they keep;
 /// the footer and page index come from `cache`. A range of a large segment then costs a
 /// fraction of reading it whole.
 pub(crate) fn read_segment_range(
@@ -752,11 +754,12 @@ pub(crate) fn read_segment_range(
     time_column: &str,
     (lo, hi): (i64, i64),
     tags: &TagSelection,
+    columns: Option<&[String]>,
 ) -> Result<SegmentRange> {
     use datafusion::arrow::array::{AsArray, BooleanArray};
     use datafusion::arrow::datatypes::TimestampNanosecondType;
     use datafusion::parquet::arrow::ProjectionMask;
-    use datafusion::parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+    use datafusion::parquet::arrow::arrow_reader::{ArrowPredicate, ArrowPredicateFn, RowFilter};
     let path = &file.path;
     let whole = |path: &Path| -> Result<SegmentRange> {
         Ok(SegmentRange {
@@ -764,7 +767,7 @@ pub(crate) fn read_segment_range(
             bytes_read: file.meta.bytes,
         })
     };
-    if lo == i64::MIN && hi == i64::MAX && tags.is_empty() {
+    if lo == i64::MIN && hi == i64::MAX && tags.is_empty() && columns.is_none() {
         return whole(path);
     }
     let undecodable = |e: &dyn std::fmt::Display| StorageError::Corrupt {
@@ -776,7 +779,18 @@ pub(crate) fn read_segment_range(
     // Pages whose tag statistics rule out every selected value are not decoded (the caller
     // still filters the rows it gets by tag).
     if let Some(pages) = tag_pages(builder.metadata(), tags) {
-        builder = builder.with_row_selection(pages);
+        // Row groups without a selected row are left out, not skipped: skipping still reads
+        // and decodes every dictionary page of a row group.
+        let (groups, selection) = by_row_group(builder.metadata(), pages);
+        if groups.is_empty() {
+            return Ok(SegmentRange {
+                batches: Vec::new(),
+                bytes_read: bytes_read.load(Ordering::Relaxed),
+            });
+        }
+        builder = builder
+            .with_row_groups(groups)
+            .with_row_selection(selection);
     }
     let Some(time_leaf) = builder
         .parquet_schema()
@@ -786,6 +800,26 @@ pub(crate) fn read_segment_range(
     else {
         return whole(path);
     };
+    // The selected tags first: a page holds many series, and only the rows of the selected
+    // ones are decoded in the other columns.
+    let mut filters: Vec<Box<dyn ArrowPredicate>> = Vec::new();
+    for (column, values) in &tags.any_of {
+        let Some(leaf) = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.name() == column)
+        else {
+            // Null in every row of this segment: the caller's filter drops them all.
+            continue;
+        };
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [leaf]);
+        let values = values.clone();
+        filters.push(Box::new(ArrowPredicateFn::new(
+            mask,
+            move |batch: RecordBatch| crate::tag_index::any_of_mask(batch.column(0), &values),
+        )));
+    }
     let mask = ProjectionMask::leaves(builder.parquet_schema(), [time_leaf]);
     let in_range = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
         let Some(time) = batch
@@ -796,8 +830,23 @@ pub(crate) fn read_segment_range(
         };
         Ok(time.iter().map(|t| t.map(|t| t >= lo && t <= hi)).collect())
     });
+    if lo != i64::MIN || hi != i64::MAX {
+        filters.push(Box::new(in_range));
+    }
+    if let Some(columns) = columns {
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.iter().any(|c| c == f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
     let reader = builder
-        .with_row_filter(RowFilter::new(vec![Box::new(in_range)]))
+        .with_row_filter(RowFilter::new(filters))
         .with_batch_size(SEGMENT_READ_BATCH_ROWS)
         .build()
         .map_err(|e| undecodable(&e))?;
@@ -874,6 +923,25 @@ fn tag_pages(metadata: &ParquetMetaData, tags: &TagSelection) -> Option<RowSelec
         });
     }
     selection
+}
+
+/// The row groups in which `selection` (over the whole file) selects a row, and the selection
+/// over those row groups' rows only.
+fn by_row_group(
+    metadata: &ParquetMetaData,
+    mut selection: RowSelection,
+) -> (Vec<usize>, RowSelection) {
+    let mut groups = Vec::new();
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    for rg in 0..metadata.num_row_groups() {
+        let rows = metadata.row_group(rg).num_rows().max(0) as usize;
+        let head = selection.split_off(rows);
+        if head.selects_any() {
+            groups.push(rg);
+            selectors.extend(head.iter().copied());
+        }
+    }
+    (groups, RowSelection::from(selectors))
 }
 
 /// A selection of `total` rows that reads the given ascending, disjoint ranges of them.

@@ -42,6 +42,28 @@ impl TagSelection {
     }
 }
 
+/// Which rows of a tag column hold one of `values` (a null tag holds none), whether the
+/// column is read as strings or as a dictionary of them.
+pub(crate) fn any_of_mask(
+    column: &datafusion::arrow::array::ArrayRef,
+    values: &[String],
+) -> std::result::Result<datafusion::arrow::array::BooleanArray, datafusion::arrow::error::ArrowError>
+{
+    use datafusion::arrow::array::{BooleanArray, Scalar, StringArray};
+    use datafusion::arrow::compute::kernels::{boolean, cmp};
+    let strings = if column.data_type() == &DataType::Utf8 {
+        column.clone()
+    } else {
+        datafusion::arrow::compute::cast(column, &DataType::Utf8)?
+    };
+    let mut any = BooleanArray::from(vec![false; strings.len()]);
+    for v in values {
+        let hit = cmp::eq(&strings, &Scalar::new(StringArray::from(vec![v.as_str()])))?;
+        any = boolean::or_kleene(&any, &hit)?;
+    }
+    Ok(any)
+}
+
 /// The index of one tag column over a prefix of a memtable's batches.
 #[derive(Debug, Default)]
 struct ColumnIndex {
