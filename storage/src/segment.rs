@@ -792,24 +792,14 @@ pub(crate) fn read_segment_range(
             .with_row_groups(groups)
             .with_row_selection(selection);
     }
-    let Some(time_leaf) = builder
-        .parquet_schema()
-        .columns()
-        .iter()
-        .position(|c| c.name() == time_column)
-    else {
+    let Some(time_leaf) = leaf_of(builder.parquet_schema(), time_column) else {
         return whole(path);
     };
     // The selected tags first: a page holds many series, and only the rows of the selected
     // ones are decoded in the other columns.
     let mut filters: Vec<Box<dyn ArrowPredicate>> = Vec::new();
     for (column, values) in &tags.any_of {
-        let Some(leaf) = builder
-            .parquet_schema()
-            .columns()
-            .iter()
-            .position(|c| c.name() == column)
-        else {
+        let Some(leaf) = leaf_of(builder.parquet_schema(), column) else {
             // Null in every row of this segment: the caller's filter drops them all.
             continue;
         };
@@ -873,7 +863,7 @@ fn tag_pages(metadata: &ParquetMetaData, tags: &TagSelection) -> Option<RowSelec
     let mut selection: Option<RowSelection> = None;
     for (column, values) in &tags.any_of {
         // A tag the segment predates is null in all its rows: the caller's filter drops them.
-        let Some(leaf) = leaves.columns().iter().position(|c| c.name() == column) else {
+        let Some(leaf) = leaf_of(leaves, column) else {
             continue;
         };
         // Kept rows, as ranges over the whole file.
@@ -923,6 +913,14 @@ fn tag_pages(metadata: &ParquetMetaData, tags: &TagSelection) -> Option<RowSelec
         });
     }
     selection
+}
+
+/// The leaf column of a segment's (flat) Parquet schema named `name`.
+fn leaf_of(
+    schema: &datafusion::parquet::schema::types::SchemaDescriptor,
+    name: &str,
+) -> Option<usize> {
+    schema.columns().iter().position(|c| c.name() == name)
 }
 
 /// The row groups in which `selection` (over the whole file) selects a row, and the selection
