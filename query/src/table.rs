@@ -196,15 +196,17 @@ impl TableProvider for EddyTable {
             }
             // Segments are read through storage's verified reader (every byte checked against
             // the segment's checksums; verified footers and page indexes cached across
-            // queries); filters are applied while decoding, so only the pages and rows a point
-            // query selects are materialized.
+            // queries); filters are applied while decoding (the session's `pushdown_filters`,
+            // on by default), so only the pages and rows a point query selects are
+            // materialized.
+            let parquet = &state.config_options().execution.parquet;
             let source = Arc::new(
                 ParquetSource::new(schema.clone())
                     .with_parquet_file_reader_factory(Arc::new(VerifiedSegmentReaders {
                         db: self.db.clone(),
                     }))
-                    .with_pushdown_filters(true)
-                    .with_reorder_filters(true),
+                    .with_pushdown_filters(parquet.pushdown_filters)
+                    .with_reorder_filters(parquet.reorder_filters),
             );
             let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
                 .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
