@@ -270,7 +270,7 @@ fn check(args: &CheckArgs) -> ExitCode {
 /// kernel at once. With its defaults, every scan buffer over 128 KiB (a column chunk of a
 /// segment, a decoded batch) came from fresh pages that the kernel had to fault in and zero:
 /// about 9,500 page faults and a fifth of the server's CPU for one TSBS double-groupby-all query
-/// (docs/benchmarks.md), against some 200-550 with these settings. Freed memory above 64 MiB
+/// (docs/benchmarks.md), against 260-364 with these settings. Freed memory above 64 MiB
 /// per arena is still returned.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
