@@ -2,7 +2,7 @@
 //! exactly as a PostgreSQL server would print them (`t`/`f`, shortest round-trip floats with
 //! PostgreSQL's exponent rule, `YYYY-MM-DD HH:MM:SS[.ffffff]` timestamps, `\x` bytea).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray};
@@ -21,32 +21,83 @@ const SECONDS_PER_DAY: i128 = 86_400;
 
 /// Formats `array[row]` as PostgreSQL's text output would, or `None` when the value is NULL.
 pub fn format_value(array: &dyn Array, row: usize) -> Option<String> {
+    let mut out = String::new();
+    write_value(array, row, &mut out).then_some(out)
+}
+
+/// Writes `array[row]` as PostgreSQL's text output would; `false`, with nothing written, when
+/// the value is NULL. Allocates nothing for the types PostgreSQL's layout is known for, so a
+/// result of many rows can be written straight into the wire buffer.
+pub fn write_value<W: fmt::Write>(array: &dyn Array, row: usize, out: &mut W) -> bool {
     if row >= array.len() || array.is_null(row) || matches!(array.data_type(), DataType::Null) {
-        return None;
+        return false;
     }
     // Any downcast that does not match (it cannot, given the data type) or any value outside
     // the calendar we can print falls back to Arrow's own display rather than failing.
-    let formatted = match array.data_type() {
+    if !write_known(array, row, out) {
+        write_arrow_display(array, row, out);
+    }
+    true
+}
+
+/// Whether [`write_value`] prints `data_type` itself rather than through Arrow's display.
+pub fn prints_natively(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Boolean
+            | DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Timestamp(..)
+            | DataType::Time32(TimeUnit::Second | TimeUnit::Millisecond)
+            | DataType::Time64(TimeUnit::Microsecond | TimeUnit::Nanosecond)
+    )
+}
+
+/// Writes a non-null value of a type whose PostgreSQL layout is known; `false`, with nothing
+/// written, for any other type or a value that cannot be printed that way.
+fn write_known<W: fmt::Write>(array: &dyn Array, row: usize, out: &mut W) -> bool {
+    match array.data_type() {
         DataType::Utf8 => array
             .as_string_opt::<i32>()
-            .map(|a| a.value(row).to_string()),
+            .map(|a| out.write_str(a.value(row)))
+            .is_some(),
         DataType::LargeUtf8 => array
             .as_string_opt::<i64>()
-            .map(|a| a.value(row).to_string()),
-        DataType::Utf8View => array.as_string_view_opt().map(|a| a.value(row).to_string()),
+            .map(|a| out.write_str(a.value(row)))
+            .is_some(),
+        DataType::Utf8View => array
+            .as_string_view_opt()
+            .map(|a| out.write_str(a.value(row)))
+            .is_some(),
         DataType::Boolean => array
             .as_boolean_opt()
-            .map(|a| (if a.value(row) { "t" } else { "f" }).to_string()),
-        DataType::Int8 => primitive::<Int8Type>(array, row).map(|v| v.to_string()),
-        DataType::Int16 => primitive::<Int16Type>(array, row).map(|v| v.to_string()),
-        DataType::Int32 => primitive::<Int32Type>(array, row).map(|v| v.to_string()),
-        DataType::Int64 => primitive::<Int64Type>(array, row).map(|v| v.to_string()),
-        DataType::UInt8 => primitive::<UInt8Type>(array, row).map(|v| v.to_string()),
-        DataType::UInt16 => primitive::<UInt16Type>(array, row).map(|v| v.to_string()),
-        DataType::UInt32 => primitive::<UInt32Type>(array, row).map(|v| v.to_string()),
-        DataType::UInt64 => primitive::<UInt64Type>(array, row).map(|v| v.to_string()),
-        DataType::Float32 => primitive::<Float32Type>(array, row).map(format_f32),
-        DataType::Float64 => primitive::<Float64Type>(array, row).map(format_f64),
+            .map(|a| out.write_str(if a.value(row) { "t" } else { "f" }))
+            .is_some(),
+        DataType::Int8 => display::<Int8Type, W>(array, row, out),
+        DataType::Int16 => display::<Int16Type, W>(array, row, out),
+        DataType::Int32 => display::<Int32Type, W>(array, row, out),
+        DataType::Int64 => display::<Int64Type, W>(array, row, out),
+        DataType::UInt8 => display::<UInt8Type, W>(array, row, out),
+        DataType::UInt16 => display::<UInt16Type, W>(array, row, out),
+        DataType::UInt32 => display::<UInt32Type, W>(array, row, out),
+        DataType::UInt64 => display::<UInt64Type, W>(array, row, out),
+        DataType::Float32 => primitive::<Float32Type>(array, row)
+            .map(|v| write_f32(v, out))
+            .is_some(),
+        DataType::Float64 => primitive::<Float64Type>(array, row)
+            .map(|v| write_f64(v, out))
+            .is_some(),
         DataType::Timestamp(unit, tz) => {
             let with_tz = tz.is_some();
             let micros = match unit {
@@ -62,50 +113,66 @@ pub fn format_value(array: &dyn Array, row: usize) -> Option<String> {
                     primitive::<TimestampNanosecondType>(array, row).map(nanos_to_micros)
                 }
             };
-            micros.and_then(|m| format_timestamp_micros(m, with_tz))
+            micros.is_some_and(|m| write_timestamp_micros(m, with_tz, out))
         }
         DataType::Date32 => {
-            primitive::<Date32Type>(array, row).and_then(|d| format_date(i64::from(d)))
+            primitive::<Date32Type>(array, row).is_some_and(|d| write_date(i64::from(d), out))
         }
         DataType::Date64 => primitive::<Date64Type>(array, row)
-            .and_then(|ms| format_date(ms.div_euclid(86_400_000))),
+            .is_some_and(|ms| write_date(ms.div_euclid(86_400_000), out)),
         DataType::Time32(TimeUnit::Second) => primitive::<Time32SecondType>(array, row)
-            .map(|v| format_time_micros(i128::from(v) * MICROS_PER_SECOND)),
+            .map(|v| push_time(out, i128::from(v) * MICROS_PER_SECOND))
+            .is_some(),
         DataType::Time32(TimeUnit::Millisecond) => primitive::<Time32MillisecondType>(array, row)
-            .map(|v| format_time_micros(i128::from(v) * 1000)),
-        DataType::Time64(TimeUnit::Microsecond) => {
-            primitive::<Time64MicrosecondType>(array, row).map(|v| format_time_micros(v.into()))
-        }
+            .map(|v| push_time(out, i128::from(v) * 1000))
+            .is_some(),
+        DataType::Time64(TimeUnit::Microsecond) => primitive::<Time64MicrosecondType>(array, row)
+            .map(|v| push_time(out, v.into()))
+            .is_some(),
         DataType::Time64(TimeUnit::Nanosecond) => primitive::<Time64NanosecondType>(array, row)
-            .map(|v| format_time_micros(nanos_to_micros(v))),
+            .map(|v| push_time(out, nanos_to_micros(v)))
+            .is_some(),
         DataType::Binary => array
             .as_binary_opt::<i32>()
-            .map(|a| format_bytea(a.value(row))),
+            .map(|a| write_bytea(a.value(row), out))
+            .is_some(),
         DataType::LargeBinary => array
             .as_binary_opt::<i64>()
-            .map(|a| format_bytea(a.value(row))),
+            .map(|a| write_bytea(a.value(row), out))
+            .is_some(),
         DataType::BinaryView => array
             .as_binary_view_opt()
-            .map(|a| format_bytea(a.value(row))),
+            .map(|a| write_bytea(a.value(row), out))
+            .is_some(),
         DataType::FixedSizeBinary(_) => array
             .as_fixed_size_binary_opt()
-            .map(|a| format_bytea(a.value(row))),
-        _ => None,
-    };
-    Some(formatted.unwrap_or_else(|| arrow_display(array, row)))
+            .map(|a| write_bytea(a.value(row), out))
+            .is_some(),
+        _ => false,
+    }
 }
 
 fn primitive<T: ArrowPrimitiveType>(array: &dyn Array, row: usize) -> Option<T::Native> {
     array.as_primitive_opt::<T>().map(|a| a.value(row))
 }
 
+/// Integers print as their decimal digits.
+fn display<T: ArrowPrimitiveType, W: fmt::Write>(array: &dyn Array, row: usize, out: &mut W) -> bool
+where
+    T::Native: itoa::Integer,
+{
+    primitive::<T>(array, row)
+        .map(|v| out.write_str(itoa::Buffer::new().format(v)))
+        .is_some()
+}
+
 /// Arrow's display covers decimals, intervals and nested types well enough for PostgreSQL clients.
-fn arrow_display(array: &dyn Array, row: usize) -> String {
+fn write_arrow_display<W: fmt::Write>(array: &dyn Array, row: usize, out: &mut W) {
     let options = FormatOptions::default();
-    match ArrayFormatter::try_new(array, &options) {
-        Ok(formatter) => formatter.value(row).to_string(),
-        Err(e) => format!("<unprintable {}: {e}>", array.data_type()),
-    }
+    let _ = match ArrayFormatter::try_new(array, &options) {
+        Ok(formatter) => write!(out, "{}", formatter.value(row)),
+        Err(e) => write!(out, "<unprintable {}: {e}>", array.data_type()),
+    };
 }
 
 /// PostgreSQL keeps microseconds and rounds to the nearest one (ties toward +infinity here).
@@ -115,71 +182,156 @@ fn nanos_to_micros(nanos: i64) -> i128 {
 
 /// Formats a float8 as PostgreSQL 12+ does (`extra_float_digits` = 1): shortest round-trip digits.
 pub fn format_f64(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return (if v > 0.0 { "Infinity" } else { "-Infinity" }).to_string();
-    }
-    // PostgreSQL switches to exponent form at DBL_DIG (15) decimal digits before the point.
-    shortest_to_pg(&format!("{v:e}"), 15)
+    let mut out = String::new();
+    write_f64(v, &mut out);
+    out
 }
 
 /// Formats a float4 as PostgreSQL 12+ does: shortest round-trip digits, exponent from 6 digits.
 pub fn format_f32(v: f32) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return (if v > 0.0 { "Infinity" } else { "-Infinity" }).to_string();
-    }
+    let mut out = String::new();
+    write_f32(v, &mut out);
+    out
+}
+
+/// Writes a float8 as [`format_f64`] formats it.
+fn write_f64<W: fmt::Write>(v: f64, out: &mut W) {
+    // PostgreSQL switches to exponent form at DBL_DIG (15) decimal digits before the point.
+    write_float(
+        v.is_nan(),
+        v.is_infinite(),
+        v > 0.0,
+        format_args!("{v:e}"),
+        15,
+        out,
+    );
+}
+
+/// Writes a float4 as [`format_f32`] formats it.
+fn write_f32<W: fmt::Write>(v: f32, out: &mut W) {
     // FLT_DIG is 6.
-    shortest_to_pg(&format!("{v:e}"), 6)
+    write_float(
+        v.is_nan(),
+        v.is_infinite(),
+        v > 0.0,
+        format_args!("{v:e}"),
+        6,
+        out,
+    );
+}
+
+/// Writes a float given its class and Rust's shortest `{:e}` text, in PostgreSQL's layout.
+fn write_float<W: fmt::Write>(
+    nan: bool,
+    infinite: bool,
+    positive: bool,
+    sci: fmt::Arguments<'_>,
+    upper: i32,
+    out: &mut W,
+) {
+    if nan {
+        let _ = out.write_str("NaN");
+    } else if infinite {
+        let _ = out.write_str(if positive { "Infinity" } else { "-Infinity" });
+    } else {
+        let mut text = StackText::default();
+        let _ = text.write_fmt(sci);
+        let mut pg = StackText::default();
+        shortest_to_pg(text.as_str(), upper, &mut pg);
+        let _ = out.write_str(pg.as_str());
+    }
+}
+
+/// Room for the text of one value on the stack, so it reaches the output in one write: the
+/// longest float (`-2.2250738585072014e-308`) is 24 bytes, the longest timestamp
+/// (`262143-12-31 23:59:59.999999+00 BC`) 34.
+struct StackText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+
+    /// Appends `v` in decimal, zero-padded to `width` digits.
+    fn push_padded(&mut self, v: u64, width: usize) {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(v);
+        for _ in digits.len()..width {
+            let _ = self.write_char('0');
+        }
+        let _ = self.write_str(digits);
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let Some(room) = self.bytes.get_mut(self.len..end) else {
+            return Err(fmt::Error);
+        };
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Rewrites Rust's shortest `{:e}` output (`-1.25e-7`) into PostgreSQL's layout: exponent form
 /// `d.ddde±XX` when the decimal exponent is below -4 or at least `upper`, plain decimal otherwise.
-fn shortest_to_pg(sci: &str, upper: i32) -> String {
+fn shortest_to_pg<W: fmt::Write>(sci: &str, upper: i32, out: &mut W) {
     let Some((mantissa, exponent)) = sci.split_once('e') else {
-        return sci.to_string();
+        let _ = out.write_str(sci);
+        return;
     };
     let Ok(exponent) = exponent.parse::<i32>() else {
-        return sci.to_string();
+        let _ = out.write_str(sci);
+        return;
     };
     let (negative, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => (true, m),
         None => (false, mantissa),
     };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let mut out = String::with_capacity(digits.len() + 8);
-    if negative {
-        out.push('-');
+    let mut digits = StackText::default();
+    for part in mantissa.split('.') {
+        let _ = digits.write_str(part);
     }
-    if exponent < -4 || exponent >= upper {
-        out.push_str(mantissa);
-        out.push('e');
-        out.push(if exponent < 0 { '-' } else { '+' });
-        let _ = write!(out, "{:02}", exponent.unsigned_abs());
+    let digits = digits.as_str();
+    if negative {
+        let _ = out.write_char('-');
+    }
+    let _ = if exponent < -4 || exponent >= upper {
+        write!(
+            out,
+            "{mantissa}e{}{:02}",
+            if exponent < 0 { '-' } else { '+' },
+            exponent.unsigned_abs()
+        )
     } else if exponent < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exponent - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
+        write!(
+            out,
+            "0.{:0>width$}{digits}",
+            "",
+            width = (-exponent - 1) as usize
+        )
     } else {
         let int_len = exponent as usize + 1;
         if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in digits.len()..int_len {
-                out.push('0');
-            }
+            write!(out, "{digits:0<int_len$}")
         } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
+            write!(out, "{}.{}", &digits[..int_len], &digits[int_len..])
         }
-    }
-    out
+    };
 }
 
 /// The date for `days` since 1970-01-01, or `None` outside chrono's calendar.
@@ -189,7 +341,7 @@ fn date_from_unix_days(days: i64) -> Option<NaiveDate> {
 }
 
 /// Writes `YYYY-MM-DD`, returning whether the year is BC (PostgreSQL appends ` BC` at the very end).
-fn push_date(out: &mut String, date: NaiveDate) -> bool {
+fn push_date(out: &mut StackText, date: NaiveDate) -> bool {
     let year = date.year();
     // chrono's year 0 is 1 BC.
     let (shown, bc) = if year <= 0 {
@@ -197,70 +349,102 @@ fn push_date(out: &mut String, date: NaiveDate) -> bool {
     } else {
         (i64::from(year), false)
     };
-    let _ = write!(out, "{:04}-{:02}-{:02}", shown, date.month(), date.day());
+    out.push_padded(shown.unsigned_abs(), 4);
+    let _ = out.write_char('-');
+    out.push_padded(u64::from(date.month()), 2);
+    let _ = out.write_char('-');
+    out.push_padded(u64::from(date.day()), 2);
     bc
 }
 
 /// Writes `HH:MM:SS[.ffffff]` with trailing fraction zeros trimmed, as PostgreSQL does.
-fn push_time(out: &mut String, micros_of_day: i128) {
-    let secs = micros_of_day.div_euclid(MICROS_PER_SECOND);
-    let frac = micros_of_day.rem_euclid(MICROS_PER_SECOND);
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    );
+fn push_time<W: fmt::Write>(out: &mut W, micros_of_day: i128) {
+    if micros_of_day < 0 {
+        // Not a time of day (a negative time64): printed as ever, with signed fields.
+        let secs = micros_of_day.div_euclid(MICROS_PER_SECOND);
+        let frac = micros_of_day.rem_euclid(MICROS_PER_SECOND);
+        let _ = write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60
+        );
+        if frac != 0 {
+            let fraction = format!("{frac:06}");
+            let _ = write!(out, ".{}", fraction.trim_end_matches('0'));
+        }
+        return;
+    }
+    let mut text = StackText::default();
+    push_time_text(&mut text, micros_of_day);
+    let _ = out.write_str(text.as_str());
+}
+
+/// [`push_time`] of a time that is not negative, into a stack buffer.
+fn push_time_text(out: &mut StackText, micros_of_day: i128) {
+    let secs = u64::try_from(micros_of_day.div_euclid(MICROS_PER_SECOND)).unwrap_or(u64::MAX);
+    let mut frac = u64::try_from(micros_of_day.rem_euclid(MICROS_PER_SECOND)).unwrap_or(0);
+    out.push_padded(secs / 3600, 2);
+    let _ = out.write_char(':');
+    out.push_padded((secs / 60) % 60, 2);
+    let _ = out.write_char(':');
+    out.push_padded(secs % 60, 2);
     if frac != 0 {
-        let fraction = format!("{frac:06}");
-        out.push('.');
-        out.push_str(fraction.trim_end_matches('0'));
+        let mut width = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        let _ = out.write_char('.');
+        out.push_padded(frac, width);
     }
 }
 
-fn format_date(days: i64) -> Option<String> {
-    let date = date_from_unix_days(days)?;
-    let mut out = String::with_capacity(13);
-    if push_date(&mut out, date) {
-        out.push_str(" BC");
+/// Writes the date `days` after 1970-01-01; `false`, with nothing written, outside the calendar.
+fn write_date<W: fmt::Write>(days: i64, out: &mut W) -> bool {
+    let Some(date) = date_from_unix_days(days) else {
+        return false;
+    };
+    let mut text = StackText::default();
+    if push_date(&mut text, date) {
+        let _ = text.write_str(" BC");
     }
-    Some(out)
+    let _ = out.write_str(text.as_str());
+    true
 }
 
-fn format_time_micros(micros: i128) -> String {
-    let mut out = String::with_capacity(15);
-    push_time(&mut out, micros);
-    out
-}
-
-/// `timestamptz` values are shown in UTC, the session time zone Eddy reports.
-fn format_timestamp_micros(micros: i128, with_tz: bool) -> Option<String> {
+/// `timestamptz` values are shown in UTC, the session time zone Eddy reports; `false`, with
+/// nothing written, outside the calendar.
+fn write_timestamp_micros<W: fmt::Write>(micros: i128, with_tz: bool, out: &mut W) -> bool {
     let micros_per_day = SECONDS_PER_DAY * MICROS_PER_SECOND;
-    let days = i64::try_from(micros.div_euclid(micros_per_day)).ok()?;
+    let Ok(days) = i64::try_from(micros.div_euclid(micros_per_day)) else {
+        return false;
+    };
     let micros_of_day = micros.rem_euclid(micros_per_day);
-    let date = date_from_unix_days(days)?;
-    let mut out = String::with_capacity(32);
-    let bc = push_date(&mut out, date);
-    out.push(' ');
-    push_time(&mut out, micros_of_day);
+    let Some(date) = date_from_unix_days(days) else {
+        return false;
+    };
+    let mut text = StackText::default();
+    let bc = push_date(&mut text, date);
+    let _ = text.write_char(' ');
+    push_time_text(&mut text, micros_of_day);
     if with_tz {
-        out.push_str("+00");
+        let _ = text.write_str("+00");
     }
     if bc {
-        out.push_str(" BC");
+        let _ = text.write_str(" BC");
     }
-    Some(out)
+    let _ = out.write_str(text.as_str());
+    true
 }
 
 /// bytea's default `hex` output.
-fn format_bytea(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 + bytes.len() * 2);
-    out.push_str("\\x");
+fn write_bytea<W: fmt::Write>(bytes: &[u8], out: &mut W) {
+    let _ = out.write_str("\\x");
     for b in bytes {
         let _ = write!(out, "{b:02x}");
     }
-    out
 }
 
 #[cfg(test)]
@@ -490,5 +674,142 @@ mod tests {
         let a: ArrayRef = Arc::new(IntervalDayTimeArray::from(vec![IntervalDayTime::new(1, 0)]));
         let shown = one(a).expect("not null");
         assert!(!shown.is_empty());
+    }
+
+    /// The allocating formatter this module used before it wrote into buffers, kept as the
+    /// oracle: the layout PostgreSQL clients saw must not change.
+    fn reference_float(sci: &str, upper: i32) -> String {
+        let (mantissa, exponent) = sci.split_once('e').expect("exponent");
+        let exponent: i32 = exponent.parse().expect("exponent");
+        let (negative, mantissa) = match mantissa.strip_prefix('-') {
+            Some(m) => (true, m),
+            None => (false, mantissa),
+        };
+        let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+        let mut out = String::new();
+        if negative {
+            out.push('-');
+        }
+        if exponent < -4 || exponent >= upper {
+            out.push_str(mantissa);
+            out.push('e');
+            out.push(if exponent < 0 { '-' } else { '+' });
+            out.push_str(&format!("{:02}", exponent.unsigned_abs()));
+        } else if exponent < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exponent - 1) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else {
+            let int_len = exponent as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                for _ in digits.len()..int_len {
+                    out.push('0');
+                }
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn floats_match_the_reference_layout_and_read_back_exactly() {
+        // Every exponent, sign and digit count: a deterministic walk over bit patterns.
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..200_000u64 {
+            bits = bits.rotate_left(17) ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let v = f64::from_bits(bits);
+            if !v.is_finite() {
+                continue;
+            }
+            let got = format_f64(v);
+            assert_eq!(got, reference_float(&format!("{v:e}"), 15), "{v:e}");
+            assert_eq!(
+                got.parse::<f64>().map(f64::to_bits),
+                Ok(v.to_bits()),
+                "{got}"
+            );
+            let w = f32::from_bits(bits as u32);
+            if w.is_finite() {
+                let got = format_f32(w);
+                assert_eq!(got, reference_float(&format!("{w:e}"), 6), "{w:e}");
+                assert_eq!(
+                    got.parse::<f32>().map(f32::to_bits),
+                    Ok(w.to_bits()),
+                    "{got}"
+                );
+            }
+        }
+        for v in [
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            5e-324,
+            -2.2250738585072014e-308,
+        ] {
+            assert_eq!(
+                format_f64(v),
+                reference_float(&format!("{v:e}"), 15),
+                "{v:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn writing_into_wire_bytes_gives_the_formatted_text() {
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("ünï")])),
+            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(0), None])),
+            Arc::new(Float64Array::from(vec![
+                Some(0.1),
+                Some(-1e-7),
+                Some(1e300),
+            ])),
+            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            Arc::new(TimestampNanosecondArray::from(vec![
+                Some(1_709_296_496_000_000_123),
+                Some(i64::MIN),
+                None,
+            ])),
+            Arc::new(Time64NanosecondArray::from(vec![
+                Some(1),
+                Some(86_399_999_999_999),
+                Some(-1_500_000_000),
+                Some(i64::MAX),
+                None,
+            ])),
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(0)])),
+            Arc::new(Int8Array::from(vec![Some(i8::MIN), None, Some(7)])),
+            Arc::new(Date32Array::from(vec![
+                Some(i32::MAX),
+                Some(-800_000),
+                None,
+            ])),
+            Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1)])),
+        ];
+        for a in &arrays {
+            for row in 0..a.len() {
+                let mut wire = bytes::BytesMut::new();
+                let written = write_value(a.as_ref(), row, &mut wire);
+                let formatted = format_value(a.as_ref(), row);
+                assert_eq!(
+                    written,
+                    formatted.is_some(),
+                    "{:?} row {row}",
+                    a.data_type()
+                );
+                assert_eq!(
+                    std::str::from_utf8(&wire).expect("utf-8"),
+                    formatted.as_deref().unwrap_or(""),
+                    "{:?} row {row}",
+                    a.data_type()
+                );
+            }
+        }
     }
 }
