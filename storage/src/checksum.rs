@@ -256,22 +256,22 @@ pub(crate) fn read_range(
         return Ok(Bytes::new());
     }
     let span = sums.aligned(segment, &range)?;
-    let mut buf = vec![0u8; (span.end - span.start) as usize];
+    let want = span.end - span.start;
+    // Read into uninitialized capacity: zeroing the buffer first (`vec![0; n]`) was half of
+    // this function's time on a scan, for bytes the read overwrites at once.
+    let mut buf = Vec::with_capacity(usize::try_from(want).unwrap_or(usize::MAX));
     file.seek(SeekFrom::Start(span.start)).at(segment)?;
-    file.read_exact(&mut buf).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            corrupt(
-                segment,
-                span.start,
-                "the file is shorter than its checksums cover",
-            )
-        } else {
-            StorageError::Io {
-                path: segment.to_path_buf(),
-                source: e,
-            }
-        }
-    })?;
+    let got = Read::by_ref(file)
+        .take(want)
+        .read_to_end(&mut buf)
+        .at(segment)?;
+    if (got as u64) < want {
+        return Err(corrupt(
+            segment,
+            span.start,
+            "the file is shorter than its checksums cover",
+        ));
+    }
     sums.verify(segment, span.start, &buf)?;
     let from = (range.start - span.start) as usize;
     let to = (range.end - span.start) as usize;
@@ -496,5 +496,36 @@ mod tests {
         }
         std::fs::write(&path, &data[..299]).expect("write");
         assert!(read_file_verified(&path, Some(&sum)).is_err());
+    }
+
+    /// A range read verifies what it read, and a file cut short under its checksums is named
+    /// as such rather than read as zeros.
+    #[test]
+    fn a_range_read_verifies_and_refuses_a_file_shorter_than_its_checksums() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("7.parquet");
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let sums = BlockChecksums::of(&data, 64);
+        let mut file = File::open(&path).expect("open");
+        for range in [0..1000u64, 5..6, 63..65, 900..1000, 999..1000] {
+            let got = read_range(&path, &sums, &mut file, range.clone()).expect("read");
+            assert_eq!(&got[..], &data[range.start as usize..range.end as usize]);
+        }
+        // Cut inside the last block the read needs.
+        std::fs::write(&path, &data[..950]).expect("truncate");
+        let mut file = File::open(&path).expect("open");
+        let err = read_range(&path, &sums, &mut file, 900..1000).expect_err("short file");
+        assert!(
+            err.to_string().contains("shorter than its checksums cover"),
+            "{err}"
+        );
+        // A flipped byte in the range read is caught.
+        let mut bad = data.clone();
+        bad[70] ^= 0x20;
+        std::fs::write(&path, &bad).expect("flip");
+        let mut file = File::open(&path).expect("open");
+        assert!(read_range(&path, &sums, &mut file, 64..128).is_err());
+        assert!(read_range(&path, &sums, &mut file, 0..64).is_ok());
     }
 }
