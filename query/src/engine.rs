@@ -240,7 +240,15 @@ impl QueryEngine {
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_limit(query_memory_bytes_max, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Runs last, on the plan DataFusion's own rules produced: it only swaps a partial
+        // aggregate for one that reads the segments' (tags, time) order.
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::run_aggregate::RunAggregation))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(DATABASE, catalog as Arc<dyn CatalogProvider>);
         ctx.register_udf(TimeBucket::udf());
         ctx.register_udf(crate::fulltext::Matches::udf());

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod naming;
 pub mod overflow;
 pub mod postgres_semantics;
+pub mod run_aggregate;
 pub mod running;
 pub mod segments;
 pub mod sources;

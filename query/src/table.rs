@@ -153,6 +153,17 @@ impl TableProvider for EddyTable {
                     .unwrap_or(usize::MAX)
                     .clamp(1, share)
             };
+            // Segments are sorted by (tags, time): a partial aggregate grouped by tags and time
+            // can find its groups as runs (`run_aggregate`).
+            let order = crate::run_aggregate::SeriesOrder {
+                tags: self
+                    .schema
+                    .tag_indices()
+                    .iter()
+                    .map(|&i| self.schema.columns()[i].name.clone())
+                    .collect(),
+                time: self.schema.time_column().into(),
+            };
             let mut files: Vec<PartitionedFile> = Vec::new();
             for (f, selection) in plan.files.iter().zip(&selections) {
                 // The tag index rules the whole segment out.
@@ -171,6 +182,7 @@ impl TableProvider for EddyTable {
                     // The scan (and each Parquet reader, which keeps its PartitionedFile)
                     // holds the segment, so retention cannot delete it under a running query.
                     file.extensions.insert_arc(Arc::clone(f));
+                    file.extensions.insert(order.clone());
                     // The tag index's granules: the reader skips the pages between them.
                     if let Some(Some(rows)) = selection {
                         file.extensions
