@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Memory for the segment summaries that answer latest-row lookups [default: 64 MiB].
     #[arg(long, env = "EDDY_LATEST_CACHE_BYTES")]
     pub latest_cache_bytes: Option<usize>,
+    /// Memory for decoded columns of recently scanned segments; 0 turns the cache off
+    /// [default: 512 MiB].
+    #[arg(long, env = "EDDY_DECODED_CACHE_BYTES")]
+    pub decoded_cache_bytes: Option<usize>,
     /// Address for InfluxDB line protocol over plain TCP, newline-delimited [default: off].
     #[arg(long, env = "EDDY_ILP_TCP_ADDR")]
     pub ilp_tcp_addr: Option<SocketAddr>,
@@ -133,6 +137,7 @@ struct FileConfig {
     pg_authentication_timeout_ms: Option<u64>,
     query_memory_bytes_max: Option<usize>,
     latest_cache_bytes: Option<usize>,
+    decoded_cache_bytes: Option<usize>,
     ilp_tcp_addr: Option<SocketAddr>,
     ilp_tcp_allow_remote: Option<bool>,
 }
@@ -211,6 +216,9 @@ impl Config {
         }
         if let Some(v) = args.latest_cache_bytes.or(file.latest_cache_bytes) {
             storage.latest_cache_bytes = v;
+        }
+        if let Some(v) = args.decoded_cache_bytes.or(file.decoded_cache_bytes) {
+            storage.decoded_cache_bytes = v;
         }
         if storage.memtable_flush_bytes > storage.memtable_bytes_max {
             return Err(format!(
@@ -348,6 +356,41 @@ mod tests {
         args.latest_cache_bytes = None;
         let default = Config::resolve(&args).expect("resolve");
         assert_eq!(default.storage.latest_cache_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn decoded_cache_bytes_comes_from_the_flag_then_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(&file, "decoded_cache_bytes = 4096\n").expect("write eddy.toml");
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Config::resolve(&args)
+                .expect("resolve")
+                .storage
+                .decoded_cache_bytes,
+            4096
+        );
+        args.decoded_cache_bytes = Some(0);
+        assert_eq!(
+            Config::resolve(&args)
+                .expect("resolve")
+                .storage
+                .decoded_cache_bytes,
+            0
+        );
+        args.config = None;
+        args.decoded_cache_bytes = None;
+        assert_eq!(
+            Config::resolve(&args)
+                .expect("resolve")
+                .storage
+                .decoded_cache_bytes,
+            512 << 20
+        );
     }
 
     #[test]

@@ -240,12 +240,16 @@ impl QueryEngine {
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_limit(query_memory_bytes_max, 1.0)
             .build_arc()?;
-        // Runs last, on the plan DataFusion's own rules produced: it only swaps a partial
-        // aggregate for one that reads the segments' (tags, time) order.
+        // Both run last, on the plan DataFusion's own rules produced: the first reads segments
+        // through the decoded-column cache, the second swaps a partial aggregate for one
+        // that reads the segments' (tags, time) order.
         let state = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::decoded_scan::DecodedScan::new(
+                db.clone(),
+            )))
             .with_physical_optimizer_rule(Arc::new(crate::run_aggregate::RunAggregation))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -270,30 +270,19 @@ fn plain_text(e: &Expr) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use datafusion::common::ParamValues;
-    use eddy_ingest::Ingest;
-    use eddy_storage::{ColumnDef, ColumnKind, Db, FieldType, StorageConfig, TableDef};
+    use eddy_storage::{ColumnKind, FieldType};
 
     use super::LatestRowQuery;
-    use crate::continuous::ViewRegistry;
     use crate::{Prepared, QueryEngine, parse};
 
     async fn engine(dir: &std::path::Path) -> QueryEngine {
-        let db = Db::open(StorageConfig::new(dir)).expect("open");
-        let def = TableDef {
-            id: 0,
-            name: "cpu".into(),
-            columns: vec![
-                ColumnDef::new("time", ColumnKind::Time),
-                ColumnDef::new("host", ColumnKind::Tag),
-                ColumnDef::new("dc", ColumnKind::Tag),
-                ColumnDef::new("usage", ColumnKind::Field(FieldType::Float)),
-            ],
-            retention_ns: None,
-        };
-        db.catalog().create_table(def, false).expect("create");
-        let views = ViewRegistry::open(db.clone()).await.expect("views");
-        let ingest = Ingest::new(db, views.clone());
-        QueryEngine::open(ingest, views, 1 << 30).expect("engine")
+        let columns = [
+            ("time", ColumnKind::Time),
+            ("host", ColumnKind::Tag),
+            ("dc", ColumnKind::Tag),
+            ("usage", ColumnKind::Field(FieldType::Float)),
+        ];
+        crate::test_support::engine(dir, &columns).await.2
     }
 
     /// Plans `sql`, binds `params`, and returns what the recognizer makes of it.

@@ -8,6 +8,7 @@ pub mod complexity;
 pub mod computed_table;
 pub mod continuous;
 pub mod ddl;
+pub mod decoded_scan;
 pub mod engine;
 pub mod error;
 pub mod executor;
@@ -25,6 +26,8 @@ pub mod running;
 pub mod segments;
 pub mod sources;
 pub mod table;
+#[cfg(test)]
+mod test_support;
 
 pub use engine::{
     Completion, Output, Prepared, QueryEngine, QuerySession, RowStream, Statement, parse,

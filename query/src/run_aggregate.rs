@@ -194,6 +194,9 @@ fn series_order(plan: &Arc<dyn ExecutionPlan>) -> Option<SeriesOrder> {
     {
         return series_order(repartition.input());
     }
+    if let Some(scan) = plan.downcast_ref::<crate::decoded_scan::DecodedSegmentExec>() {
+        return Some(scan.series_order().clone());
+    }
     let source = plan.downcast_ref::<DataSourceExec>()?;
     let config = source.data_source().downcast_ref::<FileScanConfig>()?;
     let mut order: Option<SeriesOrder> = None;
@@ -478,133 +481,28 @@ impl RunAggregator {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Array, Float64Array, RecordBatch};
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    use datafusion::execution::session_state::SessionStateBuilder;
-    use eddy_ingest::Ingest;
-    use eddy_ingest::Precision;
-    use eddy_storage::{ColumnDef, ColumnKind, Db, FieldType, StorageConfig, TableDef};
+    use eddy_storage::ColumnKind::{Field, Tag, Time};
+    use eddy_storage::FieldType;
 
     use super::RunAggregation;
-    use crate::continuous::ViewRegistry;
-    use crate::{QueryEngine, QuerySession};
-
-    /// A deterministic generator, so a failure can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
-    async fn engine(dir: &std::path::Path) -> (Db, Ingest, QueryEngine) {
-        let db = Db::open(StorageConfig::new(dir)).expect("open");
-        let def = TableDef {
-            id: 0,
-            name: "cpu".into(),
-            columns: vec![
-                ColumnDef::new("time", ColumnKind::Time),
-                ColumnDef::new("host", ColumnKind::Tag),
-                ColumnDef::new("dc", ColumnKind::Tag),
-                ColumnDef::new("usage", ColumnKind::Field(FieldType::Float)),
-                ColumnDef::new("n", ColumnKind::Field(FieldType::Integer)),
-            ],
-            retention_ns: None,
-        };
-        db.catalog().create_table(def, false).expect("create");
-        let views = ViewRegistry::open(db.clone()).await.expect("views");
-        let ingest = Ingest::new(db.clone(), views.clone());
-        let engine = QueryEngine::open(ingest.clone(), views, 1 << 30).expect("engine");
-        (db, ingest, engine)
-    }
-
-    /// A session planning without the rule: DataFusion's hash aggregation, the oracle.
-    fn without_rule(engine: &QueryEngine) -> QuerySession {
-        engine.session_with(|state| {
-            let rules = state
-                .physical_optimizers()
-                .iter()
-                .filter(|r| r.name() != RunAggregation::NAME)
-                .cloned()
-                .collect();
-            *state = SessionStateBuilder::new_from_existing(state.clone())
-                .with_physical_optimizer_rules(rules)
-                .build();
-        })
-    }
-
-    async fn plan_text(session: &QuerySession, sql: &str) -> String {
-        let batches = session
-            .query(&format!("EXPLAIN {sql}"))
-            .await
-            .expect("explain");
-        let mut text = String::new();
-        for b in &batches {
-            for c in b.columns() {
-                let f = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap();
-                for i in 0..c.len() {
-                    text.push_str(&f.value(i).to_string());
-                    text.push('\n');
-                }
-            }
-        }
-        text
-    }
-
-    /// Rows as text, floats apart (summed in another order, they may differ in the last bits).
-    fn rows(batches: &[RecordBatch]) -> Vec<(Vec<String>, Vec<Option<f64>>)> {
-        let mut out = Vec::new();
-        for b in batches {
-            for i in 0..b.num_rows() {
-                let mut text = Vec::new();
-                let mut floats = Vec::new();
-                for c in b.columns() {
-                    if let Some(f) = c.as_any().downcast_ref::<Float64Array>() {
-                        floats.push((!f.is_null(i)).then(|| f.value(i)));
-                    } else {
-                        let f =
-                            ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap();
-                        text.push(f.value(i).to_string());
-                    }
-                }
-                out.push((text, floats));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
-    fn assert_same(sql: &str, got: &[RecordBatch], want: &[RecordBatch]) {
-        let (got, want) = (rows(got), rows(want));
-        assert_eq!(got.len(), want.len(), "row count of {sql}");
-        assert!(!want.is_empty(), "no rows from {sql}");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.0, w.0, "{sql}");
-            for (a, b) in g.1.iter().zip(&w.1) {
-                match (a, b) {
-                    (Some(a), Some(b)) => assert!(
-                        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
-                        "{sql}: {a} against {b} in {:?}",
-                        g.0
-                    ),
-                    _ => assert_eq!(a, b, "{sql}: {:?}", g.0),
-                }
-            }
-        }
-    }
+    use crate::test_support::{Rng, assert_same, engine, plan_text, session_without};
 
     /// Random rows (late, duplicated, with missing fields) in overlapping segments and in
     /// memory: every query grouped by tags and time answers as DataFusion's hash aggregation.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn run_aggregation_equals_hash_aggregation() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (db, ingest, engine) = engine(dir.path()).await;
+        let (db, ingest, engine) = engine(
+            dir.path(),
+            &[
+                ("time", Time),
+                ("host", Tag),
+                ("dc", Tag),
+                ("usage", Field(FieldType::Float)),
+                ("n", Field(FieldType::Integer)),
+            ],
+        )
+        .await;
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let start: i64 = 1_704_067_200_000_000_000; // 2024-01-01
         let span: u64 = 2 * 86_400_000_000_000;
@@ -630,7 +528,7 @@ mod tests {
                 ));
             }
             let outcome = ingest
-                .write_lp(lp.as_bytes(), Precision::Nanosecond, 0)
+                .write_lp(lp.as_bytes(), eddy_ingest::Precision::Nanosecond, 0)
                 .await
                 .expect("write");
             assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
@@ -645,7 +543,7 @@ mod tests {
             }
         }
         let with = engine.session();
-        let without = without_rule(&engine);
+        let without = session_without(&engine, RunAggregation::NAME);
         let queries = [
             "SELECT date_trunc('hour', time) AS h, host, avg(usage), sum(n), count(*), \
              count(usage), min(usage), max(n) FROM cpu GROUP BY h, host",

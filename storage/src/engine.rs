@@ -17,13 +17,14 @@ use tokio::sync::Notify;
 use crate::catalog::Catalog;
 use crate::commit::{CommitHook, CommitRequest, run_committer};
 use crate::compaction::CompactionOutcome;
+use crate::decoded::{DecodedCache, DecodedRowGroup};
 use crate::error::{IoContext, Result, StorageError};
 use crate::flush::{FlushSignal, run_flusher};
 use crate::latest::LatestCache;
 use crate::limits::{
-    DEFAULT_COMPACTION_QUIET_MS, DEFAULT_FLUSH_INTERVAL_MS, DEFAULT_LATEST_CACHE_BYTES,
-    DEFAULT_MEMTABLE_BYTES_MAX, DEFAULT_MEMTABLE_FLUSH_BYTES, DEFAULT_WAL_SEGMENT_BYTES_MAX,
-    SEGMENT_METADATA_CACHE_BYTES,
+    DEFAULT_COMPACTION_QUIET_MS, DEFAULT_DECODED_CACHE_BYTES, DEFAULT_FLUSH_INTERVAL_MS,
+    DEFAULT_LATEST_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES_MAX, DEFAULT_MEMTABLE_FLUSH_BYTES,
+    DEFAULT_WAL_SEGMENT_BYTES_MAX, SEGMENT_METADATA_CACHE_BYTES,
 };
 use crate::manifest::{Manifest, SegmentMeta};
 use crate::memtable::{FrozenMemtable, Memtable};
@@ -69,6 +70,9 @@ pub struct StorageConfig {
     /// Memory for the per-segment latest-row summaries that answer
     /// `ORDER BY time DESC LIMIT 1` lookups without a scan (see [`Db::latest_row`]).
     pub latest_cache_bytes: usize,
+    /// Memory for decoded columns of recently scanned segments (0 turns the cache off): a
+    /// scan of a cached row group slices arrays instead of decoding Parquet pages.
+    pub decoded_cache_bytes: usize,
 }
 
 impl StorageConfig {
@@ -84,6 +88,7 @@ impl StorageConfig {
             compaction: true,
             compaction_quiet_ms: DEFAULT_COMPACTION_QUIET_MS,
             latest_cache_bytes: DEFAULT_LATEST_CACHE_BYTES,
+            decoded_cache_bytes: DEFAULT_DECODED_CACHE_BYTES,
         }
     }
 }
@@ -134,6 +139,8 @@ pub(crate) struct Inner {
     pub(crate) latest: Mutex<LatestCache>,
     /// Verified footers and page indexes of segments, for [`Db::segment_reader`].
     pub(crate) segment_metadata: Arc<Mutex<MetadataCache>>,
+    /// Decoded column chunks of segments, for [`Db::decoded_row_group`].
+    pub(crate) decoded: Mutex<DecodedCache>,
     /// WAL, flush and memory metrics, scraped through [`Db::metrics`].
     pub(crate) metrics: StorageMetrics,
 }
@@ -165,6 +172,7 @@ impl Db {
 
         let (tx, rx) = mpsc::channel();
         let latest_cache_bytes = config.latest_cache_bytes;
+        let decoded_cache_bytes = config.decoded_cache_bytes;
         let inner = Arc::new(Inner {
             config,
             catalog: recovered.catalog,
@@ -194,6 +202,7 @@ impl Db {
             segment_metadata: Arc::new(Mutex::new(MetadataCache::new(
                 SEGMENT_METADATA_CACHE_BYTES,
             ))),
+            decoded: Mutex::new(DecodedCache::new(decoded_cache_bytes)),
             metrics: StorageMetrics::default(),
         });
         let committer = {
@@ -498,6 +507,47 @@ impl Db {
         file: &SegmentFile,
     ) -> Result<Option<Arc<crate::segment_tags::SegmentTagIndex>>> {
         file.tag_index(&self.inner.segment_metadata)
+    }
+
+    /// Whether scans may read segments through the decoded-column cache
+    /// ([`StorageConfig::decoded_cache_bytes`] is not 0).
+    pub fn decoded_cache_enabled(&self) -> bool {
+        self.decoded_cache_limit() > 0
+    }
+
+    /// The most memory the decoded-column cache may hold ([`StorageConfig::decoded_cache_bytes`]).
+    pub fn decoded_cache_limit(&self) -> usize {
+        self.inner.decoded.lock().budget()
+    }
+
+    /// Bytes of decoded columns the cache holds now.
+    pub fn decoded_cache_bytes(&self) -> usize {
+        self.inner.decoded.lock().bytes()
+    }
+
+    /// The row counts of a segment's row groups, from its verified footer (cached).
+    pub fn segment_row_groups(&self, file: &SegmentFile) -> Result<Vec<usize>> {
+        crate::decoded::row_group_rows(file, &self.inner.segment_metadata)
+    }
+
+    /// Columns `fields` (by name, of these types) of row group `row_group` of a segment,
+    /// decoded: from the decoded-column cache, the others read through the verified reader
+    /// and cached. A column the segment predates is all null.
+    pub fn decoded_row_group(
+        &self,
+        file: &SegmentFile,
+        row_group: usize,
+        fields: &[datafusion::arrow::datatypes::FieldRef],
+    ) -> Result<DecodedRowGroup> {
+        let decoded = crate::decoded::decode_row_group(
+            file,
+            &self.inner.segment_metadata,
+            &self.inner.decoded,
+            row_group,
+            fields,
+        )?;
+        self.inner.metrics.decoded(decoded.hits, decoded.misses);
+        Ok(decoded)
     }
 
     /// The engine's metrics, to register with the node's Prometheus registry.

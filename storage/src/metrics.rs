@@ -51,6 +51,9 @@ pub struct StorageMetrics {
     segments: Gauge,
     segment_bytes: Gauge,
     writes_stalled: Gauge,
+    decoded_cache_hits: Counter,
+    decoded_cache_misses: Counter,
+    decoded_cache_bytes: Gauge,
 }
 
 impl Default for StorageMetrics {
@@ -74,6 +77,9 @@ impl Default for StorageMetrics {
             unflushed_records: Gauge::default(),
             segments: Gauge::default(),
             segment_bytes: Gauge::default(),
+            decoded_cache_hits: Counter::default(),
+            decoded_cache_misses: Counter::default(),
+            decoded_cache_bytes: Gauge::default(),
             writes_stalled: Gauge::default(),
         }
     }
@@ -187,6 +193,22 @@ impl StorageMetrics {
             "1 while the engine refuses or holds back writes (see /ready for the reason), else 0",
             self.writes_stalled.clone(),
         );
+        registry.register(
+            "eddy_decoded_cache_hits",
+            "Column chunks a segment scan found decoded in the cache",
+            self.decoded_cache_hits.clone(),
+        );
+        registry.register(
+            "eddy_decoded_cache_misses",
+            "Column chunks a segment scan decoded from Parquet (and cached)",
+            self.decoded_cache_misses.clone(),
+        );
+        registry.register_with_unit(
+            "eddy_decoded_cache",
+            "Memory held by decoded columns of segments (decoded_cache_bytes is the limit)",
+            Unit::Bytes,
+            self.decoded_cache_bytes.clone(),
+        );
     }
 
     /// Syncs the WAL and records how long the fsync took.
@@ -224,6 +246,12 @@ impl StorageMetrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Counts the column chunks of a row group a scan found in the decoded cache or decoded.
+    pub(crate) fn decoded(&self, hits: usize, misses: usize) {
+        self.decoded_cache_hits.inc_by(hits as u64);
+        self.decoded_cache_misses.inc_by(misses as u64);
+    }
+
     /// Counts a failed compaction.
     pub(crate) fn compaction_failed(&self) {
         self.compaction_failures.inc();
@@ -251,5 +279,8 @@ impl StorageMetrics {
         let segment_bytes = st.manifest.segments.iter().map(|s| s.bytes).sum();
         self.segment_bytes.set(gauge(segment_bytes));
         self.writes_stalled.set(i64::from(stalled));
+        drop(st);
+        self.decoded_cache_bytes
+            .set(gauge(inner.decoded.lock().bytes() as u64));
     }
 }

@@ -147,13 +147,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Forgets the latest-row summaries and cached footers of segments that left the manifest.
+    /// Forgets the latest-row summaries, cached footers and decoded columns of segments that left the manifest.
     pub(crate) fn forget_segments(&self, gone: &[SegmentMeta]) {
         let mut cache = self.latest.lock();
         let mut footers = self.segment_metadata.lock();
+        let mut decoded = self.decoded.lock();
         for s in gone {
             cache.remove(s.id);
             footers.remove(s.id);
+            decoded.remove_segment(s.id);
         }
     }
 }

@@ -187,8 +187,7 @@ async fn assert_rare_word_read_by_index(s: &Server) {
         .map(|r| r.get::<_, String>(1))
         .collect::<Vec<_>>()
         .join("\n");
-    let looked_at = crate::tag_index::metric(&plan, "pushdown_rows_pruned")
-        + crate::tag_index::metric(&plan, "pushdown_rows_matched");
+    let looked_at = crate::tag_index::rows_looked_at(&plan);
     assert!(
         looked_at < 100.0,
         "the segments' full-text indexes should have named a few rows ({looked_at} read):\n{plan}"

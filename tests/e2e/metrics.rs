@@ -207,6 +207,38 @@ async fn metrics_count_writes_per_front_end_and_statements_per_protocol() {
     assert_eq!(delta(last, rows, &[("front_end", "other")]), 0.0);
 }
 
+/// A scan of a segment decodes its columns once: the second scan finds them in the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_scans_count_decoded_cache_hits_and_misses() {
+    let dir = data_dir();
+    let mut s = Server::start(dir.path());
+    let lines: String = (0..1000)
+        .map(|i| format!("dc,host=h{} v={i} {}\n", i % 7, 1_000_000 + i))
+        .collect();
+    assert_eq!(s.write_lp(lines).await.0, 204);
+    // A clean stop flushes the rows into a segment.
+    assert_eq!(s.stop(), Some(0));
+    s.restart();
+    let c = s.pg().await;
+    let sum = "SELECT sum(v) FROM dc WHERE v >= 0";
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let before = scrape(&s).await;
+        let got: f64 = c.query_one(sum, &[]).await.unwrap().get(0);
+        assert_eq!(got, (0..1000).sum::<i64>() as f64);
+        let after = scrape(&s).await;
+        let delta = |name: &str| value(&after, name, &[]) - value(&before, name, &[]);
+        seen.push((
+            delta("eddy_decoded_cache_misses_total"),
+            delta("eddy_decoded_cache_hits_total"),
+        ));
+        assert!(value(&after, "eddy_decoded_cache_bytes", &[]) > 0.0);
+    }
+    // The first scan decodes the column it reads; the second finds it in the cache.
+    assert!(seen[0].0 >= 1.0 && seen[0].1 == 0.0, "{seen:?}");
+    assert_eq!(seen[1], (0.0, seen[0].0), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_cancel_backend_stops_a_statement_listed_in_eddy_queries() {
     let dir = data_dir();

@@ -88,6 +88,15 @@ fn predicates() -> Vec<(&'static str, Box<dyn Fn(&Tags) -> bool>)> {
     ]
 }
 
+/// The rows a segment scan looked at after its indexes chose them, whichever reader the plan
+/// took: the Parquet reader counts them as pruned or matched by the pushed-down filter, the
+/// scan of decoded columns (`DecodedSegmentExec`) as selected.
+pub(crate) fn rows_looked_at(plan: &str) -> f64 {
+    metric(plan, "pushdown_rows_pruned")
+        + metric(plan, "pushdown_rows_matched")
+        + metric(plan, "rows_selected")
+}
+
 /// A count metric of an `EXPLAIN ANALYZE` plan (summed over operators), as DataFusion prints
 /// it (`1.02 K`).
 pub(crate) fn metric(plan: &str, name: &str) -> f64 {
@@ -163,22 +172,35 @@ async fn tag_predicates_use_the_segment_tag_index_and_match_a_brute_force_scan()
         assert_eq!(got, series.len() as i64, "{sql}");
     }
 
+    // Through the cache of decoded columns, then (with the cache off) the Parquet reader.
+    assert_scans_read_what_the_index_selects(&s, "DecodedSegmentExec").await;
+    assert_eq!(s.stop(), Some(0));
+    let s = Server::start_with(
+        dir.path(),
+        &["--compaction", "false", "--decoded-cache-bytes", "0"],
+    );
+    assert_scans_read_what_the_index_selects(&s, "DataSourceExec").await;
+}
+
+/// A scan for a tag value reads the granules the tag index names, through `reader`.
+async fn assert_scans_read_what_the_index_selects(s: &Server, reader: &str) {
     // Kind `m` is inside every page's a..z statistics; the index finds its one or two
-    // granules (1,024 rows each) among the file's 60,050 rows.
-    let plan = explain(&s, "SELECT count(*) FROM m WHERE kind = 'm'").await;
-    let looked_at = metric(&plan, "pushdown_rows_pruned") + metric(&plan, "pushdown_rows_matched");
+    // granules (1,024 rows each) among the file's 60,050 rows (and the later rows of kind m).
+    let plan = explain(s, "SELECT count(*) FROM m WHERE kind = 'm'").await;
+    assert!(plan.contains(reader), "{plan}");
+    let looked_at = rows_looked_at(&plan);
     assert!(
         (50.0..=3.0 * 1024.0 + 20.0).contains(&looked_at),
         "the scan should have read the granules of kind m only ({looked_at} rows):\n{plan}"
     );
     // A value no segment holds: the segment is not read at all.
-    let plan = explain(&s, "SELECT count(*) FROM m WHERE kind = 'b'").await;
+    let plan = explain(s, "SELECT count(*) FROM m WHERE kind = 'b'").await;
     assert!(
         !plan.contains(".parquet"),
         "the tag index rules the segment out:\n{plan}"
     );
     // Without a tag predicate the whole file is read (the metric means what it says).
-    let plan = explain(&s, "SELECT count(*) FROM m WHERE v > 0").await;
-    let looked_at = metric(&plan, "pushdown_rows_pruned") + metric(&plan, "pushdown_rows_matched");
+    let plan = explain(s, "SELECT count(*) FROM m WHERE v > 0").await;
+    let looked_at = rows_looked_at(&plan);
     assert!(looked_at >= 60_000.0, "{looked_at} rows:\n{plan}");
 }
