@@ -65,17 +65,20 @@ impl PhysicalOptimizerRule for DecodedScan {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // With filter pushdown off, DataFusion keeps its filter above the scan and the
+        // source's predicate only prunes: the rows are filtered there, once.
+        let filters_rows = config.execution.parquet.pushdown_filters;
         if !self.db.decoded_cache_enabled() {
             return Ok(plan);
         }
-        plan.transform_up(
-            |node| match DecodedSegmentExec::replacing(&node, &self.db)? {
+        plan.transform_up(|node| {
+            match DecodedSegmentExec::replacing(&node, &self.db, filters_rows)? {
                 Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
                 None => Ok(Transformed::no(node)),
-            },
-        )
+            }
+        })
         .data()
     }
 
@@ -110,7 +113,11 @@ pub struct DecodedSegmentExec {
 impl DecodedSegmentExec {
     /// The scan that does `node`'s work, when `node` is a Parquet scan of segments the cache
     /// can serve; `None` otherwise.
-    fn replacing(node: &Arc<dyn ExecutionPlan>, db: &Db) -> DfResult<Option<Self>> {
+    fn replacing(
+        node: &Arc<dyn ExecutionPlan>,
+        db: &Db,
+        filters_rows: bool,
+    ) -> DfResult<Option<Self>> {
         let Some(source) = node.downcast_ref::<DataSourceExec>() else {
             return Ok(None);
         };
@@ -130,6 +137,7 @@ impl DecodedSegmentExec {
         {
             return Ok(None);
         }
+        let predicate = predicate.filter(|_| filters_rows);
         // Every file is a segment of an Eddy scan (`table.rs` marks them); a segment cut
         // into byte ranges appears once per range.
         let mut order: Option<SeriesOrder> = None;
@@ -711,6 +719,19 @@ mod tests {
             }
         }
         assert!(db.decoded_cache_bytes() > 0);
+        // With filter pushdown off, DataFusion's filter above the scan filters the rows.
+        let unpushed = engine.session();
+        unpushed
+            .query("SET datafusion.execution.parquet.pushdown_filters = false")
+            .await
+            .expect("set");
+        for sql in &queries[1..5] {
+            let plan = plan_text(&unpushed, sql).await;
+            assert!(plan.contains("DecodedSegmentExec"), "{sql}:\n{plan}");
+            let got = unpushed.query(sql).await.expect("query");
+            let want = without.query(sql).await.expect("oracle");
+            assert_same(&format!("{sql} (no pushdown)"), &got, &want);
+        }
         // A top-k pushes a dynamic filter into the scan as it runs: the Parquet reader keeps
         // it, and prunes by it.
         let sql = "SELECT time, host FROM cpu ORDER BY time DESC LIMIT 5";

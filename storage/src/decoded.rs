@@ -11,7 +11,6 @@ use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::errors::ParquetError;
 use parking_lot::Mutex;
 
 use crate::error::{Result, StorageError};
@@ -150,6 +149,18 @@ pub(crate) fn decode_row_group(
         });
     };
     let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+    if rows == 0 {
+        let columns = fields
+            .iter()
+            .map(|f| datafusion::arrow::array::new_empty_array(f.data_type()))
+            .collect();
+        return Ok(DecodedRowGroup {
+            columns,
+            rows,
+            hits: 0,
+            misses: 0,
+        });
+    }
     let leaves = metadata.file_metadata().schema_descr();
     let leaf_of = |name: &str| leaves.columns().iter().position(|c| c.name() == name);
     let id = file.meta.id;
@@ -178,7 +189,7 @@ pub(crate) fn decode_row_group(
             offset: 0,
             reason: format!("cannot decode row group {row_group}: {e}"),
         };
-        let (builder, _) = partial_reader(file, footers)?;
+        let (builder, reads) = partial_reader(file, footers)?;
         let mut leaves_wanted: Vec<usize> = missing.iter().map(|&(_, leaf)| leaf).collect();
         leaves_wanted.sort_unstable();
         leaves_wanted.dedup();
@@ -188,17 +199,13 @@ pub(crate) fn decode_row_group(
             .with_row_groups(vec![row_group])
             .with_batch_size(rows.max(1))
             .build()
-            .map_err(|e| match e {
-                // The verified reader's own error (a damaged block) says more than a wrapper.
-                ParquetError::External(inner) => match inner.downcast::<StorageError>() {
-                    Ok(storage) => *storage,
-                    Err(other) => undecodable(&other),
-                },
-                e => undecodable(&e),
-            })?;
+            .map_err(|e| reads.error_or(undecodable(&e)))?;
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| undecodable(&e))?;
+            .map_err(|e| reads.error_or(undecodable(&e)))?;
+        if batches.is_empty() {
+            return Err(undecodable(&"no rows decoded"));
+        }
         // The batch's columns are the wanted leaves in file order.
         let mut decoded: HashMap<usize, ArrayRef> = HashMap::new();
         for (k, &leaf) in leaves_wanted.iter().enumerate() {
@@ -221,8 +228,12 @@ pub(crate) fn decode_row_group(
             decoded.insert(leaf, array);
         }
         let mut cache = cache.lock();
-        for (&leaf, array) in &decoded {
-            cache.insert((id, row_group, leaf), array.clone());
+        // A segment compaction or retention has retired meanwhile is forgotten by them after
+        // retiring it, under this lock: checked here, nothing of it is kept after that.
+        if !file.is_retired() {
+            for (&leaf, array) in &decoded {
+                cache.insert((id, row_group, leaf), array.clone());
+            }
         }
         drop(cache);
         for (i, leaf) in missing {

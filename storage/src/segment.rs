@@ -133,6 +133,11 @@ impl SegmentFile {
         self.retired.store(true, Ordering::Release);
     }
 
+    /// Whether the segment has left the manifest.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// The segment's block checksums (loaded once), after checking that the file on disk has
     /// the length they cover.
     pub fn checksums(&self) -> Result<Arc<BlockChecksums>> {
@@ -313,6 +318,9 @@ pub(crate) struct VerifiedChunks {
     file: Mutex<File>,
     last: Mutex<Option<(Range<u64>, Bytes)>>,
     read: Arc<AtomicU64>,
+    /// The storage error of the last failed read: Parquet's synchronous reader passes errors
+    /// on as text, so the caller takes the typed error (an I/O error stays one) from here.
+    pub(crate) failure: Arc<Mutex<Option<StorageError>>>,
 }
 
 impl VerifiedChunks {
@@ -324,6 +332,7 @@ impl VerifiedChunks {
             file: Mutex::new(File::open(&file.path).at(&file.path)?),
             last: Mutex::new(None),
             read: Default::default(),
+            failure: Default::default(),
         })
     }
 
@@ -384,8 +393,11 @@ impl datafusion::parquet::file::reader::ChunkReader for VerifiedChunks {
                     reason: format!("a read of {length} bytes runs past the end of the file"),
                 }))
             })?;
-        self.bytes(start..end)
-            .map_err(|e| ParquetError::External(Box::new(e)))
+        self.bytes(start..end).map_err(|e| {
+            let text = e.to_string();
+            *self.failure.lock() = Some(e);
+            ParquetError::General(text)
+        })
     }
 }
 
@@ -420,14 +432,28 @@ impl std::io::Read for VerifiedRead {
     }
 }
 
+/// What a [`partial_reader`] has read: the bytes, and the storage error of a failed read.
+pub(crate) struct ChunkReads {
+    pub(crate) bytes: Arc<AtomicU64>,
+    pub(crate) failure: Arc<Mutex<Option<StorageError>>>,
+}
+
+impl ChunkReads {
+    /// The storage error behind a failed decode (a damaged block stays `Corrupt`, an I/O
+    /// error stays `Io`), or `otherwise` when no read failed.
+    pub(crate) fn error_or(&self, otherwise: StorageError) -> StorageError {
+        self.failure.lock().take().unwrap_or(otherwise)
+    }
+}
+
 /// A synchronous Parquet reader of `file` that reads only the verified ranges it needs, with
-/// the footer and page index from `cache`, and the count of bytes it has read from the file.
+/// the footer and page index from `cache`, and what it has read from the file.
 pub(crate) fn partial_reader(
     file: &SegmentFile,
     cache: &Mutex<MetadataCache>,
 ) -> Result<(
     datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<VerifiedChunks>,
-    Arc<AtomicU64>,
+    ChunkReads,
 )> {
     use datafusion::parquet::arrow::arrow_reader::{
         ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
@@ -441,10 +467,13 @@ pub(crate) fn partial_reader(
             reason: format!("cannot read its schema: {e}"),
         })?;
     let chunks = VerifiedChunks::open(file)?;
-    let read = chunks.read.clone();
+    let reads = ChunkReads {
+        bytes: chunks.read.clone(),
+        failure: chunks.failure.clone(),
+    };
     Ok((
         ParquetRecordBatchReaderBuilder::new_with_metadata(chunks, metadata),
-        read,
+        reads,
     ))
 }
 
@@ -775,7 +804,7 @@ pub(crate) fn read_segment_range(
         offset: 0,
         reason: format!("cannot decode: {e}"),
     };
-    let (mut builder, bytes_read) = partial_reader(file, cache)?;
+    let (mut builder, reads) = partial_reader(file, cache)?;
     // Pages whose tag statistics rule out every selected value are not decoded (the caller
     // still filters the rows it gets by tag).
     if let Some(pages) = tag_pages(builder.metadata(), tags) {
@@ -785,7 +814,7 @@ pub(crate) fn read_segment_range(
         if groups.is_empty() {
             return Ok(SegmentRange {
                 batches: Vec::new(),
-                bytes_read: bytes_read.load(Ordering::Relaxed),
+                bytes_read: reads.bytes.load(Ordering::Relaxed),
             });
         }
         builder = builder
@@ -839,17 +868,17 @@ pub(crate) fn read_segment_range(
         .with_row_filter(RowFilter::new(filters))
         .with_batch_size(SEGMENT_READ_BATCH_ROWS)
         .build()
-        .map_err(|e| undecodable(&e))?;
+        .map_err(|e| reads.error_or(undecodable(&e)))?;
     let mut batches = Vec::new();
     for b in reader {
-        let b = b.map_err(|e| undecodable(&e))?;
+        let b = b.map_err(|e| reads.error_or(undecodable(&e)))?;
         if b.num_rows() > 0 {
             batches.push(conform(&b, schema)?);
         }
     }
     Ok(SegmentRange {
         batches,
-        bytes_read: bytes_read.load(Ordering::Relaxed),
+        bytes_read: reads.bytes.load(Ordering::Relaxed),
     })
 }
 
