@@ -30,9 +30,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, EmissionType, ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -43,7 +41,7 @@ use datafusion::physical_plan::{
 };
 use eddy_storage::{Db, SegmentFile};
 
-use crate::run_aggregate::SeriesOrder;
+use crate::run_aggregate::{SeriesOrder, visit_each};
 
 /// The physical optimizer rule that reads segments through the decoded-column cache.
 #[derive(Debug)]
@@ -349,30 +347,8 @@ impl ExecutionPlan for DecodedSegmentExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        let mut recursion = TreeNodeRecursion::Continue;
-        for e in self
-            .scan
-            .predicate
-            .iter()
-            .chain(self.scan.projection.iter())
-        {
-            recursion = recursion.visit_sibling(|| f(e))?;
-            if recursion == TreeNodeRecursion::Stop {
-                break;
-            }
-        }
-        Ok(recursion)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return internal_err!("DecodedSegmentExec has no inputs, got {}", children.len());
-        }
-        Ok(self)
+        let scan = &self.scan;
+        visit_each(scan.predicate.iter().chain(&scan.projection).cloned(), f)
     }
 
     fn with_new_children(

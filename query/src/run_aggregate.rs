@@ -304,17 +304,10 @@ impl ExecutionPlan for RunAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        let mut recursion = TreeNodeRecursion::Continue;
-        let group = self.group_by.expr().iter().map(|(e, _)| e);
+        let group = self.group_by.expr().iter().map(|(e, _)| Arc::clone(e));
         let args = self.aggr_expr.iter().flat_map(|a| a.expressions());
-        let filters = self.filter_expr.iter().flatten();
-        for e in group.cloned().chain(args).chain(filters.cloned()) {
-            recursion = recursion.visit_sibling(|| f(&e))?;
-            if recursion == TreeNodeRecursion::Stop {
-                break;
-            }
-        }
-        Ok(recursion)
+        let filters = self.filter_expr.iter().flatten().cloned();
+        visit_each(group.chain(args).chain(filters), f)
     }
 
     fn replace_children(
@@ -394,6 +387,22 @@ impl ExecutionPlan for RunAggregateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// Calls `f` on each expression in turn, as `ExecutionPlan::apply_expressions` asks: siblings
+/// are visited until one says stop.
+pub(crate) fn visit_each(
+    exprs: impl IntoIterator<Item = Arc<dyn PhysicalExpr>>,
+    f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+) -> DfResult<TreeNodeRecursion> {
+    let mut recursion = TreeNodeRecursion::Continue;
+    for e in exprs {
+        recursion = recursion.visit_sibling(|| f(&e))?;
+        if recursion == TreeNodeRecursion::Stop {
+            break;
+        }
+    }
+    Ok(recursion)
 }
 
 /// The per-partition state of a [`RunAggregateExec`].
